@@ -1,0 +1,80 @@
+//! The `sunray` command: `start`, `stop`, `status`.
+
+mod start;
+mod status;
+mod stop;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "sunray",
+    version,
+    about = "Ray core and Ray Tune, in Rust: start and inspect clusters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a head (`--head`) or join a node to a head (`--address`) on this host.
+    Start(start::StartArgs),
+    /// Stop every sunray head and node that `sunray start` started on this host (this user's).
+    Stop(stop::StopArgs),
+    /// Show the nodes of a cluster and its task counts.
+    Status(status::StatusArgs),
+}
+
+/// Runs the command line; exits the process with its status.
+pub fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Start(a) => start::run(a),
+        Cmd::Stop(a) => stop::run(a),
+        Cmd::Status(a) => status::run(a),
+    };
+    if let Err(e) = r {
+        eprintln!("sunray: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+pub(crate) fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SUNRAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// The head to talk to: the flag, `$SUNRAY_ADDRESS`, or the only head on this host.
+pub(crate) fn resolve_address(given: Option<String>) -> anyhow::Result<String> {
+    if let Some(a) = given.or_else(sunray_runtime::session::address_from_env) {
+        return Ok(a);
+    }
+    let heads = sunray_runtime::session::local_head_addresses();
+    match heads.len() {
+        0 => anyhow::bail!(
+            "no cluster address given and no sunray head runs on this host: pass --address HOST:PORT or set SUNRAY_ADDRESS"
+        ),
+        1 => Ok(heads[0].clone()),
+        _ => anyhow::bail!(
+            "several sunray heads run on this host ({}): pass --address",
+            heads.join(", ")
+        ),
+    }
+}
+
+pub(crate) fn resolve_token(given: Option<String>, address: &str) -> anyhow::Result<String> {
+    given
+        .or_else(|| sunray_runtime::session::find_token(address))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no token for the cluster at {address}: pass --token or set SUNRAY_TOKEN (the head's session directory holds it in a file named token)"
+            )
+        })
+}

@@ -1,0 +1,3 @@
+fn main() {
+    sunray_cli::main()
+}

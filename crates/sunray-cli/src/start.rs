@@ -1,0 +1,272 @@
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::IpAddr;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use sunray_proto::{NodeRegistration, Resources};
+use sunray_runtime::local::{self, HeadOptions};
+use sunray_runtime::node::{self, NodeConfig};
+use sunray_runtime::session::{self, Session, SessionInfo};
+use sunray_runtime::{detect, driver::runtime};
+
+#[derive(Args, Clone)]
+pub struct StartArgs {
+    /// Start a head (and the node agent of this host).
+    #[arg(long, conflicts_with = "address")]
+    head: bool,
+    /// Join the head at HOST:PORT as a node.
+    #[arg(long, required_unless_present = "head")]
+    address: Option<String>,
+    /// Port of the head (0: any free port).
+    #[arg(long, default_value_t = 6379)]
+    port: u16,
+    /// Address other hosts reach this one by (default: detected).
+    #[arg(long = "node-ip-address")]
+    node_ip_address: Option<IpAddr>,
+    /// CPUs this node offers (default: the CPUs of this host).
+    #[arg(long)]
+    num_cpus: Option<f64>,
+    /// GPUs this node offers (default: CUDA_VISIBLE_DEVICES or the NVIDIA driver's list).
+    #[arg(long)]
+    num_gpus: Option<u32>,
+    /// Custom resources, as JSON: '{"name": amount}'.
+    #[arg(long)]
+    resources: Option<String>,
+    /// Cluster token (head: use this one instead of a new one; node: the head's).
+    #[arg(long, env = "SUNRAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Stay in the foreground until signalled.
+    #[arg(long)]
+    block: bool,
+    /// Internal: set in the background process that `start` without --block spawns.
+    #[arg(long, hide = true)]
+    daemon_child: bool,
+}
+
+fn node_resources(a: &StartArgs) -> anyhow::Result<(Resources, Vec<String>)> {
+    let detected = detect::gpu_ids();
+    let gpu_ids = match a.num_gpus {
+        Some(n) => detect::gpu_ids_for(n as usize, &detected),
+        None => detected,
+    };
+    let custom: BTreeMap<String, f64> = match &a.resources {
+        None => BTreeMap::new(),
+        Some(s) => serde_json::from_str(s).with_context(|| {
+            format!("--resources must be a JSON object of names to numbers, like '{{\"ssd\": 1}}'; got {s}")
+        })?,
+    };
+    for (k, v) in &custom {
+        if !(v.is_finite() && *v >= 0.0) {
+            bail!("--resources: amount of {k} must be a non-negative number, got {v}");
+        }
+        if ["CPU", "GPU", "memory"].contains(&k.as_str()) {
+            bail!("--resources: use --num-cpus / --num-gpus for {k}");
+        }
+    }
+    let cpu = a.num_cpus.unwrap_or(detect::cpus() as f64);
+    if !(cpu.is_finite() && cpu >= 0.0) {
+        bail!("--num-cpus must be a non-negative number, got {cpu}");
+    }
+    Ok((
+        Resources {
+            cpu,
+            gpu: gpu_ids.len() as f64,
+            memory: 0.0,
+            custom: custom.into_iter().collect(),
+        },
+        gpu_ids,
+    ))
+}
+
+pub fn run(a: StartArgs) -> anyhow::Result<()> {
+    if !a.block && !a.daemon_child {
+        return spawn_background(&a);
+    }
+    crate::init_logging("info");
+    let (resources, gpu_ids) = node_resources(&a)?;
+    let rt = runtime();
+    rt.block_on(async move {
+        if a.head {
+            let node_ip = a.node_ip_address.unwrap_or_else(detect::default_ip);
+            let started = local::start_head(HeadOptions {
+                kind: "head".into(),
+                bind_ip: a.node_ip_address,
+                node_ip,
+                port: a.port,
+                token: a.token.clone(),
+                resources: resources.clone(),
+                gpu_ids,
+            })
+            .await?;
+            announce(
+                &format!(
+                    "READY head {} {} {}",
+                    started.address,
+                    started.session.dir.display(),
+                    resources_line(&resources)
+                ),
+                a.daemon_child,
+                &started.session,
+            );
+            let shared = started.shared.clone();
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                _ = shared.shutdown.notified() => {}
+                _ = started.node => {}
+            }
+            started.session.remove();
+        } else {
+            let address = a.address.clone().expect("clap requires it");
+            let token = crate::resolve_token(a.token.clone(), &address)?;
+            let node_ip = match a.node_ip_address {
+                Some(ip) => ip,
+                None => detect::local_ip_towards(&address).unwrap_or_else(detect::default_ip),
+            };
+            let session = Session::create("node")?;
+            let reg = NodeRegistration {
+                ip: node_ip.to_string(),
+                hostname: detect::hostname(),
+                pid: std::process::id(),
+                resources: resources.clone(),
+                gpu_ids: gpu_ids.clone(),
+            };
+            let link = node::join(&address, a.node_ip_address, &token, reg).await?;
+            session.write_info(&SessionInfo {
+                kind: "node".into(),
+                pid: std::process::id(),
+                address: None,
+                node_ip: node_ip.to_string(),
+                started_unix_ms: session::now_unix_ms(),
+            })?;
+            announce(
+                &format!(
+                    "READY node {} {} {}",
+                    address,
+                    session.dir.display(),
+                    resources_line(&resources)
+                ),
+                a.daemon_child,
+                &session,
+            );
+            let cfg = NodeConfig {
+                ip: node_ip.to_string(),
+                token,
+                session: session.clone(),
+                total: local::resource_set(&resources),
+                gpu_ids,
+                head_address: address,
+            };
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                r = node::run(cfg, link) => { r?; }
+            }
+            session.remove();
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    // Worker processes die with this process (PR_SET_PDEATHSIG).
+    std::process::exit(0)
+}
+
+fn resources_line(r: &Resources) -> String {
+    let mut s = format!("{} CPUs, {} GPUs", r.cpu, r.gpu);
+    for (n, a) in &r.custom {
+        s.push_str(&format!(", {a} {n}"));
+    }
+    s
+}
+
+/// In the background process: tells the parent it is ready, then detaches from the
+/// parent's pipes. In the foreground: prints where the cluster is.
+fn announce(line: &str, daemon: bool, session: &Session) {
+    use std::io::Write;
+    use std::os::fd::IntoRawFd;
+    if daemon {
+        println!("{line}");
+        let _ = std::io::stdout().flush();
+        // From now on the parent is gone: output goes to the session's log file.
+        if let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(session.log_path("sunray"))
+        {
+            let fd = f.into_raw_fd();
+            unsafe {
+                libc::dup2(fd, 1);
+                libc::dup2(fd, 2);
+                libc::close(fd);
+            }
+        }
+    } else {
+        print_ready(line);
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+    let mut hup = signal(SignalKind::hangup()).expect("signal handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = hup.recv() => {}
+    }
+}
+
+fn print_ready(line: &str) {
+    let parts: Vec<&str> = line.splitn(5, ' ').collect();
+    let (kind, addr, dir, res) = (parts[1], parts[2], parts[3], parts.get(4).unwrap_or(&""));
+    if kind == "head" {
+        println!("sunray head started: {addr} ({res})");
+        println!("  session directory: {dir} (token, logs)");
+        println!("  join a node:       sunray start --address {addr}");
+        println!(
+            "  from another host: SUNRAY_TOKEN=$(cat {dir}/token) sunray start --address {addr}"
+        );
+        println!("  run a driver:      SUNRAY_ADDRESS={addr} <your program>");
+        println!("  status / stop:     sunray status   /   sunray stop");
+    } else {
+        println!("sunray node joined {addr} ({res}); session directory {dir}");
+    }
+}
+
+/// Starts `sunray start … --daemon-child` in a new session and returns once it is ready.
+fn spawn_background(a: &StartArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot locate the sunray executable")?;
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    args.push("--daemon-child".into());
+    let mut cmd = Command::new(exe);
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .context("cannot start the background sunray process")?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).ok();
+    if let Some(ready) = line.trim().strip_prefix("READY ") {
+        print_ready(&format!("READY {ready}"));
+        return Ok(());
+    }
+    let mut err = String::new();
+    stderr.read_to_string(&mut err).ok();
+    let _ = child.wait();
+    bail!(
+        "the sunray {} did not start:\n{}",
+        if a.head { "head" } else { "node" },
+        err.trim()
+    )
+}

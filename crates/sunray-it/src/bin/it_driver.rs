@@ -1,0 +1,134 @@
+//! A driver program for the integration tests: each subcommand exercises one behaviour
+//! and prints what the test checks, one fact per line.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[sunray::remote]
+fn where_am_i(sleep_s: f64) -> String {
+    std::thread::sleep(Duration::from_secs_f64(sleep_s));
+    sunray::get_runtime_context().node_ip
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Returns (node ip, start, end, CUDA_VISIBLE_DEVICES, gpu ids of the context).
+#[sunray::remote]
+fn interval(sleep_s: f64) -> (String, f64, f64, String, Vec<String>) {
+    let start = now();
+    std::thread::sleep(Duration::from_secs_f64(sleep_s));
+    let ctx = sunray::get_runtime_context();
+    (
+        ctx.node_ip,
+        start,
+        now(),
+        std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_else(|_| "<unset>".into()),
+        ctx.gpu_ids,
+    )
+}
+
+#[sunray::remote]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+#[sunray::remote]
+fn fails(msg: String) -> Result<i64, String> {
+    Err(msg)
+}
+
+#[sunray::remote]
+fn panics(msg: String) -> i64 {
+    panic!("{msg}")
+}
+
+/// Announces where it runs, then works long enough for the test to kill its node.
+#[sunray::remote(max_retries = 2)]
+fn long_task(seconds: f64) -> String {
+    let ip = sunray::get_runtime_context().node_ip;
+    println!("STARTED {ip}");
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    ip
+}
+
+#[sunray::remote]
+fn exits() -> i64 {
+    std::process::exit(3)
+}
+
+fn main() {
+    if let Err(e) = sunray::init() {
+        eprintln!("init failed: {e}");
+        std::process::exit(2);
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(8);
+    match args.get(1).map(String::as_str) {
+        Some("spread") => {
+            let refs: Vec<_> = (0..n).map(|_| where_am_i.remote(0.2)).collect();
+            for ip in sunray::get_all(&refs).unwrap() {
+                println!("IP {ip}");
+            }
+        }
+        Some("intervals") => {
+            let gpus: f64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+            let opts = sunray::TaskOptions::new().num_gpus(gpus);
+            let refs: Vec<_> = (0..n)
+                .map(|_| interval.options(opts.clone()).remote(0.3))
+                .collect();
+            for (ip, s, e, cvd, ids) in sunray::get_all(&refs).unwrap() {
+                println!("INTERVAL {ip} {s:.6} {e:.6} [{cvd}] [{}]", ids.join(","));
+            }
+        }
+        Some("deps") => {
+            let a = add.remote(1, 2);
+            let b = add.remote(&a, 10);
+            let c = add.remote(&b, &a);
+            let p = sunray::put(&100i64).unwrap();
+            let d = add.remote(&p, &c);
+            println!("RESULT {}", d.get().unwrap());
+            let (ready, rest) = sunray::wait(
+                &[a.clone(), b.clone(), c.clone()],
+                3,
+                Some(Duration::from_secs(10)),
+            )
+            .unwrap();
+            println!("WAIT {} {}", ready.len(), rest.len());
+        }
+        Some("errors") => {
+            let e = fails.remote("bad input 42".to_string()).get().unwrap_err();
+            println!("ERR1 {e}");
+            let p = panics.remote("kaboom".to_string());
+            let e = p.get().unwrap_err();
+            println!("ERR2 {e}");
+            let dependent = add.remote(&p, 1);
+            println!("ERR3 {}", dependent.get().unwrap_err());
+            let ok = add.remote(2, 2).get().unwrap();
+            println!("OK {ok}");
+        }
+        Some("worker_exit") => {
+            let e = exits
+                .options(sunray::TaskOptions::new().max_retries(1))
+                .remote()
+                .get()
+                .unwrap_err();
+            println!("ERR {e}");
+        }
+        Some("long") => {
+            let r = long_task.remote(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3.0));
+            println!("RESULT {}", r.get().unwrap());
+        }
+        Some("resources") => {
+            println!("CLUSTER {:?}", sunray::cluster_resources().unwrap());
+            println!("NODES {}", sunray::nodes().unwrap().len());
+        }
+        other => {
+            eprintln!("unknown scenario {other:?}");
+            std::process::exit(2);
+        }
+    }
+}

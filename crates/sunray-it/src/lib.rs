@@ -1,0 +1,1 @@
+//! Integration tests of sunray; the binaries here are the processes they start.

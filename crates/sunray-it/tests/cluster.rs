@@ -1,0 +1,532 @@
+//! Real `sunray` processes on real sockets: a head and nodes on distinct loopback
+//! addresses, drivers started as separate programs. Each test has its own session
+//! directory (SUNRAY_TMPDIR) and port, so tests run side by side.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const SUNRAY: &str = env!("CARGO_BIN_EXE_sunray");
+const DRIVER: &str = env!("CARGO_BIN_EXE_it_driver");
+
+fn fresh_tmp() -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let p = PathBuf::from(format!(
+        "/tmp/srt-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::remove_dir_all(&p).ok();
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+struct Cluster {
+    tmp: PathBuf,
+    address: String,
+    head: Child,
+    nodes: Vec<(String, Child)>,
+}
+
+/// Reads stdout lines of `child` until one starts with `prefix`; returns it.
+fn wait_line(child: &mut Child, prefix: &str) -> String {
+    let out = child.stdout.take().expect("stdout piped");
+    let mut r = BufReader::new(out);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = r.read_line(&mut line).unwrap();
+        assert!(n > 0, "process ended before printing {prefix:?}");
+        if line.starts_with(prefix) {
+            // keep draining in the background so the child never blocks on a full pipe
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                while r.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                    sink.clear();
+                }
+            });
+            return line.trim().to_string();
+        }
+    }
+}
+
+impl Cluster {
+    /// A head with `head_cpus` CPUs on 127.0.0.1 and nodes (ip, cpus, gpus).
+    fn start(head_cpus: f64, nodes: &[(&str, f64, u32)]) -> Cluster {
+        let tmp = fresh_tmp();
+        let mut head = Command::new(SUNRAY)
+            .args([
+                "start",
+                "--head",
+                "--block",
+                "--port",
+                "0",
+                "--node-ip-address",
+                "127.0.0.1",
+            ])
+            .args(["--num-cpus", &head_cpus.to_string(), "--num-gpus", "0"])
+            .env("SUNRAY_TMPDIR", &tmp)
+            .env_remove("SUNRAY_ADDRESS")
+            .env_remove("SUNRAY_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(tmp.join("head.err")).unwrap())
+            .spawn()
+            .unwrap();
+        let line = wait_line(&mut head, "sunray head started:");
+        let address = line
+            .split_whitespace()
+            .nth(3)
+            .expect("address in the ready line")
+            .to_string();
+        let mut c = Cluster {
+            tmp,
+            address,
+            head,
+            nodes: Vec::new(),
+        };
+        for (ip, cpus, gpus) in nodes {
+            c.add_node(ip, *cpus, *gpus);
+        }
+        let st = c
+            .sunray(&[
+                "status",
+                "--wait-for-nodes",
+                &(nodes.len() + 1).to_string(),
+                "--timeout",
+                "30",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        c
+    }
+
+    fn add_node(&mut self, ip: &str, cpus: f64, gpus: u32) {
+        let mut n = self
+            .sunray(&[
+                "start",
+                "--address",
+                &self.address.clone(),
+                "--block",
+                "--node-ip-address",
+                ip,
+            ])
+            .args([
+                "--num-cpus",
+                &cpus.to_string(),
+                "--num-gpus",
+                &gpus.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(self.tmp.join(format!("node-{ip}.err"))).unwrap())
+            .spawn()
+            .unwrap();
+        wait_line(&mut n, "sunray node joined");
+        self.nodes.push((ip.to_string(), n));
+    }
+
+    fn sunray(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(SUNRAY);
+        c.args(args)
+            .env("SUNRAY_TMPDIR", &self.tmp)
+            .env_remove("SUNRAY_ADDRESS")
+            .env_remove("SUNRAY_TOKEN")
+            .env_remove("CUDA_VISIBLE_DEVICES");
+        c
+    }
+
+    fn driver_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(DRIVER);
+        c.args(args)
+            .env("SUNRAY_TMPDIR", &self.tmp)
+            .env("SUNRAY_ADDRESS", &self.address)
+            .env_remove("SUNRAY_TOKEN")
+            .env_remove("CUDA_VISIBLE_DEVICES");
+        c
+    }
+
+    fn driver(&self, args: &[&str]) -> Output {
+        let out = self.driver_cmd(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "driver {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, n) in &mut self.nodes {
+            let _ = n.kill();
+            let _ = n.wait();
+        }
+        let _ = self.head.kill();
+        let _ = self.head.wait();
+        std::fs::remove_dir_all(&self.tmp).ok();
+    }
+}
+
+fn lines<'a>(out: &'a Output, tag: &str) -> Vec<&'a str> {
+    std::str::from_utf8(&out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix(tag).map(str::trim))
+        .collect()
+}
+
+#[test]
+fn tasks_spread_over_every_node() {
+    let c = Cluster::start(2.0, &[("127.0.0.2", 2.0, 0), ("127.0.0.3", 2.0, 0)]);
+    let out = c.driver(&["spread", "12"]);
+    let ips: BTreeSet<&str> = lines(&out, "IP ").into_iter().collect();
+    assert_eq!(
+        ips,
+        ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+            .into_iter()
+            .collect(),
+        "every node must take part"
+    );
+}
+
+struct Interval {
+    ip: String,
+    start: f64,
+    end: f64,
+    visible: String,
+    ids: String,
+}
+
+fn intervals(out: &Output) -> Vec<Interval> {
+    lines(out, "INTERVAL ")
+        .into_iter()
+        .map(|l| {
+            let p: Vec<&str> = l.split_whitespace().collect();
+            Interval {
+                ip: p[0].to_string(),
+                start: p[1].parse().unwrap(),
+                end: p[2].parse().unwrap(),
+                visible: p[3].trim_matches(|c| c == '[' || c == ']').to_string(),
+                ids: p[4].trim_matches(|c| c == '[' || c == ']').to_string(),
+            }
+        })
+        .collect()
+}
+
+/// Most tasks running at one instant on each node.
+fn max_overlap(iv: &[Interval]) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for a in iv {
+        let n = iv
+            .iter()
+            .filter(|b| b.ip == a.ip && b.start <= a.start && a.start < b.end)
+            .count();
+        let e = out.entry(a.ip.clone()).or_insert(0);
+        *e = (*e).max(n);
+    }
+    out
+}
+
+#[test]
+fn never_more_concurrent_tasks_than_cpus() {
+    let c = Cluster::start(1.0, &[("127.0.0.2", 2.0, 0), ("127.0.0.3", 1.0, 0)]);
+    let out = c.driver(&["intervals", "12"]);
+    let iv = intervals(&out);
+    assert_eq!(iv.len(), 12);
+    let cpus: HashMap<&str, usize> = [("127.0.0.1", 1), ("127.0.0.2", 2), ("127.0.0.3", 1)].into();
+    for (ip, n) in max_overlap(&iv) {
+        assert!(n <= cpus[ip.as_str()], "{n} tasks at once on {ip}");
+    }
+}
+
+#[test]
+fn gpu_ids_are_assigned_without_overlap() {
+    let c = Cluster::start(2.0, &[("127.0.0.2", 4.0, 2), ("127.0.0.3", 4.0, 1)]);
+    let out = c.driver(&["intervals", "9", "1"]);
+    let iv = intervals(&out);
+    assert_eq!(iv.len(), 9);
+    for a in &iv {
+        assert_ne!(a.ip, "127.0.0.1", "the head has no GPU");
+        assert_eq!(
+            a.visible, a.ids,
+            "CUDA_VISIBLE_DEVICES is the task's GPU list"
+        );
+        assert_eq!(a.ids.split(',').count(), 1, "one GPU per task");
+        for b in &iv {
+            let overlap = a.start < b.end && b.start < a.end;
+            if !std::ptr::eq(a, b) && a.ip == b.ip && overlap {
+                assert_ne!(a.ids, b.ids, "two tasks shared GPU {} on {}", a.ids, a.ip);
+            }
+        }
+    }
+    assert!(
+        iv.iter().any(|i| i.ip == "127.0.0.2" && i.ids == "1"),
+        "the second GPU is used"
+    );
+    // CPU-only tasks see no GPU at all
+    let cpu_only = intervals(&c.driver(&["intervals", "4"]));
+    assert!(cpu_only.iter().all(|i| i.visible.is_empty()));
+}
+
+#[test]
+fn object_refs_as_arguments_put_and_wait() {
+    let c = Cluster::start(1.0, &[("127.0.0.2", 1.0, 0)]);
+    let out = c.driver(&["deps"]);
+    assert_eq!(lines(&out, "RESULT "), vec!["116"]);
+    assert_eq!(lines(&out, "WAIT "), vec!["3 0"]);
+}
+
+#[test]
+fn errors_and_panics_come_back_from_get() {
+    let c = Cluster::start(1.0, &[("127.0.0.2", 1.0, 0)]);
+    let out = c.driver(&["errors"]);
+    let e1 = lines(&out, "ERR1 ")[0];
+    assert!(
+        e1.contains("fails") && e1.contains("bad input 42") && e1.contains("127.0.0."),
+        "{e1}"
+    );
+    let e2 = lines(&out, "ERR2 ")[0];
+    assert!(
+        e2.contains("panics") && e2.contains("panicked: kaboom"),
+        "{e2}"
+    );
+    let e3 = lines(&out, "ERR3 ")[0];
+    assert!(
+        e3.contains("dependency failed") && e3.contains("kaboom"),
+        "{e3}"
+    );
+    assert_eq!(lines(&out, "OK "), vec!["4"]);
+}
+
+#[test]
+fn a_worker_that_dies_is_retried_then_reported() {
+    let c = Cluster::start(1.0, &[]);
+    let out = c.driver(&["worker_exit"]);
+    let e = lines(&out, "ERR ")[0];
+    assert!(
+        e.contains("exits") && e.contains("lost its worker process") && e.contains("exit code 3"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_killed_node_has_its_task_retried_elsewhere() {
+    // the head offers no CPU, so the task runs on one of the two nodes
+    let mut c = Cluster::start(0.0, &[("127.0.0.2", 1.0, 0), ("127.0.0.3", 1.0, 0)]);
+    let mut d = c
+        .driver_cmd(&["long", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r = BufReader::new(d.stdout.take().unwrap());
+    let mut line = String::new();
+    let first = loop {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "driver ended early");
+        if let Some(ip) = line.trim().split("STARTED ").nth(1) {
+            break ip.to_string();
+        }
+    };
+    let victim = c.nodes.iter().position(|(ip, _)| *ip == first).unwrap();
+    c.nodes[victim].1.kill().unwrap();
+    c.nodes[victim].1.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut r, &mut rest).unwrap();
+    assert!(d.wait().unwrap().success(), "driver failed: {rest}");
+    let result = rest
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .expect("a result");
+    assert_ne!(result, first, "the retry ran on the surviving node");
+    assert!(rest.contains(&format!("STARTED {result}")));
+    let st = c
+        .sunray(&["status", "--address", &c.address])
+        .output()
+        .unwrap();
+    let st = String::from_utf8_lossy(&st.stdout);
+    assert!(st.contains("2 nodes alive, 1 dead"), "{st}");
+}
+
+#[test]
+fn wrong_token_is_refused_on_both_sides() {
+    let c = Cluster::start(1.0, &[]);
+    let out = c
+        .sunray(&[
+            "start",
+            "--address",
+            &c.address,
+            "--block",
+            "--token",
+            "not-the-token",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused") && err.contains("wrong cluster token"),
+        "{err}"
+    );
+    let drv = c
+        .driver_cmd(&["spread", "1"])
+        .env("SUNRAY_TOKEN", "nope")
+        .output()
+        .unwrap();
+    assert!(!drv.status.success());
+    assert!(String::from_utf8_lossy(&drv.stderr).contains("wrong cluster token"));
+    let head_log = std::fs::read_to_string(c.tmp.join("head.err")).unwrap();
+    assert!(
+        head_log.contains("refused connection from 127.0.0.1"),
+        "{head_log}"
+    );
+}
+
+#[test]
+fn unreachable_head_and_bad_flags_give_clear_errors() {
+    let tmp = fresh_tmp();
+    let run = |args: &[&str]| {
+        Command::new(SUNRAY)
+            .args(args)
+            .env("SUNRAY_TMPDIR", &tmp)
+            .env_remove("SUNRAY_ADDRESS")
+            .output()
+            .unwrap()
+    };
+    let o = run(&[
+        "start",
+        "--address",
+        "127.0.0.1:1",
+        "--token",
+        "x",
+        "--block",
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach head at 127.0.0.1:1"));
+    let o = run(&["start", "--head", "--block", "--resources", "{not json"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resources must be a JSON object"));
+    let o = run(&["status"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no sunray head runs on this host"));
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+/// Processes (not zombies) whose environment names this test's session directory.
+fn processes_of(tmp: &std::path::Path) -> Vec<u32> {
+    let needle = format!("SUNRAY_TMPDIR={}", tmp.display());
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.trim_start().starts_with('Z'))
+            .unwrap_or(true);
+        if !zombie && env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn start_without_block_returns_ready_and_stop_leaves_nothing_behind() {
+    let tmp = fresh_tmp();
+    let cmd = |args: &[&str]| {
+        let mut c = Command::new(SUNRAY);
+        c.args(args)
+            .env("SUNRAY_TMPDIR", &tmp)
+            .env_remove("SUNRAY_ADDRESS")
+            .env_remove("SUNRAY_TOKEN");
+        c
+    };
+    let o = cmd(&[
+        "start",
+        "--head",
+        "--port",
+        "0",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--num-cpus",
+        "1",
+    ])
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let address = text.split_whitespace().nth(3).unwrap().to_string();
+    let o = cmd(&[
+        "start",
+        "--address",
+        &address,
+        "--node-ip-address",
+        "127.0.0.2",
+        "--num-cpus",
+        "1",
+    ])
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // the cluster takes work at once: a driver leaves idle workers on both nodes
+    let d = Command::new(DRIVER)
+        .args(["spread", "4"])
+        .env("SUNRAY_TMPDIR", &tmp)
+        .env("SUNRAY_ADDRESS", &address)
+        .output()
+        .unwrap();
+    assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
+    let before = processes_of(&tmp);
+    assert!(before.len() >= 4, "head, node and workers run: {before:?}");
+    let o = cmd(&["stop"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("stopped 2 sunray processes"));
+    // workers die with their node agent (SIGKILL from the kernel); allow it a moment
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_of(&tmp).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        processes_of(&tmp),
+        Vec::<u32>::new(),
+        "processes left behind"
+    );
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+#[test]
+fn status_and_cluster_resources_show_every_node() {
+    let c = Cluster::start(2.0, &[("127.0.0.2", 3.0, 0), ("127.0.0.3", 1.0, 1)]);
+    let st = c
+        .sunray(&["status", "--address", &c.address])
+        .output()
+        .unwrap();
+    let st = String::from_utf8_lossy(&st.stdout);
+    for ip in ["127.0.0.1", "127.0.0.2", "127.0.0.3"] {
+        assert!(st.contains(ip), "{st}");
+    }
+    assert!(
+        st.contains("3 nodes alive, 0 dead") && st.contains("0/6 CPUs"),
+        "{st}"
+    );
+    let out = c.driver(&["resources"]);
+    let cl = lines(&out, "CLUSTER ")[0];
+    assert!(
+        cl.contains("\"CPU\": 6.0") && cl.contains("\"GPU\": 1.0"),
+        "{cl}"
+    );
+    assert_eq!(lines(&out, "NODES "), vec!["3"]);
+}

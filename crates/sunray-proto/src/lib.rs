@@ -1,0 +1,374 @@
+//! Wire messages of sunray and the protocol version.
+//!
+//! Every connection carries length-delimited frames (4-byte big-endian length, then a
+//! postcard-encoded message). The first frame from the connecting side is a [`Hello`]
+//! carrying the protocol version and the cluster token; the accepting side answers with a
+//! [`HelloReply`]. Nothing else lives in this crate, so that every process agrees on the
+//! bytes.
+
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// Bumped on every incompatible change of a message below.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame accepted (a driver's executable travels as one frame).
+pub const MAX_FRAME_BYTES: usize = 1 << 30;
+
+pub type NodeId = u32;
+/// A connected driver (a "job" in Ray's words).
+pub type ClientId = u32;
+/// The id of a task and of the object holding its return value (one return per task).
+pub type ObjectId = u64;
+pub type TaskId = ObjectId;
+
+/// Object ids are minted by the client without a round trip: the head assigns each client
+/// an id at connect time and the client numbers its objects under it.
+pub fn object_id(client: ClientId, seq: u64) -> ObjectId {
+    ((client as u64) << 40) | (seq & ((1 << 40) - 1))
+}
+
+/// The client that created an object.
+pub fn object_owner(id: ObjectId) -> ClientId {
+    (id >> 40) as ClientId
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("malformed message: {0}")]
+    Malformed(#[from] postcard::Error),
+}
+
+/// Encodes a message into a frame body.
+pub fn encode<T: Serialize>(msg: &T) -> Bytes {
+    Bytes::from(postcard::to_allocvec(msg).expect("serialising into a Vec cannot fail"))
+}
+
+/// Decodes a frame body.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
+    Ok(postcard::from_bytes(body)?)
+}
+
+/// Logical resources, as plain amounts (CPUs may be fractional; custom names are free).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpu: f64,
+    pub gpu: f64,
+    pub memory: f64,
+    pub custom: Vec<(String, f64)>,
+}
+
+/// Identifies the executable that workers of a driver must run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinaryInfo {
+    pub path: String,
+    /// xxh3-128 of the file's bytes, as 32 hex digits.
+    pub hash: String,
+    pub size: u64,
+    /// Hash of the names of the remote functions compiled into it.
+    pub registry_hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u32,
+    pub token: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Role {
+    /// A user program submitting tasks.
+    Driver {
+        binary: BinaryInfo,
+        hostname: String,
+        pid: u32,
+    },
+    /// A node agent joining the cluster.
+    Node(NodeRegistration),
+    /// A short-lived client asking about the cluster (`sunray status`).
+    Query,
+    /// A node fetching a driver's executable by hash.
+    FetchBinary { hash: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeRegistration {
+    pub ip: String,
+    pub hostname: String,
+    pub pid: u32,
+    pub resources: Resources,
+    /// Device ids of the node's GPUs (as `CUDA_VISIBLE_DEVICES` names them).
+    pub gpu_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum HelloReply {
+    Welcome {
+        client_id: ClientId,
+        node_id: Option<NodeId>,
+        /// For drivers: the head cannot read the executable at `path` with that hash,
+        /// so the driver must upload it (nodes fetch it from the head).
+        upload_binary: bool,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+/// One argument of a task: a serialised value, or the id of an object the head must
+/// resolve before the task runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Arg {
+    Value(Bytes),
+    Ref(ObjectId),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub id: TaskId,
+    /// Registered name of the remote function (module path and name).
+    pub function: String,
+    pub args: Vec<Arg>,
+    pub resources: Resources,
+    /// How often the task is re-run after its worker or node died.
+    pub max_retries: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The function returned an error or panicked.
+    Application,
+    /// The worker process died while running the task.
+    WorkerDied,
+    /// The node running the task left the cluster.
+    NodeDied,
+    /// The worker's executable does not contain the function.
+    FunctionNotFound,
+    /// An argument could not be decoded (driver and worker disagree on types).
+    BadArguments,
+    /// A task this one depends on failed.
+    DependencyFailed,
+    /// The object was never created or was released.
+    ObjectLost,
+    /// The node could not start a worker (missing executable, exec failure).
+    WorkerStartFailed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskError {
+    pub kind: ErrorKind,
+    /// Function name of the failed task.
+    pub function: String,
+    /// Where it ran, as "node <id> (<ip>)", when known.
+    pub location: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for TaskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.kind {
+            ErrorKind::Application => "failed",
+            ErrorKind::WorkerDied => "lost its worker process",
+            ErrorKind::NodeDied => "lost its node",
+            ErrorKind::FunctionNotFound => "cannot run: function not found in the worker",
+            ErrorKind::BadArguments => "cannot run: bad arguments",
+            ErrorKind::DependencyFailed => "cannot run: a dependency failed",
+            ErrorKind::ObjectLost => "cannot run: object lost",
+            ErrorKind::WorkerStartFailed => "cannot run: worker did not start",
+        };
+        write!(f, "task {} {}", self.function, what)?;
+        if let Some(loc) = &self.location {
+            write!(f, " on {loc}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+pub type Outcome = Result<Bytes, TaskError>;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum DriverToHead {
+    Submit(Vec<TaskSpec>),
+    Put {
+        id: ObjectId,
+        data: Bytes,
+    },
+    /// The driver dropped its last reference to these objects.
+    Release(Vec<ObjectId>),
+    /// Answer to a [`HeadToDriver::TaskMessage`] of a running task.
+    TaskReply {
+        task: TaskId,
+        data: Bytes,
+    },
+    UploadBinary {
+        hash: String,
+        data: Bytes,
+    },
+    Query(Query),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum HeadToDriver {
+    Done(Vec<(ObjectId, Outcome)>),
+    /// A message sent by a running task to its owner (Tune's `report`).
+    TaskMessage {
+        task: TaskId,
+        data: Bytes,
+    },
+    /// Lines a worker of this driver printed.
+    Log {
+        origin: String,
+        lines: Vec<String>,
+    },
+    Warning(String),
+    QueryReply(ClusterView),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Query {
+    /// The cluster as it is now.
+    Status,
+    /// Answered once at least `nodes` nodes are alive.
+    WaitForNodes { nodes: u32 },
+    /// Stop the whole cluster (head and every node agent).
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeView {
+    pub id: NodeId,
+    pub alive: bool,
+    pub ip: String,
+    pub hostname: String,
+    pub pid: u32,
+    pub total: Resources,
+    pub available: Resources,
+    pub is_head: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub nodes: Vec<NodeView>,
+    pub queued_tasks: u64,
+    pub running_tasks: u64,
+    pub infeasible_tasks: u64,
+    pub drivers: u32,
+}
+
+/// What the head gives a node to run: the task with every argument resolved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Assignment {
+    pub client: ClientId,
+    pub spec: TaskSpec,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum HeadToNode {
+    /// Executable for a driver's workers; sent once per node before its first task.
+    Job {
+        client: ClientId,
+        binary: BinaryInfo,
+    },
+    Run(Vec<Assignment>),
+    /// The driver left: kill its workers.
+    EndJob {
+        client: ClientId,
+    },
+    TaskReply {
+        task: TaskId,
+        data: Bytes,
+    },
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum NodeToHead {
+    Done(Vec<(TaskId, Outcome)>),
+    TaskMessage {
+        task: TaskId,
+        data: Bytes,
+    },
+    Log {
+        client: ClientId,
+        origin: String,
+        lines: Vec<String>,
+    },
+    Heartbeat,
+}
+
+/// What a worker learns about the task it runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerTask {
+    pub spec: TaskSpec,
+    pub node_id: NodeId,
+    pub node_ip: String,
+    pub gpu_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum NodeToWorker {
+    Run(WorkerTask),
+    Reply { task: TaskId, data: Bytes },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WorkerToNode {
+    Hello { worker_id: u64, token: String },
+    Done { task: TaskId, outcome: Outcome },
+    Message { task: TaskId, data: Bytes },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_ids_carry_their_owner() {
+        let id = object_id(7, 123);
+        assert_eq!(object_owner(id), 7);
+        assert_ne!(object_id(7, 1), object_id(8, 1));
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let msg = DriverToHead::Submit(vec![TaskSpec {
+            id: object_id(1, 2),
+            function: "m::f".into(),
+            args: vec![Arg::Value(Bytes::from_static(b"\x01")), Arg::Ref(5)],
+            resources: Resources {
+                cpu: 1.0,
+                custom: vec![("ssd".into(), 0.5)],
+                ..Default::default()
+            },
+            max_retries: 3,
+        }]);
+        let back: DriverToHead = decode(&encode(&msg)).unwrap();
+        match back {
+            DriverToHead::Submit(t) => {
+                assert_eq!(t[0].function, "m::f");
+                assert_eq!(t[0].resources.custom[0].1, 0.5);
+                assert!(matches!(t[0].args[1], Arg::Ref(5)));
+            }
+            other => panic!("decoded {other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(decode::<Hello>(b"\xff\xff\xff\xff\xff\xff").is_err());
+        assert!(decode::<HeadToNode>(b"").is_err());
+    }
+
+    #[test]
+    fn task_error_names_task_node_and_message() {
+        let e = TaskError {
+            kind: ErrorKind::Application,
+            function: "demo::boom".into(),
+            location: Some("node 2 (127.0.0.2)".into()),
+            message: "panicked: bad".into(),
+        };
+        let s = e.to_string();
+        assert!(s.contains("demo::boom") && s.contains("127.0.0.2") && s.contains("bad"));
+    }
+}

@@ -1,0 +1,807 @@
+//! The head: cluster state (nodes, drivers, tasks, objects) in one actor task; connection
+//! tasks only decode frames into [`Event`]s and encode what the actor sends back.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use sunray_proto::{
+    object_owner, Arg, Assignment, BinaryInfo, ClientId, ClusterView, DriverToHead, ErrorKind,
+    HeadToDriver, HeadToNode, HelloReply, NodeId, NodeRegistration, NodeToHead, NodeView, ObjectId,
+    Outcome, Query, Resources, Role, TaskError, TaskId, TaskSpec,
+};
+use sunray_sched::{ResourceSet, Scheduler};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tracing::{debug, info, warn};
+
+use crate::detect;
+use crate::wire::{self, FramedIo};
+
+/// A node whose heartbeats stop for this long is declared dead.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn to_request(r: &Resources) -> ResourceSet {
+    let mut s = ResourceSet::new(r.cpu, r.gpu, r.memory);
+    for (n, a) in &r.custom {
+        s = s.with_custom(n, *a);
+    }
+    s
+}
+
+pub fn from_set(s: &ResourceSet) -> Resources {
+    Resources {
+        cpu: s.cpu_f64(),
+        gpu: s.gpu_f64(),
+        memory: s.memory_f64(),
+        custom: s.custom_f64().map(|(n, a)| (n.to_string(), a)).collect(),
+    }
+}
+
+pub enum Event {
+    DriverJoined {
+        client: ClientId,
+        binary: BinaryInfo,
+        tx: mpsc::UnboundedSender<HeadToDriver>,
+    },
+    FromDriver(ClientId, DriverToHead),
+    DriverLeft(ClientId),
+    NodeJoined {
+        node: NodeId,
+        reg: NodeRegistration,
+        tx: mpsc::UnboundedSender<HeadToNode>,
+        is_head: bool,
+    },
+    FromNode(NodeId, NodeToHead),
+    NodeLeft(NodeId, String),
+    Query(Query, oneshot::Sender<ClusterView>),
+    Tick,
+}
+
+/// What connection tasks and embedded users share with the head.
+pub struct HeadShared {
+    pub token: String,
+    pub events: mpsc::UnboundedSender<Event>,
+    next_id: AtomicU32,
+    /// Executables uploaded by drivers, by hash.
+    pub bin_dir: PathBuf,
+    /// Signalled when someone asks the cluster to shut down.
+    pub shutdown: Notify,
+}
+
+impl HeadShared {
+    pub fn next_id(&self) -> u32 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Starts the head actor; returns the handle connections use.
+pub fn start(token: String, bin_dir: PathBuf) -> Arc<HeadShared> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(HeadShared {
+        token,
+        events: tx.clone(),
+        next_id: AtomicU32::new(1),
+        bin_dir,
+        shutdown: Notify::new(),
+    });
+    tokio::spawn(run_actor(rx));
+    let ticker = tx;
+    tokio::spawn(async move {
+        let mut iv = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            iv.tick().await;
+            if ticker.send(Event::Tick).is_err() {
+                break;
+            }
+        }
+    });
+    shared
+}
+
+async fn run_actor(mut rx: mpsc::UnboundedReceiver<Event>) {
+    let mut head = HeadState::default();
+    let mut batch = Vec::with_capacity(256);
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        for ev in batch.drain(..) {
+            head.handle(ev);
+        }
+        head.dispatch();
+        head.flush();
+    }
+}
+
+/// Accepts connections forever.
+pub async fn serve(listener: TcpListener, shared: Arc<HeadShared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                stream.set_nodelay(true).ok();
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    handle_conn(stream, peer.to_string(), shared).await;
+                });
+            }
+            Err(e) => {
+                warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn refuse(io: &mut FramedIo<TcpStream>, reason: String) {
+    let _ = io
+        .send(sunray_proto::encode(&HelloReply::Refused { reason }))
+        .await;
+}
+
+async fn handle_conn(stream: TcpStream, peer: String, shared: Arc<HeadShared>) {
+    let mut io = wire::framed(stream);
+    let hello = match wire::read_hello(&mut io).await {
+        Ok(h) => h,
+        Err(e) => {
+            warn!("refused connection from {peer}: {e}");
+            refuse(&mut io, e).await;
+            return;
+        }
+    };
+    if let Err(reason) = wire::check_hello(&hello, &shared.token) {
+        warn!("refused connection from {peer}: {reason}");
+        refuse(&mut io, reason).await;
+        return;
+    }
+    match hello.role {
+        Role::Driver {
+            binary,
+            hostname,
+            pid,
+        } => {
+            let client = shared.next_id();
+            let upload = !head_has_binary(&shared, &binary).await;
+            info!("driver {client} joined from {peer} ({hostname} pid {pid})");
+            let reply = HelloReply::Welcome {
+                client_id: client,
+                node_id: None,
+                upload_binary: upload,
+            };
+            if io.send(sunray_proto::encode(&reply)).await.is_err() {
+                return;
+            }
+            let (sink, stream) = io.split();
+            let (tx, rx) = mpsc::unbounded_channel();
+            let _ = shared
+                .events
+                .send(Event::DriverJoined { client, binary, tx });
+            tokio::spawn(wire::pump_out(sink, rx));
+            let events = shared.events.clone();
+            let bin_dir = shared.bin_dir.clone();
+            let why = wire::pump_in(stream, |msg: DriverToHead| {
+                if let DriverToHead::UploadBinary { hash, data } = msg {
+                    store_binary(&bin_dir, &hash, &data);
+                    return true;
+                }
+                events.send(Event::FromDriver(client, msg)).is_ok()
+            })
+            .await;
+            debug!("driver {client} left: {why}");
+            let _ = shared.events.send(Event::DriverLeft(client));
+        }
+        Role::Node(reg) => {
+            let node = shared.next_id();
+            info!(
+                "node {node} joined from {peer} ({} {}, {} CPUs, {} GPUs)",
+                reg.hostname, reg.ip, reg.resources.cpu, reg.resources.gpu
+            );
+            let reply = HelloReply::Welcome {
+                client_id: 0,
+                node_id: Some(node),
+                upload_binary: false,
+            };
+            if io.send(sunray_proto::encode(&reply)).await.is_err() {
+                return;
+            }
+            let (sink, stream) = io.split();
+            let (tx, rx) = mpsc::unbounded_channel();
+            let _ = shared.events.send(Event::NodeJoined {
+                node,
+                reg,
+                tx,
+                is_head: false,
+            });
+            tokio::spawn(wire::pump_out(sink, rx));
+            let events = shared.events.clone();
+            let why = wire::pump_in(stream, |msg: NodeToHead| {
+                events.send(Event::FromNode(node, msg)).is_ok()
+            })
+            .await;
+            let _ = shared.events.send(Event::NodeLeft(node, why));
+        }
+        Role::Query => {
+            let reply = HelloReply::Welcome {
+                client_id: 0,
+                node_id: None,
+                upload_binary: false,
+            };
+            if io.send(sunray_proto::encode(&reply)).await.is_err() {
+                return;
+            }
+            while let Some(Ok(frame)) = io.next().await {
+                let Ok(msg) = sunray_proto::decode::<DriverToHead>(&frame) else {
+                    warn!("malformed query from {peer}");
+                    return;
+                };
+                let DriverToHead::Query(q) = msg else {
+                    continue;
+                };
+                let shutdown = matches!(q, Query::Shutdown);
+                let (otx, orx) = oneshot::channel();
+                let _ = shared.events.send(Event::Query(q, otx));
+                let Ok(view) = orx.await else { return };
+                let _ = io
+                    .send(sunray_proto::encode(&HeadToDriver::QueryReply(view)))
+                    .await;
+                if shutdown {
+                    shared.shutdown.notify_waiters();
+                    shared.shutdown.notify_one();
+                }
+            }
+        }
+        Role::FetchBinary { hash } => {
+            let path = shared.bin_dir.join(&hash);
+            let data: Result<Vec<u8>, String> = std::fs::read(&path)
+                .map_err(|e| format!("the head has no executable with hash {hash}: {e}"));
+            let reply = HelloReply::Welcome {
+                client_id: 0,
+                node_id: None,
+                upload_binary: false,
+            };
+            if io.send(sunray_proto::encode(&reply)).await.is_ok() {
+                let _ = io.send(sunray_proto::encode(&data)).await;
+            }
+        }
+    }
+}
+
+/// Can the head serve this executable to nodes? (Copies it into its cache when it can
+/// read the driver's path itself.)
+async fn head_has_binary(shared: &HeadShared, binary: &BinaryInfo) -> bool {
+    let cached = shared.bin_dir.join(&binary.hash);
+    if cached.exists() {
+        return true;
+    }
+    let binary = binary.clone();
+    let dir = shared.bin_dir.clone();
+    tokio::task::spawn_blocking(move || {
+        let p = std::path::Path::new(&binary.path);
+        match detect::hash_file(p) {
+            Ok((h, _)) if h == binary.hash => {
+                std::fs::create_dir_all(&dir).ok();
+                let tmp = dir.join(format!("{}.tmp", binary.hash));
+                std::fs::copy(p, &tmp).is_ok()
+                    && std::fs::rename(&tmp, dir.join(&binary.hash)).is_ok()
+            }
+            _ => false,
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+fn store_binary(dir: &std::path::Path, hash: &str, data: &Bytes) {
+    if detect::hash_bytes(data) != hash {
+        warn!("uploaded executable does not match its hash {hash}; ignored");
+        return;
+    }
+    std::fs::create_dir_all(dir).ok();
+    let tmp = dir.join(format!("{hash}.tmp"));
+    if std::fs::write(&tmp, data).is_ok() {
+        std::fs::rename(&tmp, dir.join(hash)).ok();
+    }
+}
+
+struct DriverConn {
+    tx: mpsc::UnboundedSender<HeadToDriver>,
+    binary: BinaryInfo,
+    /// Results waiting to be sent in this round.
+    done: Vec<(ObjectId, Outcome)>,
+    warned_infeasible: HashSet<String>,
+}
+
+struct NodeConn {
+    tx: mpsc::UnboundedSender<HeadToNode>,
+    reg: NodeRegistration,
+    last_seen: Instant,
+    is_head: bool,
+    jobs: HashSet<ClientId>,
+    /// Assignments waiting to be sent in this round.
+    run: Vec<Assignment>,
+}
+
+struct TaskEntry {
+    spec: TaskSpec,
+    owner: ClientId,
+    request: ResourceSet,
+    deps_left: usize,
+    retries_left: u32,
+}
+
+enum ObjState {
+    Pending,
+    Ready(Bytes),
+    Failed(TaskError),
+}
+
+struct Object {
+    state: ObjState,
+    waiters: Vec<TaskId>,
+    released: bool,
+}
+
+#[derive(Default)]
+struct HeadState {
+    sched: Scheduler,
+    drivers: HashMap<ClientId, DriverConn>,
+    nodes: HashMap<NodeId, NodeConn>,
+    dead_nodes: VecDeque<NodeView>,
+    tasks: HashMap<TaskId, TaskEntry>,
+    objects: HashMap<ObjectId, Object>,
+    node_waiters: Vec<(u32, oneshot::Sender<ClusterView>)>,
+}
+
+impl HeadState {
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::DriverJoined { client, binary, tx } => {
+                self.drivers.insert(
+                    client,
+                    DriverConn {
+                        tx,
+                        binary,
+                        done: Vec::new(),
+                        warned_infeasible: HashSet::new(),
+                    },
+                );
+            }
+            Event::FromDriver(client, msg) => self.on_driver_message(client, msg),
+            Event::DriverLeft(client) => self.driver_left(client),
+            Event::NodeJoined {
+                node,
+                reg,
+                tx,
+                is_head,
+            } => {
+                self.sched.add_node(node, to_request(&reg.resources));
+                self.nodes.insert(
+                    node,
+                    NodeConn {
+                        tx,
+                        reg,
+                        last_seen: Instant::now(),
+                        is_head,
+                        jobs: HashSet::new(),
+                        run: Vec::new(),
+                    },
+                );
+                self.answer_node_waiters();
+            }
+            Event::FromNode(node, msg) => self.on_node_message(node, msg),
+            Event::NodeLeft(node, why) => self.node_left(node, &why),
+            Event::Query(q, reply) => match q {
+                Query::Status | Query::Shutdown => {
+                    if matches!(q, Query::Shutdown) {
+                        for n in self.nodes.values() {
+                            let _ = n.tx.send(HeadToNode::Shutdown);
+                        }
+                    }
+                    let _ = reply.send(self.view());
+                }
+                Query::WaitForNodes { nodes } => {
+                    self.node_waiters.push((nodes, reply));
+                    self.answer_node_waiters();
+                }
+            },
+            Event::Tick => {
+                let now = Instant::now();
+                let silent: Vec<NodeId> = self
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| !n.is_head && now - n.last_seen > NODE_TIMEOUT)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for n in silent {
+                    self.node_left(n, "no heartbeat for 10 s");
+                }
+                self.node_waiters.retain(|(_, tx)| !tx.is_closed());
+            }
+        }
+    }
+
+    fn answer_node_waiters(&mut self) {
+        let alive = self.nodes.len() as u32;
+        if self.node_waiters.iter().all(|(n, _)| *n > alive) {
+            return;
+        }
+        let view = self.view();
+        let (ready, wait): (Vec<_>, Vec<_>) =
+            self.node_waiters.drain(..).partition(|(n, _)| *n <= alive);
+        self.node_waiters = wait;
+        for (_, tx) in ready {
+            let _ = tx.send(view.clone());
+        }
+    }
+
+    fn view(&self) -> ClusterView {
+        let mut nodes: Vec<NodeView> = self
+            .nodes
+            .iter()
+            .map(|(id, n)| NodeView {
+                id: *id,
+                alive: true,
+                ip: n.reg.ip.clone(),
+                hostname: n.reg.hostname.clone(),
+                pid: n.reg.pid,
+                total: n.reg.resources.clone(),
+                available: self
+                    .sched
+                    .node_available(*id)
+                    .map(from_set)
+                    .unwrap_or_default(),
+                is_head: n.is_head,
+            })
+            .collect();
+        nodes.sort_by_key(|n| n.id);
+        nodes.extend(self.dead_nodes.iter().cloned());
+        ClusterView {
+            nodes,
+            queued_tasks: self.sched.queued_len() as u64,
+            running_tasks: self.sched.running_len() as u64,
+            infeasible_tasks: self.sched.infeasible_len() as u64,
+            drivers: self.drivers.len() as u32,
+        }
+    }
+
+    fn on_driver_message(&mut self, client: ClientId, msg: DriverToHead) {
+        match msg {
+            DriverToHead::Submit(specs) => {
+                for spec in specs {
+                    self.submit(client, spec);
+                }
+            }
+            DriverToHead::Put { id, data } => {
+                self.objects.insert(
+                    id,
+                    Object {
+                        state: ObjState::Ready(data),
+                        waiters: Vec::new(),
+                        released: false,
+                    },
+                );
+            }
+            DriverToHead::Release(ids) => {
+                for id in ids {
+                    if let Some(o) = self.objects.get_mut(&id) {
+                        if matches!(o.state, ObjState::Pending) || !o.waiters.is_empty() {
+                            o.released = true;
+                        } else {
+                            self.objects.remove(&id);
+                        }
+                    }
+                }
+            }
+            DriverToHead::TaskReply { task, data } => {
+                if let Some(n) = self.sched.running_on(task) {
+                    if let Some(node) = self.nodes.get(&n) {
+                        let _ = node.tx.send(HeadToNode::TaskReply { task, data });
+                    }
+                }
+            }
+            DriverToHead::UploadBinary { .. } => {}
+            DriverToHead::Query(_) => {
+                let view = self.view();
+                if let Some(d) = self.drivers.get(&client) {
+                    let _ = d.tx.send(HeadToDriver::QueryReply(view));
+                }
+            }
+        }
+    }
+
+    fn submit(&mut self, client: ClientId, mut spec: TaskSpec) {
+        let id = spec.id;
+        self.objects.insert(
+            id,
+            Object {
+                state: ObjState::Pending,
+                waiters: Vec::new(),
+                released: false,
+            },
+        );
+        let mut deps_left = 0;
+        let mut failure = None;
+        for arg in spec.args.iter_mut() {
+            let Arg::Ref(oid) = arg else { continue };
+            let oid = *oid;
+            match self.objects.get_mut(&oid) {
+                None => {
+                    failure = Some((
+                        ErrorKind::ObjectLost,
+                        format!(
+                            "argument object {oid:#x} does not exist (released or never created)"
+                        ),
+                    ));
+                }
+                Some(o) => match &o.state {
+                    ObjState::Ready(v) => *arg = Arg::Value(v.clone()),
+                    ObjState::Failed(e) => {
+                        failure = Some((ErrorKind::DependencyFailed, e.to_string()));
+                    }
+                    ObjState::Pending => {
+                        if !o.waiters.contains(&id) {
+                            o.waiters.push(id);
+                        }
+                        deps_left += 1;
+                    }
+                },
+            }
+        }
+        let request = to_request(&spec.resources);
+        let entry = TaskEntry {
+            owner: client,
+            request: request.clone(),
+            deps_left,
+            retries_left: spec.max_retries,
+            spec,
+        };
+        self.tasks.insert(id, entry);
+        if let Some((kind, message)) = failure {
+            let function = self.tasks[&id].spec.function.clone();
+            self.complete(
+                id,
+                Err(TaskError {
+                    kind,
+                    function,
+                    location: None,
+                    message,
+                }),
+            );
+        } else if deps_left == 0 {
+            self.sched.submit(id, request);
+        }
+    }
+
+    fn on_node_message(&mut self, node: NodeId, msg: NodeToHead) {
+        let Some(conn) = self.nodes.get_mut(&node) else {
+            return; // declared dead already
+        };
+        conn.last_seen = Instant::now();
+        match msg {
+            NodeToHead::Heartbeat => {}
+            NodeToHead::Done(results) => {
+                for (task, outcome) in results {
+                    if self.sched.running_on(task) != Some(node) {
+                        continue; // cancelled or re-placed meanwhile
+                    }
+                    self.sched.finish(task);
+                    let retry = matches!(&outcome, Err(e) if e.kind == ErrorKind::WorkerDied);
+                    if retry {
+                        if let Some(t) = self.tasks.get_mut(&task) {
+                            if t.retries_left > 0 {
+                                t.retries_left -= 1;
+                                warn!(
+                                    "task {} lost its worker on node {node}; retrying ({} retries left)",
+                                    t.spec.function, t.retries_left
+                                );
+                                self.sched.submit_front(task, t.request.clone());
+                                continue;
+                            }
+                        }
+                    }
+                    self.complete(task, outcome);
+                }
+            }
+            NodeToHead::TaskMessage { task, data } => {
+                if let Some(t) = self.tasks.get(&task) {
+                    if let Some(d) = self.drivers.get(&t.owner) {
+                        let _ = d.tx.send(HeadToDriver::TaskMessage { task, data });
+                    }
+                }
+            }
+            NodeToHead::Log {
+                client,
+                origin,
+                lines,
+            } => {
+                if let Some(d) = self.drivers.get(&client) {
+                    let _ = d.tx.send(HeadToDriver::Log { origin, lines });
+                }
+            }
+        }
+    }
+
+    fn node_left(&mut self, node: NodeId, why: &str) {
+        let Some(conn) = self.nodes.remove(&node) else {
+            return;
+        };
+        warn!("node {node} ({}) left the cluster: {why}", conn.reg.ip);
+        let total = conn.reg.resources.clone();
+        self.dead_nodes.push_back(NodeView {
+            id: node,
+            alive: false,
+            ip: conn.reg.ip.clone(),
+            hostname: conn.reg.hostname.clone(),
+            pid: conn.reg.pid,
+            available: Resources::default(),
+            total,
+            is_head: conn.is_head,
+        });
+        if self.dead_nodes.len() > 100 {
+            self.dead_nodes.pop_front();
+        }
+        for task in self.sched.remove_node(node) {
+            let Some(t) = self.tasks.get_mut(&task) else {
+                continue;
+            };
+            if t.retries_left > 0 {
+                t.retries_left -= 1;
+                warn!(
+                    "task {} was running on node {node}; retrying elsewhere ({} retries left)",
+                    t.spec.function, t.retries_left
+                );
+                self.sched.submit_front(task, t.request.clone());
+            } else {
+                let function = t.spec.function.clone();
+                self.complete(
+                    task,
+                    Err(TaskError {
+                        kind: ErrorKind::NodeDied,
+                        function,
+                        location: Some(format!("node {node} ({})", conn.reg.ip)),
+                        message: format!(
+                            "the node left the cluster ({why}) and no retries were left"
+                        ),
+                    }),
+                );
+            }
+        }
+    }
+
+    fn driver_left(&mut self, client: ClientId) {
+        let Some(_d) = self.drivers.remove(&client) else {
+            return;
+        };
+        let mine: HashSet<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.owner == client)
+            .map(|(id, _)| *id)
+            .collect();
+        self.sched.cancel(&mine);
+        for id in &mine {
+            self.tasks.remove(id);
+        }
+        self.objects.retain(|id, _| object_owner(*id) != client);
+        for n in self.nodes.values_mut() {
+            if n.jobs.remove(&client) {
+                let _ = n.tx.send(HeadToNode::EndJob { client });
+            }
+        }
+    }
+
+    /// Records a task's final outcome, tells its owner, and feeds the tasks waiting on it.
+    fn complete(&mut self, task: TaskId, outcome: Outcome) {
+        let mut work = vec![(task, outcome)];
+        while let Some((task, outcome)) = work.pop() {
+            let Some(t) = self.tasks.remove(&task) else {
+                continue;
+            };
+            if let Some(d) = self.drivers.get_mut(&t.owner) {
+                d.done.push((task, outcome.clone()));
+            }
+            let Some(obj) = self.objects.get_mut(&task) else {
+                continue;
+            };
+            let waiters = std::mem::take(&mut obj.waiters);
+            obj.state = match &outcome {
+                Ok(v) => ObjState::Ready(v.clone()),
+                Err(e) => ObjState::Failed(e.clone()),
+            };
+            if obj.released {
+                self.objects.remove(&task);
+            }
+            for w in waiters {
+                let Some(wt) = self.tasks.get_mut(&w) else {
+                    continue;
+                };
+                match &outcome {
+                    Ok(v) => {
+                        for a in wt.spec.args.iter_mut() {
+                            if matches!(a, Arg::Ref(o) if *o == task) {
+                                *a = Arg::Value(v.clone());
+                            }
+                        }
+                        wt.deps_left -= 1;
+                        if wt.deps_left == 0 {
+                            self.sched.submit(w, wt.request.clone());
+                        }
+                    }
+                    Err(e) => {
+                        let err = TaskError {
+                            kind: ErrorKind::DependencyFailed,
+                            function: wt.spec.function.clone(),
+                            location: None,
+                            message: e.to_string(),
+                        };
+                        work.push((w, Err(err)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Places queued tasks and queues the assignments for their nodes.
+    fn dispatch(&mut self) {
+        for p in self.sched.schedule() {
+            let Some(t) = self.tasks.get(&p.task) else {
+                self.sched.finish(p.task);
+                continue;
+            };
+            let Some(node) = self.nodes.get_mut(&p.node) else {
+                continue;
+            };
+            if node.jobs.insert(t.owner) {
+                if let Some(d) = self.drivers.get(&t.owner) {
+                    let _ = node.tx.send(HeadToNode::Job {
+                        client: t.owner,
+                        binary: d.binary.clone(),
+                    });
+                }
+            }
+            node.run.push(Assignment {
+                client: t.owner,
+                spec: t.spec.clone(),
+            });
+        }
+        if self.sched.queued_len() > 0 {
+            self.warn_infeasible();
+        }
+    }
+
+    fn warn_infeasible(&mut self) {
+        let reqs = self.sched.infeasible_requests();
+        if reqs.is_empty() {
+            return;
+        }
+        let owners: Vec<(ClientId, String)> = self
+            .tasks
+            .values()
+            .filter(|t| reqs.contains(&t.request))
+            .map(|t| (t.owner, t.request.to_string()))
+            .collect();
+        for (owner, req) in owners {
+            if let Some(d) = self.drivers.get_mut(&owner) {
+                if d.warned_infeasible.insert(req.clone()) {
+                    let _ = d.tx.send(HeadToDriver::Warning(format!(
+                        "a task asks for {{{req}}}, which no node of the cluster has; it waits until such a node joins"
+                    )));
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        for d in self.drivers.values_mut() {
+            if !d.done.is_empty() {
+                let _ = d.tx.send(HeadToDriver::Done(std::mem::take(&mut d.done)));
+            }
+        }
+        for n in self.nodes.values_mut() {
+            if !n.run.is_empty() {
+                let _ = n.tx.send(HeadToNode::Run(std::mem::take(&mut n.run)));
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Starting a head together with the node agent of its own host: used by
+//! `sunray start --head` and by the embedded cluster of `sunray::init()`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use sunray_proto::{NodeRegistration, Resources};
+use sunray_sched::ResourceSet;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::head::{self, HeadShared};
+use crate::node::{self, NodeConfig, NodeLink};
+use crate::session::{self, Session, SessionInfo};
+use crate::{detect, Error};
+
+#[derive(Debug, Clone)]
+pub struct HeadOptions {
+    /// "head" for `sunray start`, "local" for an embedded cluster.
+    pub kind: String,
+    pub bind_ip: Option<IpAddr>,
+    /// The address others use to reach this host.
+    pub node_ip: IpAddr,
+    pub port: u16,
+    pub token: Option<String>,
+    pub resources: Resources,
+    pub gpu_ids: Vec<String>,
+}
+
+impl HeadOptions {
+    /// An embedded cluster with this host's CPUs and GPUs, on loopback.
+    pub fn embedded() -> HeadOptions {
+        let gpus = detect::gpu_ids();
+        HeadOptions {
+            kind: "local".into(),
+            bind_ip: Some(IpAddr::from([127, 0, 0, 1])),
+            node_ip: IpAddr::from([127, 0, 0, 1]),
+            port: 0,
+            token: None,
+            resources: Resources {
+                cpu: detect::cpus() as f64,
+                gpu: gpus.len() as f64,
+                ..Default::default()
+            },
+            gpu_ids: gpus,
+        }
+    }
+}
+
+pub struct StartedHead {
+    pub address: String,
+    pub token: String,
+    pub session: Session,
+    pub shared: Arc<HeadShared>,
+    pub node: tokio::task::JoinHandle<()>,
+}
+
+/// Binds the port, starts the head and its own node; returns once both take work.
+pub async fn start_head(opts: HeadOptions) -> Result<StartedHead, Error> {
+    let session = Session::create(&opts.kind)?;
+    let token = opts.token.clone().unwrap_or_else(session::new_token);
+    session.write_token(&token)?;
+    let bind = SocketAddr::new(
+        opts.bind_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        opts.port,
+    );
+    let listener = TcpListener::bind(bind).await.map_err(|e| {
+        Error::io(
+            format!("cannot listen on {bind} (is another cluster using port {}? pick another with --port, or --port 0 for any free one)", opts.port),
+            e,
+        )
+    })?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Error::io("local address", e))?
+        .port();
+    let address = SocketAddr::new(opts.node_ip, port).to_string();
+    let shared = head::start(token.clone(), session.bin_dir());
+    tokio::spawn(head::serve(listener, shared.clone()));
+
+    let node_id = shared.next_id();
+    let reg = NodeRegistration {
+        ip: opts.node_ip.to_string(),
+        hostname: detect::hostname(),
+        pid: std::process::id(),
+        resources: opts.resources.clone(),
+        gpu_ids: opts.gpu_ids.clone(),
+    };
+    let (to_head, mut from_node) = mpsc::unbounded_channel();
+    let (to_node, from_head) = mpsc::unbounded_channel();
+    let _ = shared.events.send(head::Event::NodeJoined {
+        node: node_id,
+        reg,
+        tx: to_node,
+        is_head: true,
+    });
+    let events = shared.events.clone();
+    tokio::spawn(async move {
+        while let Some(m) = from_node.recv().await {
+            if events.send(head::Event::FromNode(node_id, m)).is_err() {
+                break;
+            }
+        }
+        let _ = events.send(head::Event::NodeLeft(
+            node_id,
+            "head's node agent stopped".into(),
+        ));
+    });
+    let cfg = NodeConfig {
+        ip: opts.node_ip.to_string(),
+        token: token.clone(),
+        session: session.clone(),
+        total: head::to_request(&opts.resources),
+        gpu_ids: opts.gpu_ids.clone(),
+        head_address: SocketAddr::new(
+            if bind.ip().is_unspecified() {
+                opts.node_ip
+            } else {
+                bind.ip()
+            },
+            port,
+        )
+        .to_string(),
+    };
+    let link = NodeLink {
+        node_id,
+        to_head,
+        from_head,
+    };
+    let node = tokio::spawn(async move {
+        if let Err(e) = node::run(cfg, link).await {
+            tracing::error!("node agent failed: {e}");
+        }
+    });
+    session.write_info(&SessionInfo {
+        kind: opts.kind.clone(),
+        pid: std::process::id(),
+        address: Some(address.clone()),
+        node_ip: opts.node_ip.to_string(),
+        started_unix_ms: session::now_unix_ms(),
+    })?;
+    Ok(StartedHead {
+        address,
+        token,
+        session,
+        shared,
+        node,
+    })
+}
+
+/// Total resources of a node from its declared amounts.
+pub fn resource_set(r: &Resources) -> ResourceSet {
+    head::to_request(r)
+}

@@ -1,0 +1,640 @@
+//! The node agent: runs the tasks the head assigns to this host in worker processes (the
+//! driver's own executable in worker mode), with a local resource ledger choosing GPU ids.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use sunray_proto::{
+    Assignment, BinaryInfo, ClientId, ErrorKind, HeadToNode, HelloReply, NodeId, NodeRegistration,
+    NodeToHead, NodeToWorker, Outcome, Role, TaskError, TaskId, WorkerTask, WorkerToNode,
+};
+use sunray_sched::{Allocation, NodeLedger, ResourceSet};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::head::to_request;
+use crate::session::Session;
+use crate::{detect, env, wire, Error};
+
+/// The two directions between a node agent and its head, whatever carries them (TCP for
+/// joined nodes, channels for the head's own node).
+pub struct NodeLink {
+    pub node_id: NodeId,
+    pub to_head: mpsc::UnboundedSender<NodeToHead>,
+    pub from_head: mpsc::UnboundedReceiver<HeadToNode>,
+}
+
+pub struct NodeConfig {
+    pub ip: String,
+    pub token: String,
+    pub session: Session,
+    pub total: ResourceSet,
+    pub gpu_ids: Vec<String>,
+    /// Where to fetch executables this host cannot see.
+    pub head_address: String,
+}
+
+/// Joins the head at `address` over TCP.
+pub async fn join(
+    address: &str,
+    bind_ip: Option<IpAddr>,
+    token: &str,
+    reg: NodeRegistration,
+) -> Result<NodeLink, Error> {
+    let (io, reply) = wire::connect(address, bind_ip, token, Role::Node(reg)).await?;
+    let HelloReply::Welcome {
+        node_id: Some(node_id),
+        ..
+    } = reply
+    else {
+        return Err(Error::Protocol {
+            peer: address.into(),
+            message: "head did not assign a node id".into(),
+        });
+    };
+    let (sink, stream) = io.split();
+    let (to_head, out_rx) = mpsc::unbounded_channel::<NodeToHead>();
+    let (in_tx, from_head) = mpsc::unbounded_channel::<HeadToNode>();
+    tokio::spawn(wire::pump_out(sink, out_rx));
+    let addr = address.to_string();
+    tokio::spawn(async move {
+        let why = wire::pump_in(stream, |m: HeadToNode| in_tx.send(m).is_ok()).await;
+        warn!("connection to head {addr} ended: {why}");
+    });
+    let hb = to_head.clone();
+    tokio::spawn(async move {
+        let mut iv = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            iv.tick().await;
+            if hb.send(NodeToHead::Heartbeat).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(NodeLink {
+        node_id,
+        to_head,
+        from_head,
+    })
+}
+
+enum Ev {
+    WorkerConnected(u64, mpsc::UnboundedSender<NodeToWorker>),
+    FromWorker(u64, WorkerToNode),
+    WorkerExited(u64, String),
+    BinaryReady(ClientId, Result<PathBuf, String>),
+}
+
+struct Running {
+    task: TaskId,
+    function: String,
+    alloc: Allocation,
+}
+
+struct Worker {
+    client: ClientId,
+    gpus: Vec<usize>,
+    pid: Option<u32>,
+    tx: Option<mpsc::UnboundedSender<NodeToWorker>>,
+    /// The task this worker runs, or was started for.
+    running: Option<Running>,
+    pending: Option<Assignment>,
+    idle_since: u64,
+}
+
+struct Job {
+    binary: BinaryInfo,
+    path: Option<Result<PathBuf, String>>,
+}
+
+struct Agent {
+    id: NodeId,
+    cfg: NodeConfig,
+    ledger: NodeLedger,
+    to_head: mpsc::UnboundedSender<NodeToHead>,
+    events: mpsc::UnboundedSender<Ev>,
+    queue: VecDeque<Assignment>,
+    jobs: HashMap<ClientId, Job>,
+    workers: HashMap<u64, Worker>,
+    next_worker: u64,
+    done: Vec<(TaskId, Outcome)>,
+    clock: u64,
+    max_workers: usize,
+}
+
+/// Runs the node agent until the head goes away or asks it to shut down.
+pub async fn run(cfg: NodeConfig, link: NodeLink) -> Result<(), Error> {
+    let sock = cfg.session.worker_socket();
+    std::fs::remove_file(&sock).ok();
+    let listener = UnixListener::bind(&sock)
+        .map_err(|e| Error::io(format!("cannot listen on {}", sock.display()), e))?;
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    let token = cfg.token.clone();
+    let accept_tx = ev_tx.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = accept_tx.clone();
+            let token = token.clone();
+            tokio::spawn(async move { serve_worker(stream, token, tx).await });
+        }
+    });
+    let cpus = cfg.total.cpu_f64().ceil() as usize;
+    let mut agent = Agent {
+        id: link.node_id,
+        ledger: NodeLedger::new(cfg.total.clone()),
+        max_workers: (2 * cpus + cfg.gpu_ids.len()).max(4),
+        cfg,
+        to_head: link.to_head,
+        events: ev_tx,
+        queue: VecDeque::new(),
+        jobs: HashMap::new(),
+        workers: HashMap::new(),
+        next_worker: 1,
+        done: Vec::new(),
+        clock: 0,
+    };
+    let mut from_head = link.from_head;
+    let mut head_batch = Vec::with_capacity(64);
+    let mut ev_batch = Vec::with_capacity(64);
+    loop {
+        tokio::select! {
+            n = from_head.recv_many(&mut head_batch, 64) => {
+                if n == 0 {
+                    info!("head connection closed; node {} stops", agent.id);
+                    break;
+                }
+                let mut stop = false;
+                for m in head_batch.drain(..) {
+                    stop |= agent.on_head_message(m);
+                }
+                if stop {
+                    info!("head asked node {} to shut down", agent.id);
+                    break;
+                }
+            }
+            n = ev_rx.recv_many(&mut ev_batch, 64) => {
+                if n == 0 { break; }
+                for e in ev_batch.drain(..) {
+                    agent.on_event(e);
+                }
+            }
+        }
+        agent.try_start();
+        agent.flush();
+    }
+    agent.kill_all();
+    Ok(())
+}
+
+async fn serve_worker(
+    stream: tokio::net::UnixStream,
+    token: String,
+    events: mpsc::UnboundedSender<Ev>,
+) {
+    let mut io = wire::framed(stream);
+    let first = match io.next().await {
+        Some(Ok(f)) => f,
+        _ => return,
+    };
+    let worker_id = match sunray_proto::decode::<WorkerToNode>(&first) {
+        Ok(WorkerToNode::Hello {
+            worker_id,
+            token: t,
+        }) if wire::token_matches(&t, &token) => worker_id,
+        _ => {
+            warn!("refused a worker connection: bad hello or token");
+            return;
+        }
+    };
+    let (sink, stream) = io.split();
+    let (tx, rx) = mpsc::unbounded_channel::<NodeToWorker>();
+    if events.send(Ev::WorkerConnected(worker_id, tx)).is_err() {
+        return;
+    }
+    tokio::spawn(wire::pump_out(sink, rx));
+    wire::pump_in(stream, |m: WorkerToNode| {
+        events.send(Ev::FromWorker(worker_id, m)).is_ok()
+    })
+    .await;
+}
+
+impl Agent {
+    fn location(&self) -> String {
+        format!("node {} ({})", self.id, self.cfg.ip)
+    }
+
+    /// Handles a message of the head; true when the node must stop.
+    fn on_head_message(&mut self, m: HeadToNode) -> bool {
+        match m {
+            HeadToNode::Job { client, binary } => {
+                let events = self.events.clone();
+                let head = self.cfg.head_address.clone();
+                let token = self.cfg.token.clone();
+                let bin_dir = self.cfg.session.bin_dir();
+                let b = binary.clone();
+                tokio::spawn(async move {
+                    let r = locate_binary(&b, &head, &token, bin_dir).await;
+                    let _ = events.send(Ev::BinaryReady(client, r));
+                });
+                self.jobs.insert(client, Job { binary, path: None });
+            }
+            HeadToNode::Run(assignments) => self.queue.extend(assignments),
+            HeadToNode::EndJob { client } => {
+                self.queue.retain(|a| a.client != client);
+                self.jobs.remove(&client);
+                for w in self.workers.values() {
+                    if w.client == client {
+                        kill(w.pid);
+                    }
+                }
+            }
+            HeadToNode::TaskReply { task, data } => {
+                if let Some(w) = self
+                    .workers
+                    .values()
+                    .find(|w| w.running.as_ref().is_some_and(|r| r.task == task))
+                {
+                    if let Some(tx) = &w.tx {
+                        let _ = tx.send(NodeToWorker::Reply { task, data });
+                    }
+                }
+            }
+            HeadToNode::Shutdown => return true,
+        }
+        false
+    }
+
+    fn on_event(&mut self, e: Ev) {
+        match e {
+            Ev::BinaryReady(client, r) => {
+                if let Err(msg) = &r {
+                    warn!("node {}: no executable for driver {client}: {msg}", self.id);
+                }
+                if let Some(j) = self.jobs.get_mut(&client) {
+                    j.path = Some(r);
+                }
+            }
+            Ev::WorkerConnected(id, tx) => {
+                let Some(w) = self.workers.get_mut(&id) else {
+                    return;
+                };
+                if let Some(a) = w.pending.take() {
+                    let wt = WorkerTask {
+                        spec: a.spec,
+                        node_id: self.id,
+                        node_ip: self.cfg.ip.clone(),
+                        gpu_ids: w
+                            .gpus
+                            .iter()
+                            .map(|i| self.cfg.gpu_ids[*i].clone())
+                            .collect(),
+                    };
+                    let _ = tx.send(NodeToWorker::Run(wt));
+                }
+                w.tx = Some(tx);
+            }
+            Ev::FromWorker(id, msg) => match msg {
+                WorkerToNode::Done { task, outcome } => {
+                    self.clock += 1;
+                    let clock = self.clock;
+                    let Some(w) = self.workers.get_mut(&id) else {
+                        return;
+                    };
+                    if let Some(r) = w.running.take() {
+                        debug_assert_eq!(r.task, task);
+                        self.ledger.release(&r.alloc);
+                        w.idle_since = clock;
+                        let outcome = outcome.map_err(|mut e| {
+                            e.location.get_or_insert_with(|| {
+                                format!("node {} ({})", self.id, self.cfg.ip)
+                            });
+                            e
+                        });
+                        self.done.push((task, outcome));
+                    }
+                }
+                WorkerToNode::Message { task, data } => {
+                    let _ = self.to_head.send(NodeToHead::TaskMessage { task, data });
+                }
+                WorkerToNode::Hello { .. } => {}
+            },
+            Ev::WorkerExited(id, status) => {
+                let loc = self.location();
+                let Some(w) = self.workers.remove(&id) else {
+                    return;
+                };
+                debug!("worker {id} exited: {status}");
+                if let Some(r) = w.running {
+                    self.ledger.release(&r.alloc);
+                    let (kind, message) = if w.tx.is_some() {
+                        (
+                            ErrorKind::WorkerDied,
+                            format!("worker process (pid {}) died: {status}", w.pid.unwrap_or(0)),
+                        )
+                    } else {
+                        (
+                            ErrorKind::WorkerStartFailed,
+                            format!(
+                                "worker process exited before connecting ({status}); does the program call sunray::init() first thing in main?"
+                            ),
+                        )
+                    };
+                    self.done.push((
+                        r.task,
+                        Err(TaskError {
+                            kind,
+                            function: r.function,
+                            location: Some(loc),
+                            message,
+                        }),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Starts queued tasks that fit, on idle workers or new ones.
+    fn try_start(&mut self) {
+        let mut i = 0;
+        while i < self.queue.len() {
+            let client = self.queue[i].client;
+            let path = match self.jobs.get(&client).map(|j| j.path.clone()) {
+                None => {
+                    // job ended meanwhile
+                    self.queue.remove(i);
+                    continue;
+                }
+                Some(None) => {
+                    i += 1;
+                    continue;
+                }
+                Some(Some(Err(msg))) => {
+                    let a = self.queue.remove(i).expect("index in range");
+                    self.done.push((
+                        a.spec.id,
+                        Err(TaskError {
+                            kind: ErrorKind::WorkerStartFailed,
+                            function: a.spec.function,
+                            location: Some(self.location()),
+                            message: msg,
+                        }),
+                    ));
+                    continue;
+                }
+                Some(Some(Ok(p))) => p,
+            };
+            let req = to_request(&self.queue[i].spec.resources);
+            let Some(alloc) = self.ledger.try_acquire(&req) else {
+                i += 1;
+                continue;
+            };
+            let a = self.queue.remove(i).expect("index in range");
+            let gpus = alloc.gpu_indices();
+            let running = Running {
+                task: a.spec.id,
+                function: a.spec.function.clone(),
+                alloc,
+            };
+            let idle = self
+                .workers
+                .iter()
+                .filter(|(_, w)| {
+                    w.client == client && w.gpus == gpus && w.running.is_none() && w.tx.is_some()
+                })
+                .max_by_key(|(_, w)| w.idle_since)
+                .map(|(id, _)| *id);
+            if let Some(id) = idle {
+                let w = self.workers.get_mut(&id).expect("found above");
+                let wt = WorkerTask {
+                    spec: a.spec,
+                    node_id: self.id,
+                    node_ip: self.cfg.ip.clone(),
+                    gpu_ids: gpus.iter().map(|i| self.cfg.gpu_ids[*i].clone()).collect(),
+                };
+                let _ =
+                    w.tx.as_ref()
+                        .expect("connected")
+                        .send(NodeToWorker::Run(wt));
+                w.running = Some(running);
+            } else {
+                self.make_room();
+                let registry = self
+                    .jobs
+                    .get(&client)
+                    .map(|j| j.binary.registry_hash.clone())
+                    .unwrap_or_default();
+                self.spawn_worker(client, &path, &registry, gpus, a, running);
+            }
+        }
+    }
+
+    /// Keeps the number of worker processes bounded by retiring the longest-idle one.
+    fn make_room(&mut self) {
+        if self.workers.len() < self.max_workers {
+            return;
+        }
+        if let Some((_, w)) = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.running.is_none() && w.tx.is_some())
+            .min_by_key(|(_, w)| w.idle_since)
+        {
+            kill(w.pid);
+        }
+    }
+
+    fn spawn_worker(
+        &mut self,
+        client: ClientId,
+        path: &PathBuf,
+        registry: &str,
+        gpus: Vec<usize>,
+        a: Assignment,
+        running: Running,
+    ) {
+        let id = self.next_worker;
+        self.next_worker += 1;
+        let visible: Vec<String> = gpus.iter().map(|i| self.cfg.gpu_ids[*i].clone()).collect();
+        let mut cmd = tokio::process::Command::new(path);
+        cmd.env(env::WORKER_SOCKET, self.cfg.session.worker_socket())
+            .env(env::WORKER_ID, id.to_string())
+            .env(env::WORKER_TOKEN, &self.cfg.token)
+            .env(env::WORKER_REGISTRY, registry)
+            .env("CUDA_VISIBLE_DEVICES", visible.join(","))
+            .env_remove(env::ADDRESS)
+            .env_remove(env::TOKEN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // Workers die with their node agent, even when it is killed with SIGKILL.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut w = Worker {
+            client,
+            gpus,
+            pid: None,
+            tx: None,
+            running: Some(running),
+            pending: Some(a),
+            idle_since: 0,
+        };
+        match cmd.spawn() {
+            Ok(mut child) => {
+                let pid = child.id();
+                w.pid = pid;
+                let origin = format!("pid={}, ip={}", pid.unwrap_or(0), self.cfg.ip);
+                for out in [
+                    child
+                        .stdout
+                        .take()
+                        .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+                    child
+                        .stderr
+                        .take()
+                        .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    let to_head = self.to_head.clone();
+                    let origin = origin.clone();
+                    tokio::spawn(async move {
+                        let mut lines = BufReader::new(out).lines();
+                        while let Ok(Some(line)) = lines.next_line().await {
+                            let _ = to_head.send(NodeToHead::Log {
+                                client,
+                                origin: origin.clone(),
+                                lines: vec![line],
+                            });
+                        }
+                    });
+                }
+                let events = self.events.clone();
+                tokio::spawn(async move {
+                    let status = match child.wait().await {
+                        Ok(s) => describe_exit(s),
+                        Err(e) => format!("wait failed: {e}"),
+                    };
+                    let _ = events.send(Ev::WorkerExited(id, status));
+                });
+                self.workers.insert(id, w);
+            }
+            Err(e) => {
+                let r = w.running.take().expect("set above");
+                self.ledger.release(&r.alloc);
+                self.done.push((
+                    r.task,
+                    Err(TaskError {
+                        kind: ErrorKind::WorkerStartFailed,
+                        function: r.function,
+                        location: Some(self.location()),
+                        message: format!("cannot start worker {}: {e}", path.display()),
+                    }),
+                ));
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.done.is_empty() {
+            let _ = self
+                .to_head
+                .send(NodeToHead::Done(std::mem::take(&mut self.done)));
+        }
+    }
+
+    fn kill_all(&mut self) {
+        for w in self.workers.values() {
+            kill(w.pid);
+        }
+        self.cfg.session.remove();
+    }
+}
+
+fn kill(pid: Option<u32>) {
+    if let Some(pid) = pid {
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+}
+
+fn describe_exit(s: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (_, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "unknown status".into(),
+    }
+}
+
+/// Finds the driver's executable on this host, or fetches it from the head by hash.
+async fn locate_binary(
+    b: &BinaryInfo,
+    head: &str,
+    token: &str,
+    bin_dir: PathBuf,
+) -> Result<PathBuf, String> {
+    let local = PathBuf::from(&b.path);
+    let cached = bin_dir.join(&b.hash);
+    let (l2, c2, want) = (local.clone(), cached.clone(), b.hash.clone());
+    let found = tokio::task::spawn_blocking(move || {
+        for p in [l2, c2] {
+            if let Ok((h, _)) = detect::hash_file(&p) {
+                if h == want {
+                    return Some(p);
+                }
+            }
+        }
+        None
+    })
+    .await
+    .unwrap_or(None);
+    if let Some(p) = found {
+        return Ok(p);
+    }
+    info!(
+        "fetching executable {} ({} bytes) from the head",
+        b.hash, b.size
+    );
+    let (mut io, _) = wire::connect(
+        head,
+        None,
+        token,
+        Role::FetchBinary {
+            hash: b.hash.clone(),
+        },
+    )
+    .await
+    .map_err(|e| format!("cannot fetch the driver's executable from the head: {e}"))?;
+    let frame = io
+        .next()
+        .await
+        .ok_or("head closed the connection while sending the executable")?
+        .map_err(|e| format!("fetching the executable: {e}"))?;
+    let data: Result<Vec<u8>, String> =
+        sunray_proto::decode(&frame).map_err(|e| format!("fetching the executable: {e}"))?;
+    let data = data?;
+    if detect::hash_bytes(&data) != b.hash {
+        return Err("the executable fetched from the head does not match its hash".into());
+    }
+    std::fs::create_dir_all(&bin_dir)
+        .map_err(|e| format!("cannot create {}: {e}", bin_dir.display()))?;
+    let tmp = bin_dir.join(format!("{}.tmp", b.hash));
+    std::fs::write(&tmp, &data)
+        .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)))
+        .and_then(|_| std::fs::rename(&tmp, &cached))
+        .map_err(|e| format!("cannot store the executable in {}: {e}", bin_dir.display()))?;
+    Ok(cached)
+}

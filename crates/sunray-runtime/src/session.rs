@@ -1,0 +1,244 @@
+//! Session directories: one per `sunray start` (or embedded cluster), holding the token
+//! (mode 0600), the address, the pid, logs and the workers' socket.
+//!
+//! They live under `/tmp/sunray-<uid>/` (or `$SUNRAY_TMPDIR`), short enough for Unix
+//! socket paths. A driver or node on the same host finds the token of the head it
+//! connects to here, so no flag is needed; across hosts, `$SUNRAY_SESSION_DIR` (a shared
+//! directory) or `--token`/`$SUNRAY_TOKEN` pass it.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{env, Error};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionInfo {
+    /// "head", "node" or "local".
+    pub kind: String,
+    pub pid: u32,
+    /// Where drivers and nodes connect (heads only), as ip:port.
+    pub address: Option<String>,
+    pub node_ip: String,
+    pub started_unix_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub dir: PathBuf,
+}
+
+/// The per-user directory holding every session of this host.
+pub fn base_dir() -> PathBuf {
+    if let Ok(d) = std::env::var(env::TMPDIR) {
+        return PathBuf::from(d);
+    }
+    let uid = unsafe { libc::getuid() };
+    PathBuf::from(format!("/tmp/sunray-{uid}"))
+}
+
+fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
+    fs::create_dir_all(dir).map_err(|e| {
+        Error::io(
+            format!("cannot create session directory {}", dir.display()),
+            e,
+        )
+    })?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(format!("cannot protect {}", dir.display()), e))
+}
+
+/// A new random token (32 bytes, hex).
+pub fn new_token() -> String {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).expect("the OS random source works");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Session {
+    /// Creates `<base>/<kind>-<pid>`.
+    pub fn create(kind: &str) -> Result<Session, Error> {
+        let base = base_dir();
+        ensure_private_dir(&base)?;
+        let dir = base.join(format!("{kind}-{}", std::process::id()));
+        if dir.exists() {
+            fs::remove_dir_all(&dir).ok();
+        }
+        ensure_private_dir(&dir)?;
+        Ok(Session { dir })
+    }
+
+    pub fn write_info(&self, info: &SessionInfo) -> Result<(), Error> {
+        let path = self.dir.join("info.json");
+        let tmp = self.dir.join("info.json.tmp");
+        fs::write(&tmp, serde_json::to_vec_pretty(info).expect("serialisable"))
+            .and_then(|_| fs::rename(&tmp, &path))
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+    }
+
+    pub fn write_token(&self, token: &str) -> Result<(), Error> {
+        write_secret(&self.dir.join("token"), token)
+    }
+
+    pub fn worker_socket(&self) -> PathBuf {
+        self.dir.join("w.sock")
+    }
+
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+
+    pub fn bin_dir(&self) -> PathBuf {
+        self.dir.join("bin")
+    }
+
+    /// Removes the directory (on clean shutdown).
+    pub fn remove(&self) {
+        fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+/// Writes a file readable by the owner only.
+pub fn write_secret(path: &Path, content: &str) -> Result<(), Error> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    f.write_all(content.as_bytes())
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+}
+
+/// Is the process alive (and not a zombie)?
+pub fn pid_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            // state is the field after the ")" closing the command name
+            let state = s
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.trim().chars().next());
+            !matches!(state, Some('Z') | Some('X') | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Sessions of this user on this host, with their info, live or stale.
+pub fn list_sessions() -> Vec<(PathBuf, SessionInfo)> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(base_dir()) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if let Ok(bytes) = fs::read(p.join("info.json")) {
+            if let Ok(info) = serde_json::from_slice::<SessionInfo>(&bytes) {
+                out.push((p, info));
+            }
+        }
+    }
+    out.sort_by_key(|(_, i)| i.started_unix_ms);
+    out
+}
+
+fn split_host_port(address: &str) -> Option<(&str, u16)> {
+    let (h, p) = address.rsplit_once(':')?;
+    Some((h.trim_matches(|c| c == '[' || c == ']'), p.parse().ok()?))
+}
+
+fn is_local_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback() || ip.is_unspecified())
+            .unwrap_or(false)
+}
+
+/// Finds the token for a head at `address`: `$SUNRAY_TOKEN`, then
+/// `$SUNRAY_SESSION_DIR/token`, then a live head session of this user on this host
+/// listening on that port.
+pub fn find_token(address: &str) -> Option<String> {
+    if let Ok(t) = std::env::var(env::TOKEN) {
+        if !t.is_empty() {
+            return Some(t);
+        }
+    }
+    if let Ok(d) = std::env::var(env::SESSION_DIR) {
+        if let Ok(t) = fs::read_to_string(Path::new(&d).join("token")) {
+            return Some(t.trim().to_string());
+        }
+    }
+    let (host, port) = split_host_port(address)?;
+    for (dir, info) in list_sessions().into_iter().rev() {
+        let Some(addr) = &info.address else { continue };
+        let Some((h, p)) = split_host_port(addr) else {
+            continue;
+        };
+        if p == port && (h == host || is_local_host(host)) && pid_alive(info.pid) {
+            if let Ok(t) = fs::read_to_string(dir.join("token")) {
+                return Some(t.trim().to_string());
+            }
+        }
+    }
+    None
+}
+
+/// The address of the only live head of this user on this host, if exactly one.
+pub fn local_head_addresses() -> Vec<String> {
+    list_sessions()
+        .into_iter()
+        .filter(|(_, i)| i.kind == "head" && pid_alive(i.pid))
+        .filter_map(|(_, i)| i.address)
+        .collect()
+}
+
+/// The address to connect to when none was given: `$SUNRAY_ADDRESS`, then
+/// `$SUNRAY_SESSION_DIR/address`.
+pub fn address_from_env() -> Option<String> {
+    if let Ok(a) = std::env::var(env::ADDRESS) {
+        if !a.is_empty() {
+            return Some(a);
+        }
+    }
+    let d = std::env::var(env::SESSION_DIR).ok()?;
+    fs::read_to_string(Path::new(&d).join("address"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_parsing() {
+        assert_eq!(split_host_port("127.0.0.1:6379"), Some(("127.0.0.1", 6379)));
+        assert_eq!(split_host_port("[::1]:80"), Some(("::1", 80)));
+        assert_eq!(split_host_port("nohost"), None);
+    }
+
+    #[test]
+    fn own_process_is_alive_and_pid_zero_is_not() {
+        assert!(pid_alive(std::process::id()));
+        assert!(!pid_alive(u32::MAX - 1));
+    }
+
+    #[test]
+    fn tokens_are_long_and_distinct() {
+        let (a, b) = (new_token(), new_token());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,181 @@
+//! The worker loop: a process started by a node agent runs tasks one at a time over a
+//! Unix socket. Plain blocking I/O: a worker needs no async runtime.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::panic::AssertUnwindSafe;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Serialize};
+use sunray_proto::{
+    decode, encode, Arg, ErrorKind, NodeToWorker, TaskError, TaskId, WorkerTask, WorkerToNode,
+};
+
+use crate::env;
+
+/// Calls a registered function by name with serialised arguments.
+pub type Invoke<'a> = &'a dyn Fn(&str, &[Bytes]) -> Result<Bytes, (ErrorKind, String)>;
+
+/// What a running task may ask about itself.
+#[derive(Debug, Clone, Default)]
+pub struct TaskContext {
+    pub task_id: TaskId,
+    pub node_id: u32,
+    pub node_ip: String,
+    pub gpu_ids: Vec<String>,
+    pub function: String,
+}
+
+static CONTEXT: Mutex<Option<TaskContext>> = Mutex::new(None);
+static CONN: Mutex<Option<UnixStream>> = Mutex::new(None);
+
+/// Is this process a worker started by a node agent?
+pub fn is_worker() -> bool {
+    std::env::var_os(env::WORKER_SOCKET).is_some()
+}
+
+/// The context of the task running in this process, if any.
+pub fn current_task() -> Option<TaskContext> {
+    CONTEXT.lock().unwrap().clone()
+}
+
+fn write_frame(s: &mut UnixStream, body: &[u8]) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    buf.extend_from_slice(body);
+    s.write_all(&buf)
+}
+
+fn read_frame(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// Sends `msg` to the driver that owns the running task and waits for its answer
+/// (the channel Tune's `report` uses).
+pub fn ask_owner<Q: Serialize, A: DeserializeOwned>(msg: &Q) -> Result<A, String> {
+    let task = current_task().ok_or("not inside a sunray task")?.task_id;
+    let mut guard = CONN.lock().unwrap();
+    let s = guard.as_mut().ok_or("not inside a sunray worker")?;
+    let data = Bytes::from(postcard::to_allocvec(msg).map_err(|e| e.to_string())?);
+    write_frame(s, &encode(&WorkerToNode::Message { task, data })).map_err(|e| e.to_string())?;
+    loop {
+        let body = read_frame(s).map_err(|e| format!("node connection lost: {e}"))?;
+        match decode::<NodeToWorker>(&body).map_err(|e| e.to_string())? {
+            NodeToWorker::Reply { task: t, data } if t == task => {
+                return postcard::from_bytes(&data).map_err(|e| e.to_string())
+            }
+            _ => continue,
+        }
+    }
+}
+
+/// Runs tasks until the node agent closes the connection, then exits the process.
+pub fn run(invoke: Invoke, registry_hash: &str) -> ! {
+    let code = match serve(invoke, registry_hash) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("sunray worker: {e}");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn serve(invoke: Invoke, registry_hash: &str) -> Result<(), String> {
+    let path = std::env::var(env::WORKER_SOCKET).map_err(|_| "no worker socket")?;
+    let worker_id: u64 = std::env::var(env::WORKER_ID)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or("no worker id")?;
+    let token = std::env::var(env::WORKER_TOKEN).unwrap_or_default();
+    let expected_registry = std::env::var(env::WORKER_REGISTRY).unwrap_or_default();
+    let mut s = UnixStream::connect(&path).map_err(|e| format!("cannot connect to {path}: {e}"))?;
+    write_frame(&mut s, &encode(&WorkerToNode::Hello { worker_id, token }))
+        .map_err(|e| e.to_string())?;
+    let mismatch = (!expected_registry.is_empty() && expected_registry != registry_hash).then(|| {
+        format!(
+            "this worker's executable registers other remote functions than the driver's (registry {registry_hash} vs {expected_registry}): run the same build everywhere"
+        )
+    });
+    *CONN.lock().unwrap() = Some(s.try_clone().map_err(|e| e.to_string())?);
+    loop {
+        let body = match read_frame(&mut s) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(format!("node connection: {e}")),
+        };
+        let task = match decode::<NodeToWorker>(&body) {
+            Ok(NodeToWorker::Run(t)) => t,
+            Ok(NodeToWorker::Reply { .. }) => continue,
+            Err(e) => return Err(format!("malformed message from node: {e}")),
+        };
+        let id = task.spec.id;
+        let outcome = match &mismatch {
+            Some(m) => Err(error(&task, ErrorKind::FunctionNotFound, m.clone())),
+            None => run_one(invoke, task),
+        };
+        let msg = encode(&WorkerToNode::Done { task: id, outcome });
+        let mut guard = CONN.lock().unwrap();
+        write_frame(guard.as_mut().expect("set above"), &msg).map_err(|e| e.to_string())?;
+    }
+}
+
+fn error(task: &WorkerTask, kind: ErrorKind, message: String) -> TaskError {
+    TaskError {
+        kind,
+        function: task.spec.function.clone(),
+        location: Some(format!(
+            "node {} ({}), pid {}",
+            task.node_id,
+            task.node_ip,
+            std::process::id()
+        )),
+        message,
+    }
+}
+
+fn run_one(invoke: Invoke, task: WorkerTask) -> Result<Bytes, TaskError> {
+    let mut args = Vec::with_capacity(task.spec.args.len());
+    for a in &task.spec.args {
+        match a {
+            Arg::Value(b) => args.push(b.clone()),
+            Arg::Ref(id) => {
+                return Err(error(
+                    &task,
+                    ErrorKind::ObjectLost,
+                    format!("argument {id:#x} was not resolved"),
+                ))
+            }
+        }
+    }
+    *CONTEXT.lock().unwrap() = Some(TaskContext {
+        task_id: task.spec.id,
+        node_id: task.node_id,
+        node_ip: task.node_ip.clone(),
+        gpu_ids: task.gpu_ids.clone(),
+        function: task.spec.function.clone(),
+    });
+    let r = std::panic::catch_unwind(AssertUnwindSafe(|| invoke(&task.spec.function, &args)));
+    *CONTEXT.lock().unwrap() = None;
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err((kind, msg))) => Err(error(&task, kind, msg)),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic payload".into());
+            Err(error(
+                &task,
+                ErrorKind::Application,
+                format!("panicked: {msg}"),
+            ))
+        }
+    }
+}

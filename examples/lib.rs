@@ -1,0 +1,1 @@
+//! The seed's programs in Rust; see the examples of this package.
