@@ -7,10 +7,10 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context};
 use clap::Args;
 use sunray_proto::{NodeRegistration, Resources};
+use sunray_runtime::detect;
 use sunray_runtime::local::{self, HeadOptions};
 use sunray_runtime::node::{self, NodeConfig};
 use sunray_runtime::session::{self, Session, SessionInfo};
-use sunray_runtime::{detect, driver::runtime};
 
 #[derive(Args, Clone)]
 pub struct StartArgs {
@@ -87,7 +87,12 @@ pub fn run(a: StartArgs) -> anyhow::Result<()> {
     }
     crate::init_logging("info");
     let (resources, gpu_ids) = node_resources(&a)?;
-    let rt = runtime();
+    // One thread: the head and node agent are actors passing messages; on small nodes a
+    // single thread avoids cross-thread wake-ups on every hop.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     rt.block_on(async move {
         if a.head {
             let node_ip = a.node_ip_address.unwrap_or_else(detect::default_ip);

@@ -53,6 +53,22 @@ fn wait_line(child: &mut Child, prefix: &str) -> String {
     }
 }
 
+/// Reads stdout lines of `child` until one contains `needle`.
+fn wait_line_containing(child: &mut Child, needle: &str) -> String {
+    let mut r = BufReader::new(child.stdout.take().expect("stdout piped"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            r.read_line(&mut line).unwrap() > 0,
+            "ended before printing {needle:?}"
+        );
+        if line.contains(needle) {
+            return line.trim().to_string();
+        }
+    }
+}
+
 impl Cluster {
     /// A head with `head_cpus` CPUs on 127.0.0.1 and nodes (ip, cpus, gpus).
     fn start(head_cpus: f64, nodes: &[(&str, f64, u32)]) -> Cluster {
@@ -358,6 +374,28 @@ fn a_killed_node_has_its_task_retried_elsewhere() {
 }
 
 #[test]
+fn nodes_fetch_an_executable_they_cannot_see_from_the_head() {
+    let c = Cluster::start(1.0, &[("127.0.0.2", 1.0, 0)]);
+    let copy = c.tmp.join("driver-copy");
+    std::fs::copy(DRIVER, &copy).unwrap();
+    let out = Command::new(&copy)
+        .arg("selfdelete")
+        .env("SUNRAY_TMPDIR", &c.tmp)
+        .env("SUNRAY_ADDRESS", &c.address)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!copy.exists());
+    assert_eq!(lines(&out, "IP ").len(), 4);
+    let node_log = std::fs::read_to_string(c.tmp.join("node-127.0.0.2.err")).unwrap();
+    assert!(node_log.contains("fetching executable"), "{node_log}");
+}
+
+#[test]
 fn wrong_token_is_refused_on_both_sides() {
     let c = Cluster::start(1.0, &[]);
     let out = c
@@ -482,16 +520,21 @@ fn start_without_block_returns_ready_and_stop_leaves_nothing_behind() {
     .output()
     .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // the cluster takes work at once: a driver leaves idle workers on both nodes
-    let d = Command::new(DRIVER)
-        .args(["spread", "4"])
+    // a driver with a task running: head, node, driver and a worker are up
+    let mut d = Command::new(DRIVER)
+        .args(["long", "60"])
         .env("SUNRAY_TMPDIR", &tmp)
         .env("SUNRAY_ADDRESS", &address)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
         .unwrap();
-    assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
+    wait_line_containing(&mut d, "STARTED");
     let before = processes_of(&tmp);
-    assert!(before.len() >= 4, "head, node and workers run: {before:?}");
+    assert!(
+        before.len() >= 4,
+        "head, node, driver and worker run: {before:?}"
+    );
     let o = cmd(&["stop"]).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("stopped 2 sunray processes"));
     // workers die with their node agent (SIGKILL from the kernel); allow it a moment

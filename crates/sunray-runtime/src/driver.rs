@@ -17,16 +17,22 @@ use tokio::sync::mpsc;
 
 use crate::{detect, head, wire, Error};
 
-/// The process-wide runtime that runs connections (and an embedded cluster, if any).
-pub fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+/// The process-wide runtime that runs connections (and an embedded cluster, if any):
+/// one thread, so that messages between the connection tasks (and the head and node
+/// actors of an embedded cluster) never cross threads.
+pub fn runtime() -> &'static tokio::runtime::Handle {
+    static RT: OnceLock<tokio::runtime::Handle> = OnceLock::new();
     RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("sunray-rt")
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("a tokio runtime can be built")
+            .expect("a tokio runtime can be built");
+        let handle = rt.handle().clone();
+        std::thread::Builder::new()
+            .name("sunray-rt".into())
+            .spawn(move || rt.block_on(std::future::pending::<()>()))
+            .expect("a thread can be started");
+        handle
     })
 }
 
@@ -63,14 +69,18 @@ pub struct Client {
     _embedded: Option<crate::local::StartedHead>,
 }
 
+const SELF_EXE: &str = "/proc/self/exe";
+
 /// Describes the running executable, so that nodes can start it as a worker.
 pub fn this_binary(registry_hash: &str) -> Result<BinaryInfo, Error> {
     let path =
         std::env::current_exe().map_err(|e| Error::io("cannot locate this executable", e))?;
-    let (hash, size) = detect::hash_file(&path)
-        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    // /proc/self/exe reads the running image even if its file was replaced or deleted.
+    let (hash, size) = detect::hash_file(std::path::Path::new(SELF_EXE))
+        .map_err(|e| Error::io(format!("cannot read {SELF_EXE}"), e))?;
+    let path = path.to_string_lossy();
     Ok(BinaryInfo {
-        path: path.to_string_lossy().into_owned(),
+        path: path.trim_end_matches(" (deleted)").to_string(),
         hash,
         size,
         registry_hash: registry_hash.to_string(),
@@ -98,8 +108,8 @@ impl Client {
         let (sink, stream) = io.split();
         let (tx, rx) = mpsc::unbounded_channel();
         if upload_binary {
-            let data = std::fs::read(&binary.path)
-                .map_err(|e| Error::io(format!("cannot read {}", binary.path), e))?;
+            let data = std::fs::read(SELF_EXE)
+                .map_err(|e| Error::io(format!("cannot read {SELF_EXE}"), e))?;
             let _ = tx.send(DriverToHead::UploadBinary {
                 hash: binary.hash.clone(),
                 data: Bytes::from(data),

@@ -299,8 +299,15 @@ fn store_binary(dir: &std::path::Path, hash: &str, data: &Bytes) {
     }
     std::fs::create_dir_all(dir).ok();
     let tmp = dir.join(format!("{hash}.tmp"));
-    if std::fs::write(&tmp, data).is_ok() {
-        std::fs::rename(&tmp, dir.join(hash)).ok();
+    use std::os::unix::fs::PermissionsExt;
+    let stored = std::fs::write(&tmp, data)
+        .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)))
+        .and_then(|_| std::fs::rename(&tmp, dir.join(hash)));
+    if let Err(e) = stored {
+        warn!(
+            "cannot store the uploaded executable in {}: {e}",
+            dir.display()
+        );
     }
 }
 

@@ -174,11 +174,18 @@ pub fn init() -> Result<(), Error> {
     init_with(InitOptions::default())
 }
 
-/// [`init`] with options.
-pub fn init_with(opts: InitOptions) -> Result<(), Error> {
+/// In a worker process (started by a node agent), runs tasks and never returns;
+/// elsewhere does nothing. [`init`] calls it; programs that call `init` only in some
+/// code paths call this first thing in `main`.
+pub fn serve_if_worker() {
     if sunray_runtime::worker::is_worker() {
         sunray_runtime::worker::run(&invoke, &registry_hash());
     }
+}
+
+/// [`init`] with options.
+pub fn init_with(opts: InitOptions) -> Result<(), Error> {
+    serve_if_worker();
     if CLIENT.get().is_some() {
         return Ok(());
     }

@@ -55,12 +55,35 @@ fn long_task(seconds: f64) -> String {
     ip
 }
 
+/// What CUDA itself sees from inside a task (GPU machines only; needs python3 + torch).
+#[sunray::remote]
+fn cuda_probe() -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import torch; n=torch.cuda.device_count(); print(n, torch.cuda.get_device_name(0) if n else '-')"])
+        .output();
+    let seen = match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        Err(e) => format!("python3 failed: {e}"),
+    };
+    format!(
+        "CUDA_VISIBLE_DEVICES=[{}] gpu_ids={:?} torch sees: {seen}",
+        std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default(),
+        sunray::get_runtime_context().gpu_ids
+    )
+}
+
 #[sunray::remote]
 fn exits() -> i64 {
     std::process::exit(3)
 }
 
 fn main() {
+    // A driver whose executable no node can see: it deletes its own file first.
+    if std::env::args().nth(1).as_deref() == Some("selfdelete") && !sunray_is_worker() {
+        let exe = std::env::current_exe().unwrap();
+        std::fs::remove_file(&exe).unwrap();
+        println!("DELETED {}", exe.display());
+    }
     if let Err(e) = sunray::init() {
         eprintln!("init failed: {e}");
         std::process::exit(2);
@@ -122,6 +145,20 @@ fn main() {
             let r = long_task.remote(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3.0));
             println!("RESULT {}", r.get().unwrap());
         }
+        Some("selfdelete") => {
+            let refs: Vec<_> = (0..4).map(|_| where_am_i.remote(0.05)).collect();
+            for ip in sunray::get_all(&refs).unwrap() {
+                println!("IP {ip}");
+            }
+        }
+        Some("cuda_probe") => {
+            let gpu = cuda_probe
+                .options(sunray::TaskOptions::new().num_gpus(1.0))
+                .remote();
+            let cpu = cuda_probe.remote();
+            println!("GPU_TASK {}", gpu.get().unwrap());
+            println!("CPU_TASK {}", cpu.get().unwrap());
+        }
         Some("resources") => {
             println!("CLUSTER {:?}", sunray::cluster_resources().unwrap());
             println!("NODES {}", sunray::nodes().unwrap().len());
@@ -131,4 +168,8 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+fn sunray_is_worker() -> bool {
+    std::env::var_os("SUNRAY_WORKER_SOCKET").is_some()
 }

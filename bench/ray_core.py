@@ -1,0 +1,69 @@
+"""Ray's figures for the same workload as examples/bench_core.rs (run by bench/core.sh --ray)."""
+import os
+import statistics
+import subprocess
+import time
+
+import ray
+
+PORT = "6391"
+
+
+def sh(*args):
+    subprocess.run(args, check=True, capture_output=True)
+
+
+def ray_rss_mb():
+    out = subprocess.run(["ps", "-eo", "rss=,args="], capture_output=True, text=True).stdout
+    total = 0
+    for line in out.splitlines():
+        rss, _, cmd = line.strip().partition(" ")
+        if ("ray" in cmd and "ray_core.py" not in cmd) or "gcs_server" in cmd or "raylet" in cmd:
+            total += int(rss)
+    return total / 1024
+
+
+starts = []
+for _ in range(3):
+    t = time.time()
+    sh("ray", "start", "--head", "--port", PORT, "--num-cpus", "2", "--include-dashboard=false")
+    starts.append(time.time() - t)
+    sh("ray", "stop", "--force")
+print(f"ray start --head to ready:          {statistics.median(starts) * 1000:8.1f} ms (median of 3)")
+
+sh("ray", "start", "--head", "--port", PORT, "--num-cpus", "2", "--include-dashboard=false")
+sh("ray", "start", "--address", f"127.0.0.1:{PORT}", "--num-cpus", "2")
+time.sleep(5)
+print(f"idle RSS, head + node:              {ray_rss_mb():8.1f} MB")
+
+ray.init(address=f"127.0.0.1:{PORT}", logging_level="ERROR")
+
+
+@ray.remote
+def noop():
+    return None
+
+
+@ray.remote
+def sleep_ip(s):
+    time.sleep(s)
+    return ray.util.get_node_ip_address()
+
+
+ray.get([noop.remote() for _ in range(200)])
+t = time.time()
+ray.get([noop.remote() for _ in range(10_000)])
+print(f"no-op tasks, 10,000 submitted then gathered: {10_000 / (time.time() - t):8.0f} tasks/s")
+t = time.time()
+for _ in range(1000):
+    ray.get(noop.remote())
+print(f"round trip, get(f.remote()) x 1,000:  {(time.time() - t) * 1e3:8.1f} us mean")
+cpus = int(ray.cluster_resources()["CPU"])
+rounds = []
+for _ in range(5):
+    t = time.time()
+    ray.get([sleep_ip.remote(1.0) for _ in range(cpus)])
+    rounds.append(time.time() - t)
+print(f"simple trainer round, {cpus} one-second tasks on 2 nodes: {statistics.median(rounds[1:]):.4f} s")
+ray.shutdown()
+sh("ray", "stop", "--force")

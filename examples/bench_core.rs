@@ -1,0 +1,244 @@
+//! Core benchmark: start-up time, idle memory, task throughput, round trip, and the
+//! simple trainer's round time, on clusters started with the `sunray` command.
+//!
+//! ```text
+//! cargo build --release -p sunray-cli && cargo build --release -p sunray-examples --example bench_core
+//! target/release/examples/bench_core            # prints one line per figure
+//! bench/core.sh --ray                           # the same, with Ray measured beside it
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[sunray::remote]
+fn noop() {}
+
+#[sunray::remote]
+fn sleep_ip(s: f64) -> String {
+    std::thread::sleep(Duration::from_secs_f64(s));
+    sunray::get_runtime_context().node_ip
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn sunray_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("SUNRAY_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/examples/bench_core -> target/<profile>/sunray
+    exe.parent().unwrap().parent().unwrap().join("sunray")
+}
+
+fn sunray(tmp: &Path, args: &[&str]) -> std::process::Output {
+    let o = Command::new(sunray_bin())
+        .args(args)
+        .env("SUNRAY_TMPDIR", tmp)
+        .env_remove("SUNRAY_ADDRESS")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e} (build it: cargo build --release -p sunray-cli)",
+                sunray_bin().display()
+            )
+        });
+    assert!(
+        o.status.success(),
+        "sunray {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn session_pids(tmp: &Path) -> Vec<u32> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("info.json")).ok())
+        .filter_map(|s| {
+            let v: serde_json_lite::Info = serde_json_lite::parse(&s)?;
+            Some(v.pid)
+        })
+        .collect()
+}
+
+/// Just enough JSON reading for info.json's pid (keeps this example's dependencies small).
+mod serde_json_lite {
+    pub struct Info {
+        pub pid: u32,
+    }
+    pub fn parse(s: &str) -> Option<Info> {
+        let i = s.find("\"pid\"")?;
+        let rest = &s[i + 5..];
+        let digits: String = rest
+            .chars()
+            .skip_while(|c| !c.is_ascii_digit())
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        Some(Info {
+            pid: digits.parse().ok()?,
+        })
+    }
+}
+
+fn driver_role(role: &str) {
+    sunray::init().expect("connect");
+    match role {
+        "tasks" => {
+            // warm up: start the workers
+            sunray::get_all(&(0..200).map(|_| noop.remote()).collect::<Vec<_>>()).unwrap();
+            let n = 10_000;
+            let t = Instant::now();
+            let refs: Vec<_> = (0..n).map(|_| noop.remote()).collect();
+            sunray::get_all(&refs).unwrap();
+            let secs = t.elapsed().as_secs_f64();
+            println!("THROUGHPUT {:.0}", n as f64 / secs);
+            let m = 1000;
+            let t = Instant::now();
+            for _ in 0..m {
+                noop.remote().get().unwrap();
+            }
+            println!("RTT_US {:.1}", t.elapsed().as_secs_f64() * 1e6 / m as f64);
+        }
+        "trainer" => {
+            let cpus = sunray::cluster_resources().unwrap()["CPU"] as usize;
+            let mut rounds = Vec::new();
+            for _ in 0..5 {
+                let t = Instant::now();
+                let refs: Vec<_> = (0..cpus).map(|_| sleep_ip.remote(1.0)).collect();
+                let ips = sunray::get_all(&refs).unwrap();
+                let distinct: std::collections::BTreeSet<_> = ips.into_iter().collect();
+                assert!(distinct.len() >= 2, "every node takes part");
+                rounds.push(t.elapsed().as_secs_f64());
+            }
+            println!("ROUND_S {:.4}", median(rounds[1..].to_vec()));
+            println!("TASKS_PER_ROUND {cpus}");
+        }
+        _ => panic!("unknown role {role}"),
+    }
+}
+
+fn main() {
+    sunray::serve_if_worker();
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() > 2 && args[1] == "--role" {
+        driver_role(&args[2]);
+        return;
+    }
+    let tmp = PathBuf::from(format!("/tmp/srb-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+
+    // 1. start-up: `sunray start --head` returns once the cluster takes work
+    let mut starts = Vec::new();
+    for _ in 0..7 {
+        let t = Instant::now();
+        sunray(
+            &tmp,
+            &[
+                "start",
+                "--head",
+                "--port",
+                "0",
+                "--node-ip-address",
+                "127.0.0.1",
+                "--num-cpus",
+                "2",
+            ],
+        );
+        starts.push(t.elapsed().as_secs_f64() * 1000.0);
+        sunray(&tmp, &["stop"]);
+    }
+    println!(
+        "sunray start --head to ready:      {:8.1} ms (median of 7)",
+        median(starts)
+    );
+
+    // 2. a head and one joined node, each with 2 CPUs, as in the Ray reference
+    let o = sunray(
+        &tmp,
+        &[
+            "start",
+            "--head",
+            "--port",
+            "0",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--num-cpus",
+            "2",
+        ],
+    );
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let address = text.split_whitespace().nth(3).unwrap().to_string();
+    sunray(
+        &tmp,
+        &[
+            "start",
+            "--address",
+            &address,
+            "--node-ip-address",
+            "127.0.0.2",
+            "--num-cpus",
+            "2",
+        ],
+    );
+    sunray(
+        &tmp,
+        &["status", "--wait-for-nodes", "2", "--timeout", "10"],
+    );
+    std::thread::sleep(Duration::from_millis(300)); // let start-up allocations settle
+    let pids = session_pids(&tmp);
+    let rss: u64 = pids.iter().map(|p| rss_kb(*p)).sum();
+    println!(
+        "idle RSS, head + node agent:       {:8.1} MB ({} processes)",
+        rss as f64 / 1024.0,
+        pids.len()
+    );
+
+    let me = std::env::current_exe().unwrap();
+    let run = |role: &str| -> String {
+        let o = Command::new(&me)
+            .args(["--role", role])
+            .env("SUNRAY_TMPDIR", &tmp)
+            .env("SUNRAY_ADDRESS", &address)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "driver {role} failed");
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let get = |out: &str, key: &str| -> String {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    let out = run("tasks");
+    println!(
+        "no-op tasks, 10,000 submitted then gathered: {:>8} tasks/s",
+        get(&out, "THROUGHPUT")
+    );
+    println!(
+        "round trip, get(f.remote()) x 1,000:  {:>8} us mean",
+        get(&out, "RTT_US")
+    );
+    let out = run("trainer");
+    println!(
+        "simple trainer round, {} one-second tasks on 2 nodes: {} s (median of rounds 2-5)",
+        get(&out, "TASKS_PER_ROUND"),
+        get(&out, "ROUND_S")
+    );
+    sunray(&tmp, &["stop"]);
+    std::fs::remove_dir_all(&tmp).ok();
+}
