@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-const SUNRAY: &str = env!("CARGO_BIN_EXE_sunray");
+const SUNRAY: &str = env!("CARGO_BIN_EXE_it_sunray");
 const DRIVER: &str = env!("CARGO_BIN_EXE_it_driver");
 
 fn fresh_tmp() -> PathBuf {
