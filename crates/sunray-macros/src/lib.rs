@@ -1,6 +1,6 @@
 //! `#[sunray::remote]`: turns a plain function into a remote function of the cluster.
 //!
-//! ```ignore
+//! ```text
 //! #[sunray::remote(num_cpus = 1, max_retries = 3)]
 //! fn add(a: i32, b: i32) -> i32 { a + b }
 //! // add.remote(1, 2) -> ObjectRef<i32>; add::call(1, 2) runs it here.

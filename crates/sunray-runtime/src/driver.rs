@@ -59,9 +59,28 @@ struct Shared {
     cond: Condvar,
 }
 
+/// Where the driver's messages go: straight onto the head's socket, or into the
+/// embedded head's channel.
+enum Outbox {
+    Socket(Mutex<std::net::TcpStream>),
+    Channel(mpsc::UnboundedSender<DriverToHead>),
+}
+
+impl Outbox {
+    fn send(&self, m: DriverToHead) -> Result<(), String> {
+        match self {
+            Outbox::Socket(s) => {
+                let body = sunray_proto::encode(&m);
+                wire::write_frame_blocking(&mut s.lock().unwrap(), &body).map_err(|e| e.to_string())
+            }
+            Outbox::Channel(tx) => tx.send(m).map_err(|_| "embedded head stopped".to_string()),
+        }
+    }
+}
+
 pub struct Client {
     client_id: ClientId,
-    tx: mpsc::UnboundedSender<DriverToHead>,
+    tx: Outbox,
     shared: Arc<Shared>,
     seq: AtomicU64,
     query_lock: Mutex<()>,
@@ -105,17 +124,38 @@ impl Client {
         else {
             unreachable!("refusals are errors")
         };
-        let (sink, stream) = io.split();
-        let (tx, rx) = mpsc::unbounded_channel();
+        // Frames are written by the calling thread (no hop to the runtime thread);
+        // the runtime thread only reads.
+        let parts = io.into_parts();
+        let std_stream = parts
+            .io
+            .into_std()
+            .map_err(|e| Error::io("cannot take over the connection", e))?;
+        let writer = std_stream
+            .try_clone()
+            .map_err(|e| Error::io("cannot clone the connection", e))?;
+        let reader = {
+            let _guard = rt.enter();
+            tokio::net::TcpStream::from_std(std_stream)
+                .map_err(|e| Error::io("cannot register the connection", e))?
+        };
+        let mut new_parts = tokio_util::codec::FramedParts::new::<Bytes>(reader, wire::codec());
+        new_parts.read_buf = parts.read_buf;
+        let stream = tokio_util::codec::Framed::from_parts(new_parts);
+        let outbox = Outbox::Socket(Mutex::new(writer));
         if upload_binary {
             let data = std::fs::read(SELF_EXE)
                 .map_err(|e| Error::io(format!("cannot read {SELF_EXE}"), e))?;
-            let _ = tx.send(DriverToHead::UploadBinary {
-                hash: binary.hash.clone(),
-                data: Bytes::from(data),
-            });
+            outbox
+                .send(DriverToHead::UploadBinary {
+                    hash: binary.hash.clone(),
+                    data: Bytes::from(data),
+                })
+                .map_err(|e| Error::Disconnected {
+                    address: address.into(),
+                    reason: e.to_string(),
+                })?;
         }
-        rt.spawn(wire::pump_out(sink, rx));
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             cond: Condvar::new(),
@@ -132,7 +172,7 @@ impl Client {
             st.disconnected = Some(format!("head at {addr}: {why}"));
             s2.cond.notify_all();
         });
-        Ok(Client::new(client_id, tx, shared, None))
+        Ok(Client::new(client_id, outbox, shared, None))
     }
 
     /// Starts an embedded cluster in this process and connects to it.
@@ -169,13 +209,18 @@ impl Client {
                     on_message(&s2, m);
                 }
             });
-            Ok(Client::new(client_id, tx, shared, Some(started)))
+            Ok(Client::new(
+                client_id,
+                Outbox::Channel(tx),
+                shared,
+                Some(started),
+            ))
         })
     }
 
     fn new(
         client_id: ClientId,
-        tx: mpsc::UnboundedSender<DriverToHead>,
+        tx: Outbox,
         shared: Arc<Shared>,
         embedded: Option<crate::local::StartedHead>,
     ) -> Client {
@@ -205,7 +250,7 @@ impl Client {
     fn send(&self, m: DriverToHead) -> Result<(), GetError> {
         self.tx
             .send(m)
-            .map_err(|_| GetError::Disconnected("client connection closed".into()))
+            .map_err(|e| GetError::Disconnected(format!("cannot send to the head: {e}")))
     }
 
     pub fn submit(&self, spec: TaskSpec) -> Result<(), GetError> {

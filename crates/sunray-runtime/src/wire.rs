@@ -4,10 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{
-    stream::{SplitSink, SplitStream},
-    SinkExt, StreamExt,
-};
+use futures_util::{stream::SplitSink, SinkExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
 use sunray_proto::{decode, encode, Hello, HelloReply, Role, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -180,9 +177,9 @@ pub async fn pump_out<S, T>(
 }
 
 /// Reads messages of `stream` until it ends; returns why it ended.
-pub async fn pump_in<S, T, F>(mut stream: SplitStream<FramedIo<S>>, mut f: F) -> String
+pub async fn pump_in<St, T, F>(mut stream: St, mut f: F) -> String
 where
-    S: AsyncRead + AsyncWrite,
+    St: futures_util::Stream<Item = Result<bytes::BytesMut, std::io::Error>> + Unpin,
     T: DeserializeOwned,
     F: FnMut(T) -> bool,
 {
@@ -200,6 +197,34 @@ where
             },
         }
     }
+}
+
+/// Writes one frame on a socket from a plain thread (the socket may be non-blocking,
+/// since it shares its file description with the async reader).
+pub fn write_frame_blocking(s: &mut std::net::TcpStream, body: &[u8]) -> std::io::Result<()> {
+    use std::io::{ErrorKind, Write};
+    use std::os::fd::AsRawFd;
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    buf.extend_from_slice(body);
+    let mut off = 0;
+    while off < buf.len() {
+        match s.write(&buf[off..]) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => off += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let mut pfd = libc::pollfd {
+                    fd: s.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                unsafe { libc::poll(&mut pfd, 1, -1) };
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
