@@ -275,13 +275,19 @@ impl Client {
         let _ = self.tx.send(DriverToHead::Release(vec![id]));
     }
 
-    /// Waits for an object's value.
-    pub fn get(&self, id: ObjectId, timeout: Option<Duration>) -> Result<Bytes, GetError> {
+    /// Waits (on the condition variable the reader notifies) until `check` gives an
+    /// answer, the connection is lost, or the deadline passes (then `on_timeout`).
+    fn wait_for<R>(
+        &self,
+        timeout: Option<Duration>,
+        mut check: impl FnMut(&State) -> Option<R>,
+        on_timeout: impl FnOnce(&State) -> Result<R, GetError>,
+    ) -> Result<R, GetError> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut st = self.shared.state.lock().unwrap();
         loop {
-            if let Some(r) = st.results.get(&id) {
-                return r.clone().map_err(GetError::Task);
+            if let Some(r) = check(&st) {
+                return Ok(r);
             }
             if let Some(why) = &st.disconnected {
                 return Err(GetError::Disconnected(why.clone()));
@@ -291,12 +297,22 @@ impl Client {
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
-                        return Err(GetError::Timeout);
+                        return on_timeout(&st);
                     }
                     self.shared.cond.wait_timeout(st, d - now).unwrap().0
                 }
             };
         }
+    }
+
+    /// Waits for an object's value.
+    pub fn get(&self, id: ObjectId, timeout: Option<Duration>) -> Result<Bytes, GetError> {
+        self.wait_for(
+            timeout,
+            |st| st.results.get(&id).cloned(),
+            |_| Err(GetError::Timeout),
+        )?
+        .map_err(GetError::Task)
     }
 
     /// Waits until `num_returns` of `ids` are ready (or the timeout passes); returns a
@@ -307,28 +323,17 @@ impl Client {
         num_returns: usize,
         timeout: Option<Duration>,
     ) -> Result<Vec<bool>, GetError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut st = self.shared.state.lock().unwrap();
-        loop {
-            let flags: Vec<bool> = ids.iter().map(|i| st.results.contains_key(i)).collect();
-            let ready = flags.iter().filter(|f| **f).count();
-            if ready >= num_returns.min(ids.len()) {
-                return Ok(flags);
-            }
-            if let Some(why) = &st.disconnected {
-                return Err(GetError::Disconnected(why.clone()));
-            }
-            st = match deadline {
-                None => self.shared.cond.wait(st).unwrap(),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Ok(flags);
-                    }
-                    self.shared.cond.wait_timeout(st, d - now).unwrap().0
-                }
-            };
-        }
+        let flags =
+            |st: &State| -> Vec<bool> { ids.iter().map(|i| st.results.contains_key(i)).collect() };
+        let want = num_returns.min(ids.len());
+        self.wait_for(
+            timeout,
+            |st| {
+                let f = flags(st);
+                (f.iter().filter(|x| **x).count() >= want).then_some(f)
+            },
+            |st| Ok(flags(st)),
+        )
     }
 
     /// Asks the head for the cluster's state.
