@@ -20,6 +20,18 @@ fn sleep_ip(s: f64) -> String {
     sunray::get_runtime_context().node_ip
 }
 
+/// A head on loopback with 2 CPUs and any free port, as in the Ray reference.
+const HEAD_ARGS: &[&str] = &[
+    "start",
+    "--head",
+    "--port",
+    "0",
+    "--node-ip-address",
+    "127.0.0.1",
+    "--num-cpus",
+    "2",
+];
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -145,19 +157,7 @@ fn main() {
     let mut starts = Vec::new();
     for _ in 0..7 {
         let t = Instant::now();
-        sunray(
-            &tmp,
-            &[
-                "start",
-                "--head",
-                "--port",
-                "0",
-                "--node-ip-address",
-                "127.0.0.1",
-                "--num-cpus",
-                "2",
-            ],
-        );
+        sunray(&tmp, HEAD_ARGS);
         starts.push(t.elapsed().as_secs_f64() * 1000.0);
         sunray(&tmp, &["stop"]);
     }
@@ -167,19 +167,7 @@ fn main() {
     );
 
     // 2. a head and one joined node, each with 2 CPUs, as in the Ray reference
-    let o = sunray(
-        &tmp,
-        &[
-            "start",
-            "--head",
-            "--port",
-            "0",
-            "--node-ip-address",
-            "127.0.0.1",
-            "--num-cpus",
-            "2",
-        ],
-    );
+    let o = sunray(&tmp, HEAD_ARGS);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     let address = text.split_whitespace().nth(3).unwrap().to_string();
     sunray(

@@ -160,7 +160,7 @@ pub fn run(a: StartArgs) -> anyhow::Result<()> {
                 ip: node_ip.to_string(),
                 token,
                 session: session.clone(),
-                total: local::resource_set(&resources),
+                total: sunray_runtime::head::to_request(&resources),
                 gpu_ids,
                 head_address: address,
             };

@@ -302,6 +302,18 @@ fn object_refs_as_arguments_put_and_wait() {
 }
 
 #[test]
+fn a_task_no_node_can_run_waits_and_its_driver_is_warned() {
+    let c = Cluster::start(1.0, &[("127.0.0.2", 1.0, 0)]);
+    let out = c.driver(&["infeasible"]);
+    assert_eq!(lines(&out, "WAITING").len(), 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("asks for {1 CPU, 1 tpu}, which no node of the cluster has"),
+        "{err}"
+    );
+}
+
+#[test]
 fn errors_and_panics_come_back_from_get() {
     let c = Cluster::start(1.0, &[("127.0.0.2", 1.0, 0)]);
     let out = c.driver(&["errors"]);

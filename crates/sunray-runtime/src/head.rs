@@ -316,7 +316,8 @@ struct DriverConn {
     binary: BinaryInfo,
     /// Results waiting to be sent in this round.
     done: Vec<(ObjectId, Outcome)>,
-    warned_infeasible: HashSet<String>,
+    /// Resource shapes this driver asked for whose feasibility was checked.
+    checked_requests: HashSet<ResourceSet>,
 }
 
 struct NodeConn {
@@ -370,7 +371,7 @@ impl HeadState {
                         tx,
                         binary,
                         done: Vec::new(),
-                        warned_infeasible: HashSet::new(),
+                        checked_requests: HashSet::new(),
                     },
                 );
             }
@@ -576,7 +577,7 @@ impl HeadState {
                 }),
             );
         } else if deps_left == 0 {
-            self.sched.submit(id, request);
+            self.enqueue(id);
         }
     }
 
@@ -593,21 +594,10 @@ impl HeadState {
                         continue; // cancelled or re-placed meanwhile
                     }
                     self.sched.finish(task);
-                    let retry = matches!(&outcome, Err(e) if e.kind == ErrorKind::WorkerDied);
-                    if retry {
-                        if let Some(t) = self.tasks.get_mut(&task) {
-                            if t.retries_left > 0 {
-                                t.retries_left -= 1;
-                                warn!(
-                                    "task {} lost its worker on node {node}; retrying ({} retries left)",
-                                    t.spec.function, t.retries_left
-                                );
-                                self.sched.submit_front(task, t.request.clone());
-                                continue;
-                            }
-                        }
+                    match outcome {
+                        Err(e) if e.kind == ErrorKind::WorkerDied => self.retry_or_fail(task, e),
+                        outcome => self.complete(task, outcome),
                     }
-                    self.complete(task, outcome);
                 }
             }
             NodeToHead::TaskMessage { task, data } => {
@@ -649,31 +639,31 @@ impl HeadState {
             self.dead_nodes.pop_front();
         }
         for task in self.sched.remove_node(node) {
-            let Some(t) = self.tasks.get_mut(&task) else {
+            let Some(t) = self.tasks.get(&task) else {
                 continue;
             };
+            let err = TaskError {
+                kind: ErrorKind::NodeDied,
+                function: t.spec.function.clone(),
+                location: Some(format!("node {node} ({})", conn.reg.ip)),
+                message: format!("the node left the cluster ({why})"),
+            };
+            self.retry_or_fail(task, err);
+        }
+    }
+
+    /// A task lost its worker or its node: it runs again (first in its queue) while it has
+    /// retries left, as Ray's `max_retries`; then it fails with `err`.
+    fn retry_or_fail(&mut self, task: TaskId, err: TaskError) {
+        if let Some(t) = self.tasks.get_mut(&task) {
             if t.retries_left > 0 {
                 t.retries_left -= 1;
-                warn!(
-                    "task {} was running on node {node}; retrying elsewhere ({} retries left)",
-                    t.spec.function, t.retries_left
-                );
+                warn!("{err}; retrying ({} retries left)", t.retries_left);
                 self.sched.submit_front(task, t.request.clone());
-            } else {
-                let function = t.spec.function.clone();
-                self.complete(
-                    task,
-                    Err(TaskError {
-                        kind: ErrorKind::NodeDied,
-                        function,
-                        location: Some(format!("node {node} ({})", conn.reg.ip)),
-                        message: format!(
-                            "the node left the cluster ({why}) and no retries were left"
-                        ),
-                    }),
-                );
+                return;
             }
         }
+        self.complete(task, Err(err));
     }
 
     fn driver_left(&mut self, client: ClientId) {
@@ -732,7 +722,7 @@ impl HeadState {
                         }
                         wt.deps_left -= 1;
                         if wt.deps_left == 0 {
-                            self.sched.submit(w, wt.request.clone());
+                            self.enqueue(w);
                         }
                     }
                     Err(e) => {
@@ -772,31 +762,22 @@ impl HeadState {
                 spec: t.spec.clone(),
             });
         }
-        if self.sched.queued_len() > 0 {
-            self.warn_infeasible();
-        }
     }
 
-    fn warn_infeasible(&mut self) {
-        let reqs = self.sched.infeasible_requests();
-        if reqs.is_empty() {
-            return;
-        }
-        let owners: Vec<(ClientId, String)> = self
-            .tasks
-            .values()
-            .filter(|t| reqs.contains(&t.request))
-            .map(|t| (t.owner, t.request.to_string()))
-            .collect();
-        for (owner, req) in owners {
-            if let Some(d) = self.drivers.get_mut(&owner) {
-                if d.warned_infeasible.insert(req.clone()) {
-                    let _ = d.tx.send(HeadToDriver::Warning(format!(
-                        "a task asks for {{{req}}}, which no node of the cluster has; it waits until such a node joins"
-                    )));
-                }
+    /// Queues a task whose arguments are all resolved. The first time a driver asks for
+    /// a resource shape no node has, it is told (once: later node failures that make a
+    /// shape infeasible are not re-announced).
+    fn enqueue(&mut self, id: TaskId) {
+        let Some(t) = self.tasks.get(&id) else { return };
+        let (owner, request) = (t.owner, t.request.clone());
+        if let Some(d) = self.drivers.get_mut(&owner) {
+            if d.checked_requests.insert(request.clone()) && !self.sched.feasible(&request) {
+                let _ = d.tx.send(HeadToDriver::Warning(format!(
+                    "a task asks for {{{request}}}, which no node of the cluster has; it waits until such a node joins"
+                )));
             }
         }
+        self.sched.submit(id, request);
     }
 
     fn flush(&mut self) {

@@ -5,7 +5,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use sunray_proto::{NodeRegistration, Resources};
-use sunray_sched::ResourceSet;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -146,9 +145,4 @@ pub async fn start_head(opts: HeadOptions) -> Result<StartedHead, Error> {
         shared,
         node,
     })
-}
-
-/// Total resources of a node from its declared amounts.
-pub fn resource_set(r: &Resources) -> ResourceSet {
-    head::to_request(r)
 }

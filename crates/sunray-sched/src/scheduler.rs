@@ -153,15 +153,6 @@ impl Scheduler {
             .sum()
     }
 
-    /// Requests of queued tasks that no current node could ever run.
-    pub fn infeasible_requests(&self) -> Vec<ResourceSet> {
-        self.classes
-            .iter()
-            .filter(|c| !c.queue.is_empty() && !self.feasible(&c.request))
-            .map(|c| c.request.clone())
-            .collect()
-    }
-
     pub fn node_total(&self, id: NodeId) -> Option<&ResourceSet> {
         self.nodes.get(&id).map(|n| n.ledger.total())
     }

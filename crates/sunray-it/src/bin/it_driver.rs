@@ -159,6 +159,15 @@ fn main() {
             println!("GPU_TASK {}", gpu.get().unwrap());
             println!("CPU_TASK {}", cpu.get().unwrap());
         }
+        Some("infeasible") => {
+            let r = where_am_i
+                .options(sunray::TaskOptions::new().resource("tpu", 1.0))
+                .remote(0.0);
+            match r.get_timeout(Some(Duration::from_millis(500))) {
+                Err(sunray::Error::Timeout) => println!("WAITING"),
+                other => println!("UNEXPECTED {other:?}"),
+            }
+        }
         Some("resources") => {
             println!("CLUSTER {:?}", sunray::cluster_resources().unwrap());
             println!("NODES {}", sunray::nodes().unwrap().len());
