@@ -46,12 +46,23 @@ pub enum GetError {
     Disconnected(String),
 }
 
+/// What [`Client::task_events`] delivers.
+#[derive(Debug)]
+pub enum TaskEvent {
+    /// A running task sent `data` and waits for [`Client::reply_to_task`].
+    Message { task: TaskId, data: Bytes },
+    /// The result (value or error) of this object arrived; `get` returns at once.
+    Finished(ObjectId),
+    /// The connection to the head is gone; no more events will come.
+    Disconnected(String),
+}
+
 #[derive(Default)]
 struct State {
     results: HashMap<ObjectId, Outcome>,
     disconnected: Option<String>,
     replies: VecDeque<ClusterView>,
-    messages: Option<std_mpsc::Sender<(TaskId, Bytes)>>,
+    events: Option<std_mpsc::Sender<TaskEvent>>,
 }
 
 struct Shared {
@@ -169,7 +180,11 @@ impl Client {
             })
             .await;
             let mut st = s2.state.lock().unwrap();
-            st.disconnected = Some(format!("head at {addr}: {why}"));
+            let why = format!("head at {addr}: {why}");
+            if let Some(tx) = &st.events {
+                let _ = tx.send(TaskEvent::Disconnected(why.clone()));
+            }
+            st.disconnected = Some(why);
             s2.cond.notify_all();
         });
         Ok(Client::new(client_id, outbox, shared, None))
@@ -352,10 +367,16 @@ impl Client {
         }
     }
 
-    /// Messages that running tasks send to this driver (see `worker::ask_owner`).
-    pub fn task_messages(&self) -> std_mpsc::Receiver<(TaskId, Bytes)> {
+    /// Events of this driver's tasks, on one channel so that a controller (Tune) blocks
+    /// on one receiver: messages tasks send (see `worker::ask_owner`) and results that
+    /// arrived. Replaces any earlier receiver.
+    pub fn task_events(&self) -> std_mpsc::Receiver<TaskEvent> {
         let (tx, rx) = std_mpsc::channel();
-        self.shared.state.lock().unwrap().messages = Some(tx);
+        let mut st = self.shared.state.lock().unwrap();
+        if let Some(why) = &st.disconnected {
+            let _ = tx.send(TaskEvent::Disconnected(why.clone()));
+        }
+        st.events = Some(tx);
         rx
     }
 
@@ -368,6 +389,11 @@ fn on_message(shared: &Shared, m: HeadToDriver) {
     match m {
         HeadToDriver::Done(results) => {
             let mut st = shared.state.lock().unwrap();
+            if let Some(tx) = &st.events {
+                for (id, _) in &results {
+                    let _ = tx.send(TaskEvent::Finished(*id));
+                }
+            }
             st.results.extend(results);
             shared.cond.notify_all();
         }
@@ -378,9 +404,9 @@ fn on_message(shared: &Shared, m: HeadToDriver) {
         }
         HeadToDriver::TaskMessage { task, data } => {
             let st = shared.state.lock().unwrap();
-            match &st.messages {
+            match &st.events {
                 Some(tx) => {
-                    let _ = tx.send((task, data));
+                    let _ = tx.send(TaskEvent::Message { task, data });
                 }
                 None => tracing::warn!("message from task {task:#x} with nobody listening"),
             }
