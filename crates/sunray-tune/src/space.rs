@@ -81,12 +81,33 @@ type SampleFn = Arc<dyn Fn(&mut StdRng, &Config) -> Value + Send + Sync>;
 #[derive(Clone)]
 pub enum Domain {
     Const(Value),
-    Uniform { lo: f64, hi: f64, q: Option<f64> },
-    LogUniform { lo: f64, hi: f64, base: f64, q: Option<f64> },
+    Uniform {
+        lo: f64,
+        hi: f64,
+        q: Option<f64>,
+    },
+    LogUniform {
+        lo: f64,
+        hi: f64,
+        base: f64,
+        q: Option<f64>,
+    },
     /// Integers in `lo..hi` (`hi` exclusive, as Ray's `randint`), quantised to `q`.
-    RandInt { lo: i64, hi: i64, q: Option<i64> },
-    LogRandInt { lo: i64, hi: i64, base: f64 },
-    RandN { mean: f64, sd: f64, q: Option<f64> },
+    RandInt {
+        lo: i64,
+        hi: i64,
+        q: Option<i64>,
+    },
+    LogRandInt {
+        lo: i64,
+        hi: i64,
+        base: f64,
+    },
+    RandN {
+        mean: f64,
+        sd: f64,
+        q: Option<f64>,
+    },
     Choice(Vec<Value>),
     Grid(Vec<Value>),
     SampleFrom(SampleFn),
@@ -140,7 +161,10 @@ pub fn loguniform_base(lo: f64, hi: f64, base: f64) -> Domain {
     }
 }
 pub fn qloguniform(lo: f64, hi: f64, q: f64) -> Domain {
-    check(0.0 < lo && lo < hi && q > 0.0, "qloguniform needs 0 < lower < upper, q > 0");
+    check(
+        0.0 < lo && lo < hi && q > 0.0,
+        "qloguniform needs 0 < lower < upper, q > 0",
+    );
     Domain::LogUniform {
         lo,
         hi,
@@ -174,7 +198,11 @@ pub fn randn(mean: f64, sd: f64) -> Domain {
 }
 pub fn qrandn(mean: f64, sd: f64, q: f64) -> Domain {
     check(sd > 0.0 && q > 0.0, "qrandn needs sd > 0 and q > 0");
-    Domain::RandN { mean, sd, q: Some(q) }
+    Domain::RandN {
+        mean,
+        sd,
+        q: Some(q),
+    }
 }
 /// One of these values, each equally likely.
 pub fn choice<T: Into<Value>>(values: impl IntoIterator<Item = T>) -> Domain {
@@ -398,13 +426,22 @@ mod tests {
         for _ in 0..2000 {
             let x = uniform(-1.0, 2.0).sample(&mut r, &c).as_f64().unwrap();
             assert!((-1.0..2.0).contains(&x));
-            let x = quniform(0.0, 1.0, 0.25).sample(&mut r, &c).as_f64().unwrap();
+            let x = quniform(0.0, 1.0, 0.25)
+                .sample(&mut r, &c)
+                .as_f64()
+                .unwrap();
             assert!([0.0, 0.25, 0.5, 0.75, 1.0].contains(&x), "{x}");
             let x = loguniform(1e-4, 1e-1).sample(&mut r, &c).as_f64().unwrap();
             assert!((1e-4..=1e-1).contains(&x));
-            let x = loguniform_base(1.0, 1024.0, 2.0).sample(&mut r, &c).as_f64().unwrap();
+            let x = loguniform_base(1.0, 1024.0, 2.0)
+                .sample(&mut r, &c)
+                .as_f64()
+                .unwrap();
             assert!((1.0..=1024.0).contains(&x));
-            let x = qloguniform(1.0, 100.0, 5.0).sample(&mut r, &c).as_f64().unwrap();
+            let x = qloguniform(1.0, 100.0, 5.0)
+                .sample(&mut r, &c)
+                .as_f64()
+                .unwrap();
             assert!((x / 5.0).fract() == 0.0 || x == 1.0 || x == 100.0, "{x}");
             let x = randint(2, 9).sample(&mut r, &c).as_i64().unwrap();
             assert!((2..9).contains(&x), "randint upper bound is exclusive");
@@ -424,7 +461,10 @@ mod tests {
         let mut r = rng(2);
         let mut seen = [false; 7];
         for _ in 0..1000 {
-            let x = randint(2, 9).sample(&mut r, &Config::default()).as_i64().unwrap();
+            let x = randint(2, 9)
+                .sample(&mut r, &Config::default())
+                .as_i64()
+                .unwrap();
             seen[(x - 2) as usize] = true;
         }
         assert!(seen.iter().all(|s| *s));
@@ -444,7 +484,10 @@ mod tests {
             .filter(|_| loguniform(1e-4, 1.0).sample(&mut r, &c).as_f64().unwrap() < 1e-2)
             .count();
         let frac = below as f64 / n as f64;
-        assert!((frac - 0.5).abs() < 0.02, "half the draws lie below the log midpoint: {frac}");
+        assert!(
+            (frac - 0.5).abs() < 0.02,
+            "half the draws lie below the log midpoint: {frac}"
+        );
     }
 
     #[test]
@@ -455,7 +498,10 @@ mod tests {
             .with("m", Space::new().with("b", grid_search(["x", "y", "z"])));
         let pts = s.grid_points();
         assert_eq!(pts.len(), 6);
-        assert_eq!(pts[0], vec![("a".into(), 1.into()), ("m.b".into(), "x".into())]);
+        assert_eq!(
+            pts[0],
+            vec![("a".into(), 1.into()), ("m.b".into(), "x".into())]
+        );
         assert_eq!(pts[1][1].1, Value::from("y"));
         assert_eq!(pts[3][0].1, Value::from(2));
         let c = s.resolve(&mut rng(0), &pts[5]);
@@ -469,7 +515,10 @@ mod tests {
         let s = Space::new()
             .with("double", sample_from(|_, c: &Config| c.i64("base") * 2))
             .with("base", randint(1, 100))
-            .with("model", Space::new().with("depth", 3).with("act", choice(["relu"])));
+            .with(
+                "model",
+                Space::new().with("depth", 3).with("act", choice(["relu"])),
+            );
         let c = s.sample(&mut rng(9));
         assert_eq!(c.i64("double"), 2 * c.i64("base"));
         assert_eq!(c.i64("model.depth"), 3);
@@ -480,9 +529,10 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_configs() {
-        let s = Space::new()
-            .with("lr", loguniform(1e-4, 1e-1))
-            .with("l1", sample_from(|r: &mut StdRng, _: &Config| 1i64 << r.random_range(2..9)));
+        let s = Space::new().with("lr", loguniform(1e-4, 1e-1)).with(
+            "l1",
+            sample_from(|r: &mut StdRng, _: &Config| 1i64 << r.random_range(2..9)),
+        );
         let a: Vec<Config> = (0..5).map(|i| s.sample(&mut rng(i))).collect();
         let b: Vec<Config> = (0..5).map(|i| s.sample(&mut rng(i))).collect();
         assert_eq!(a, b);

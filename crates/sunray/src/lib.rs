@@ -568,6 +568,8 @@ pub fn get_runtime_context() -> RuntimeContext {
 
 /// Low-level access for libraries built on sunray (sunray-tune).
 pub mod ext {
+    pub use sunray_runtime::detect::hostname;
+    pub use sunray_runtime::driver::TaskEvent;
     pub use sunray_runtime::worker::ask_owner;
 
     /// The driver's connection.

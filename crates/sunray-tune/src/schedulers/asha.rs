@@ -146,7 +146,12 @@ impl Asha {
     /// Milestones of bracket 0, lowest first (for tests and the status line).
     pub fn milestones(&mut self) -> Vec<f64> {
         self.ensure_brackets();
-        self.brackets[0].rungs.iter().rev().map(|r| r.milestone).collect()
+        self.brackets[0]
+            .rungs
+            .iter()
+            .rev()
+            .map(|r| r.milestone)
+            .collect()
     }
     fn metric_score(&self, r: &TrialResult) -> Option<f64> {
         let m = self.metric.as_deref()?;
@@ -252,7 +257,9 @@ impl TrialScheduler for Asha {
                 .map(|r| {
                     let v: Vec<f64> = r.recorded.values().copied().collect();
                     match percentile(&v, (1.0 - 1.0 / self.reduction_factor) * 100.0) {
-                        Some(c) => format!("Iter {}: {:.5} ({} trials)", r.milestone, c * sign, v.len()),
+                        Some(c) => {
+                            format!("Iter {}: {:.5} ({} trials)", r.milestone, c * sign, v.len())
+                        }
                         None => format!("Iter {}: None", r.milestone),
                     }
                 })
@@ -294,7 +301,11 @@ mod tests {
         let mut b2 = Asha::new().max_t(16.0).reduction_factor(2.0).brackets(2);
         b2.ensure_brackets();
         let second: Vec<f64> = b2.brackets[1].rungs.iter().map(|r| r.milestone).collect();
-        assert_eq!(second, vec![16.0, 8.0, 4.0, 2.0], "bracket s starts at grace * rf^s");
+        assert_eq!(
+            second,
+            vec![16.0, 8.0, 4.0, 2.0],
+            "bracket s starts at grace * rf^s"
+        );
     }
 
     /// Hand-worked, rf = 2 (cut-off = median of the scores recorded before):
@@ -307,16 +318,34 @@ mod tests {
         for t in ["A", "B", "C", "D"] {
             a.on_trial_add(t, &Config::default());
         }
-        assert_eq!(a.on_trial_result("A", &res(1, "loss", 1.0)), Decision::Continue);
+        assert_eq!(
+            a.on_trial_result("A", &res(1, "loss", 1.0)),
+            Decision::Continue
+        );
         assert_eq!(a.on_trial_result("B", &res(1, "loss", 2.0)), Decision::Stop);
-        assert_eq!(a.on_trial_result("C", &res(1, "loss", 0.5)), Decision::Continue);
+        assert_eq!(
+            a.on_trial_result("C", &res(1, "loss", 0.5)),
+            Decision::Continue
+        );
         assert_eq!(a.on_trial_result("D", &res(1, "loss", 1.2)), Decision::Stop);
         // Between rungs nothing is decided.
-        assert_eq!(a.on_trial_result("A", &res(1, "loss", 9.0)), Decision::Continue);
+        assert_eq!(
+            a.on_trial_result("A", &res(1, "loss", 9.0)),
+            Decision::Continue
+        );
         // Rung 2: A first (goes on), C worse than A (stopped).
-        assert_eq!(a.on_trial_result("A", &res(2, "loss", 0.9)), Decision::Continue);
-        assert_eq!(a.on_trial_result("C", &res(2, "loss", 0.95)), Decision::Stop);
-        assert_eq!(a.on_trial_result("A", &res(3, "loss", 0.1)), Decision::Continue);
+        assert_eq!(
+            a.on_trial_result("A", &res(2, "loss", 0.9)),
+            Decision::Continue
+        );
+        assert_eq!(
+            a.on_trial_result("C", &res(2, "loss", 0.95)),
+            Decision::Stop
+        );
+        assert_eq!(
+            a.on_trial_result("A", &res(3, "loss", 0.1)),
+            Decision::Continue
+        );
         // max_t ends the trial whatever its score.
         assert_eq!(a.on_trial_result("A", &res(8, "loss", 0.1)), Decision::Stop);
         assert_eq!(a.num_stopped, 3);
@@ -355,7 +384,10 @@ mod tests {
         for i in 0..20 {
             let id = format!("w{i}");
             a.on_trial_add(&id, &Config::default());
-            assert_eq!(a.on_trial_result(&id, &res(1, "loss", 200.0 + i as f64)), Decision::Stop);
+            assert_eq!(
+                a.on_trial_result(&id, &res(1, "loss", 200.0 + i as f64)),
+                Decision::Stop
+            );
         }
     }
 
@@ -374,7 +406,11 @@ mod tests {
     #[test]
     fn many_brackets_spread_trials_reproducibly() {
         let run = || {
-            let mut a = Asha::new().max_t(81.0).reduction_factor(3.0).brackets(3).seed(7);
+            let mut a = Asha::new()
+                .max_t(81.0)
+                .reduction_factor(3.0)
+                .brackets(3)
+                .seed(7);
             a.set_metric("loss", Mode::Min);
             (0..300).for_each(|i| a.on_trial_add(&i.to_string(), &Config::default()));
             let mut counts = [0; 3];
@@ -389,8 +425,19 @@ mod tests {
 
     #[test]
     fn bad_settings_are_refused_with_their_reason() {
-        assert!(Asha::new().grace_period(0.0).metric("l", Mode::Min).validate().unwrap_err().contains("grace_period"));
-        assert!(Asha::new().max_t(1.0).grace_period(2.0).metric("l", Mode::Min).validate().unwrap_err().contains("max_t"));
+        assert!(Asha::new()
+            .grace_period(0.0)
+            .metric("l", Mode::Min)
+            .validate()
+            .unwrap_err()
+            .contains("grace_period"));
+        assert!(Asha::new()
+            .max_t(1.0)
+            .grace_period(2.0)
+            .metric("l", Mode::Min)
+            .validate()
+            .unwrap_err()
+            .contains("max_t"));
         assert!(Asha::new().validate().unwrap_err().contains("metric"));
     }
 }

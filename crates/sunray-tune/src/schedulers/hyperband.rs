@@ -161,7 +161,9 @@ impl TrialScheduler for HyperBand {
             self.brackets.push(b);
         }
         let b = self.brackets.len() - 1;
-        self.brackets[b].trials.insert(trial.to_string(), Slot::Running);
+        self.brackets[b]
+            .trials
+            .insert(trial.to_string(), Slot::Running);
         self.of.insert(trial.to_string(), b);
     }
     fn on_trial_result(&mut self, trial: &str, r: &TrialResult) -> Decision {
@@ -176,7 +178,9 @@ impl TrialScheduler for HyperBand {
             _ => return Decision::Continue,
         };
         if t >= self.max_t {
-            self.brackets[b].trials.insert(trial.to_string(), Slot::Done);
+            self.brackets[b]
+                .trials
+                .insert(trial.to_string(), Slot::Done);
             self.maybe_halve(b);
             return Decision::Stop;
         }
@@ -189,7 +193,9 @@ impl TrialScheduler for HyperBand {
         if self.maybe_halve(b) {
             // The reporter is running: it goes on now instead of pausing.
             if self.brackets[b].trials[trial] == Slot::Promoted {
-                self.brackets[b].trials.insert(trial.to_string(), Slot::Running);
+                self.brackets[b]
+                    .trials
+                    .insert(trial.to_string(), Slot::Running);
                 return Decision::Continue;
             }
             self.to_stop.retain(|t| t != trial);
@@ -202,7 +208,9 @@ impl TrialScheduler for HyperBand {
     }
     fn on_trial_error(&mut self, trial: &str) {
         if let Some(&b) = self.of.get(trial) {
-            self.brackets[b].trials.insert(trial.to_string(), Slot::Done);
+            self.brackets[b]
+                .trials
+                .insert(trial.to_string(), Slot::Done);
             self.maybe_halve(b);
         }
     }
@@ -219,7 +227,10 @@ impl TrialScheduler for HyperBand {
             self.brackets[b].trials.insert(id.clone(), Slot::Running);
             return Some(id.clone());
         }
-        waiting.iter().find(|(_, paused)| !paused).map(|(id, _)| id.clone())
+        waiting
+            .iter()
+            .find(|(_, paused)| !paused)
+            .map(|(id, _)| id.clone())
     }
     fn take_stopped(&mut self) -> Vec<String> {
         std::mem::take(&mut self.to_stop)
@@ -261,7 +272,10 @@ mod tests {
             })
             .collect();
         // Li et al., Table 1: (n, r) = (81,1) (34,3) (15,9) (8,27) (5,81).
-        assert_eq!(shapes, vec![(81, 1.0), (34, 3.0), (15, 9.0), (8, 27.0), (5, 81.0)]);
+        assert_eq!(
+            shapes,
+            vec![(81, 1.0), (34, 3.0), (15, 9.0), (8, 27.0), (5, 81.0)]
+        );
     }
 
     /// Bracket of 9 trials, eta 3, max_t 9: milestones 1, 3, 9. Everyone pauses at 1
@@ -270,13 +284,20 @@ mod tests {
     fn trials_pause_at_the_milestone_and_the_best_third_go_on() {
         let mut hb = HyperBand::new().max_t(9.0).metric("acc", Mode::Max);
         let ids: Vec<String> = (0..9).map(|i| format!("t{i}")).collect();
-        ids.iter().for_each(|t| hb.on_trial_add(t, &Config::default()));
+        ids.iter()
+            .for_each(|t| hb.on_trial_add(t, &Config::default()));
         assert_eq!(hb.brackets[0].size, 9);
         for (i, id) in ids.iter().enumerate().take(8) {
-            assert_eq!(hb.on_trial_result(id, &res(1, "acc", i as f64)), Decision::Pause);
+            assert_eq!(
+                hb.on_trial_result(id, &res(1, "acc", i as f64)),
+                Decision::Pause
+            );
         }
         // The last arrival has the worst score: it stops; t5..t7 promoted, t0..t4 stop.
-        assert_eq!(hb.on_trial_result("t8", &res(1, "acc", -1.0)), Decision::Stop);
+        assert_eq!(
+            hb.on_trial_result("t8", &res(1, "acc", -1.0)),
+            Decision::Stop
+        );
         let mut stopped = hb.take_stopped();
         stopped.sort();
         assert_eq!(stopped, ["t0", "t1", "t2", "t3", "t4"]);
@@ -289,12 +310,27 @@ mod tests {
             resumed.push(t);
         }
         assert_eq!(resumed, ["t5", "t6", "t7"]);
-        assert_eq!(hb.on_trial_result("t5", &res(3, "acc", 1.0)), Decision::Pause);
-        assert_eq!(hb.on_trial_result("t6", &res(3, "acc", 3.0)), Decision::Pause);
-        assert_eq!(hb.on_trial_result("t7", &res(3, "acc", 2.0)), Decision::Stop);
+        assert_eq!(
+            hb.on_trial_result("t5", &res(3, "acc", 1.0)),
+            Decision::Pause
+        );
+        assert_eq!(
+            hb.on_trial_result("t6", &res(3, "acc", 3.0)),
+            Decision::Pause
+        );
+        assert_eq!(
+            hb.on_trial_result("t7", &res(3, "acc", 2.0)),
+            Decision::Stop
+        );
         assert_eq!(hb.take_stopped(), ["t5"]);
-        assert_eq!(hb.choose_trial_to_run(&[("t6".into(), true)]), Some("t6".into()));
-        assert_eq!(hb.on_trial_result("t6", &res(9, "acc", 3.0)), Decision::Stop);
+        assert_eq!(
+            hb.choose_trial_to_run(&[("t6".into(), true)]),
+            Some("t6".into())
+        );
+        assert_eq!(
+            hb.on_trial_result("t6", &res(9, "acc", 3.0)),
+            Decision::Stop
+        );
     }
 
     #[test]
@@ -303,10 +339,19 @@ mod tests {
         for t in ["a", "b", "c"] {
             hb.on_trial_add(t, &Config::default());
         }
-        assert_eq!(hb.on_trial_result("a", &res(1, "acc", 1.0)), Decision::Pause);
-        assert_eq!(hb.on_trial_result("b", &res(1, "acc", 0.0)), Decision::Pause);
+        assert_eq!(
+            hb.on_trial_result("a", &res(1, "acc", 1.0)),
+            Decision::Pause
+        );
+        assert_eq!(
+            hb.on_trial_result("b", &res(1, "acc", 0.0)),
+            Decision::Pause
+        );
         hb.on_trial_error("c");
         assert_eq!(hb.take_stopped(), ["b"]);
-        assert_eq!(hb.choose_trial_to_run(&[("a".into(), true), ("b".into(), true)]), Some("a".into()));
+        assert_eq!(
+            hb.choose_trial_to_run(&[("a".into(), true), ("b".into(), true)]),
+            Some("a".into())
+        );
     }
 }

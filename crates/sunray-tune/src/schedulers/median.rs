@@ -94,7 +94,10 @@ impl TrialScheduler for MedianStopping {
         let (Some(t), Some(v)) = (r.get(&self.time_attr), r.get(metric)) else {
             return Decision::Continue;
         };
-        self.history.entry(trial.to_string()).or_default().push((t, v));
+        self.history
+            .entry(trial.to_string())
+            .or_default()
+            .push((t, v));
         if t < self.grace_period {
             return Decision::Continue;
         }
@@ -103,7 +106,11 @@ impl TrialScheduler for MedianStopping {
             .iter()
             .filter(|(id, _)| id.as_str() != trial)
             .filter_map(|(_, h)| {
-                let upto: Vec<f64> = h.iter().filter(|(ht, _)| *ht <= t).map(|(_, v)| *v).collect();
+                let upto: Vec<f64> = h
+                    .iter()
+                    .filter(|(ht, _)| *ht <= t)
+                    .map(|(_, v)| *v)
+                    .collect();
                 (!upto.is_empty()).then(|| upto.iter().sum::<f64>() / upto.len() as f64)
             })
             .collect();
@@ -124,7 +131,10 @@ impl TrialScheduler for MedianStopping {
         }
     }
     fn status(&self) -> Vec<String> {
-        vec![format!("Using MedianStoppingRule: num_stopped={}", self.num_stopped)]
+        vec![format!(
+            "Using MedianStoppingRule: num_stopped={}",
+            self.num_stopped
+        )]
     }
     fn save(&self) -> Value {
         serde_json::to_value(self).expect("plain data")
@@ -152,23 +162,35 @@ mod tests {
         let mut m = rule();
         for (id, vals) in [("a", [0.5, 0.7, 0.9]), ("b", [0.4, 0.6, 0.8])] {
             for (i, v) in vals.iter().enumerate() {
-                assert_eq!(m.on_trial_result(id, &res(i as u64 + 1, "acc", *v)), Decision::Continue);
+                assert_eq!(
+                    m.on_trial_result(id, &res(i as u64 + 1, "acc", *v)),
+                    Decision::Continue
+                );
             }
         }
         // c: iteration 1 is inside the grace period, whatever its value.
-        assert_eq!(m.on_trial_result("c", &res(1, "acc", 0.0)), Decision::Continue);
+        assert_eq!(
+            m.on_trial_result("c", &res(1, "acc", 0.0)),
+            Decision::Continue
+        );
         // At t=2 the others' running means are 0.6 and 0.5: median 0.55; c's best 0.5.
         assert_eq!(m.on_trial_result("c", &res(2, "acc", 0.5)), Decision::Stop);
         // d's best (0.56) beats the median: goes on.
         m.on_trial_result("d", &res(1, "acc", 0.56));
-        assert_eq!(m.on_trial_result("d", &res(2, "acc", 0.1)), Decision::Continue);
+        assert_eq!(
+            m.on_trial_result("d", &res(2, "acc", 0.1)),
+            Decision::Continue
+        );
     }
 
     #[test]
     fn too_few_other_trials_means_no_decision() {
         let mut m = rule();
         m.on_trial_result("a", &res(3, "acc", 0.9));
-        assert_eq!(m.on_trial_result("b", &res(3, "acc", 0.0)), Decision::Continue);
+        assert_eq!(
+            m.on_trial_result("b", &res(3, "acc", 0.0)),
+            Decision::Continue
+        );
     }
 
     #[test]
@@ -180,6 +202,9 @@ mod tests {
             .metric("loss", Mode::Min);
         m.on_trial_result("a", &res(1, "loss", 1.0));
         assert_eq!(m.on_trial_result("b", &res(1, "loss", 2.0)), Decision::Stop);
-        assert_eq!(m.on_trial_result("c", &res(1, "loss", 0.5)), Decision::Continue);
+        assert_eq!(
+            m.on_trial_result("c", &res(1, "loss", 0.5)),
+            Decision::Continue
+        );
     }
 }

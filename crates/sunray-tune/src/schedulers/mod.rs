@@ -26,7 +26,10 @@ pub enum Decision {
     /// [`TrialScheduler::choose_trial_to_run`] picks it.
     Pause,
     /// PBT's exploit: go on with `config`, from the latest checkpoint of `from`.
-    Restart { config: Config, from: TrialId },
+    Restart {
+        config: Config,
+        from: TrialId,
+    },
 }
 
 /// The interface the controller drives. Every method is a pure decision on the events

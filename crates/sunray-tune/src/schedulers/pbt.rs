@@ -195,7 +195,9 @@ impl TrialScheduler for Pbt {
     }
     fn validate(&self) -> Result<(), String> {
         if self.mutations.is_empty() && self.custom_explore.is_none() {
-            return Err("PBT needs hyperparameters to mutate (Pbt::mutate) or a custom_explore".into());
+            return Err(
+                "PBT needs hyperparameters to mutate (Pbt::mutate) or a custom_explore".into(),
+            );
         }
         if !(0.0..=0.5).contains(&self.quantile_fraction) {
             return Err("PBT: quantile_fraction must be between 0 and 0.5".into());
@@ -303,7 +305,10 @@ mod tests {
         }
         // Iteration 1: inside the first interval, nobody is perturbed.
         for i in 0..8 {
-            assert_eq!(p.on_trial_result(&format!("t{i}"), &res(1, "acc", i as f64)), Decision::Continue);
+            assert_eq!(
+                p.on_trial_result(&format!("t{i}"), &res(1, "acc", i as f64)),
+                Decision::Continue
+            );
         }
         // Iteration 2: 8 trials, quantile 2: t0, t1 bottom, t6, t7 top.
         let mut restarted = Vec::new();
@@ -311,7 +316,10 @@ mod tests {
             if let Decision::Restart { config, from } =
                 p.on_trial_result(&format!("t{i}"), &res(2, "acc", i as f64))
             {
-                assert!(from == "t6" || from == "t7", "donor from the top quantile: {from}");
+                assert!(
+                    from == "t6" || from == "t7",
+                    "donor from the top quantile: {from}"
+                );
                 let donor_lr = if from == "t6" { 0.7 } else { 0.8 };
                 let lr = config.f64("lr");
                 let perturbed = [donor_lr * 1.2, donor_lr * 0.8]
@@ -325,12 +333,17 @@ mod tests {
         assert_eq!(restarted, [0, 1]);
         assert_eq!(p.num_perturbations, 2);
         // Iteration 3: inside the interval again.
-        assert_eq!(p.on_trial_result("t0", &res(3, "acc", 0.0)), Decision::Continue);
+        assert_eq!(
+            p.on_trial_result("t0", &res(3, "acc", 0.0)),
+            Decision::Continue
+        );
     }
 
     #[test]
     fn list_values_move_to_a_neighbour_unless_resampled() {
-        let p = Pbt::new().resample_probability(0.0).mutate("bs", vec![8, 16, 32, 64]);
+        let p = Pbt::new()
+            .resample_probability(0.0)
+            .mutate("bs", vec![8, 16, 32, 64]);
         let mut rng = StdRng::seed_from_u64(1);
         for _ in 0..100 {
             let bs = p.explore(cfg(0.1, 16), &mut rng).i64("bs");
@@ -338,7 +351,9 @@ mod tests {
             let edge = p.explore(cfg(0.1, 64), &mut rng).i64("bs");
             assert!(edge == 32 || edge == 64, "{edge}");
         }
-        let always = Pbt::new().resample_probability(1.0).mutate("x", Domain::from(choice([1, 2])));
+        let always = Pbt::new()
+            .resample_probability(1.0)
+            .mutate("x", choice([1, 2]));
         let mut c = Config::default();
         set_path(&mut c.0, "x", 1.into());
         assert!([1, 2].contains(&always.explore(c, &mut rng).i64("x")));
@@ -351,7 +366,10 @@ mod tests {
             c
         });
         p.on_trial_add("only", &cfg(0.1, 8));
-        assert_eq!(p.on_trial_result("only", &res(4, "acc", 1.0)), Decision::Continue);
+        assert_eq!(
+            p.on_trial_result("only", &res(4, "acc", 1.0)),
+            Decision::Continue
+        );
         let c = p.explore(cfg(0.1, 8), &mut StdRng::seed_from_u64(0));
         assert_eq!(c.value("custom"), Some(&Value::Bool(true)));
         let _ = Space::new();

@@ -24,8 +24,14 @@ pub enum Suggestion {
 pub trait Searcher: Send {
     fn name(&self) -> &'static str;
     /// The experiment's settings, given before the first `suggest`.
-    fn setup(&mut self, space: &Space, metric: &str, mode: Mode, num_samples: usize, seed: u64)
-        -> Result<(), String>;
+    fn setup(
+        &mut self,
+        space: &Space,
+        metric: &str,
+        mode: Mode,
+        num_samples: usize,
+        seed: u64,
+    ) -> Result<(), String>;
     fn suggest(&mut self, space: &Space, trial_id: &str) -> Suggestion;
     /// The trial ended; `metric` is its last value of the experiment's metric, if any.
     fn on_trial_complete(&mut self, trial_id: &str, metric: Option<f64>, error: bool);
@@ -73,7 +79,14 @@ impl Searcher for BasicVariantGenerator {
     fn name(&self) -> &'static str {
         "BasicVariantGenerator"
     }
-    fn setup(&mut self, space: &Space, _: &str, _: Mode, num_samples: usize, seed: u64) -> Result<(), String> {
+    fn setup(
+        &mut self,
+        space: &Space,
+        _: &str,
+        _: Mode,
+        num_samples: usize,
+        seed: u64,
+    ) -> Result<(), String> {
         self.num_samples = num_samples;
         self.seed = seed;
         self.grid_len = space.grid_points().len();
@@ -156,7 +169,9 @@ mod tests {
 
     #[test]
     fn points_to_evaluate_come_first() {
-        let space = Space::new().with("lr", uniform(0.0, 1.0)).with("b", uniform(5.0, 6.0));
+        let space = Space::new()
+            .with("lr", uniform(0.0, 1.0))
+            .with("b", uniform(5.0, 6.0));
         let mut p = Config::default();
         crate::space::set_path(&mut p.0, "lr", 0.5.into());
         let mut g = BasicVariantGenerator::new().points_to_evaluate(vec![p]);

@@ -50,8 +50,22 @@ struct Axis {
 impl Axis {
     fn of(d: &Domain) -> Option<Axis> {
         Some(match d {
-            Domain::Uniform { lo, hi, q } => Axis { bounds: (*lo, *hi), lo: *lo, hi: *hi, log: false, int: false, q: *q },
-            Domain::LogUniform { lo, hi, q, .. } => Axis { bounds: (*lo, *hi), lo: lo.ln(), hi: hi.ln(), log: true, int: false, q: *q },
+            Domain::Uniform { lo, hi, q } => Axis {
+                bounds: (*lo, *hi),
+                lo: *lo,
+                hi: *hi,
+                log: false,
+                int: false,
+                q: *q,
+            },
+            Domain::LogUniform { lo, hi, q, .. } => Axis {
+                bounds: (*lo, *hi),
+                lo: lo.ln(),
+                hi: hi.ln(),
+                log: true,
+                int: false,
+                q: *q,
+            },
             Domain::RandInt { lo, hi, q } => Axis {
                 bounds: (*lo as f64, (*hi - 1) as f64),
                 lo: *lo as f64,
@@ -68,7 +82,14 @@ impl Axis {
                 int: true,
                 q: None,
             },
-            Domain::RandN { mean, sd, q } => Axis { bounds: (f64::MIN, f64::MAX), lo: mean - 4.0 * sd, hi: mean + 4.0 * sd, log: false, int: false, q: *q },
+            Domain::RandN { mean, sd, q } => Axis {
+                bounds: (f64::MIN, f64::MAX),
+                lo: mean - 4.0 * sd,
+                hi: mean + 4.0 * sd,
+                log: false,
+                int: false,
+                q: *q,
+            },
             _ => return None,
         })
     }
@@ -106,12 +127,25 @@ impl Parzen {
         let min_sigma = range / (100.0f64).min(1.0 + xs.len() as f64);
         let sigmas = (0..xs.len())
             .map(|i| {
-                let left = if i == 0 { xs[i] - lo } else { xs[i] - xs[i - 1] };
-                let right = if i + 1 == xs.len() { hi - xs[i] } else { xs[i + 1] - xs[i] };
+                let left = if i == 0 {
+                    xs[i] - lo
+                } else {
+                    xs[i] - xs[i - 1]
+                };
+                let right = if i + 1 == xs.len() {
+                    hi - xs[i]
+                } else {
+                    xs[i + 1] - xs[i]
+                };
                 left.max(right).clamp(min_sigma, range)
             })
             .collect();
-        Parzen { mus: xs, sigmas, lo, hi }
+        Parzen {
+            mus: xs,
+            sigmas,
+            lo,
+            hi,
+        }
     }
     fn pdf(&self, x: f64) -> f64 {
         let prior = 1.0 / (self.hi - self.lo).max(1e-12);
@@ -119,7 +153,9 @@ impl Parzen {
             .mus
             .iter()
             .zip(&self.sigmas)
-            .map(|(m, s)| (-0.5 * ((x - m) / s).powi(2)).exp() / (s * (2.0 * std::f64::consts::PI).sqrt()))
+            .map(|(m, s)| {
+                (-0.5 * ((x - m) / s).powi(2)).exp() / (s * (2.0 * std::f64::consts::PI).sqrt())
+            })
             .sum();
         (prior + sum) / (self.mus.len() + 1) as f64
     }
@@ -181,7 +217,9 @@ impl Tpe {
         for (path, d) in space.leaves() {
             if let Some(axis) = Axis::of(d) {
                 let pts = |cs: &[&Config]| -> Vec<f64> {
-                    cs.iter().filter_map(|c| c.value(&path).and_then(|v| axis.to_model(v))).collect()
+                    cs.iter()
+                        .filter_map(|c| c.value(&path).and_then(|v| axis.to_model(v)))
+                        .collect()
                 };
                 let l = Parzen::new(pts(&good), axis.lo, axis.hi);
                 let g = Parzen::new(pts(&bad), axis.lo, axis.hi);
@@ -195,7 +233,10 @@ impl Tpe {
                 let probs = |cs: &[&Config]| -> Vec<f64> {
                     let mut counts = vec![1.0; values.len()];
                     for c in cs {
-                        if let Some(i) = c.value(&path).and_then(|v| values.iter().position(|x| x == v)) {
+                        if let Some(i) = c
+                            .value(&path)
+                            .and_then(|v| values.iter().position(|x| x == v))
+                        {
                             counts[i] += 1.0;
                         }
                     }
@@ -226,9 +267,18 @@ impl Searcher for Tpe {
     fn name(&self) -> &'static str {
         "TPE"
     }
-    fn setup(&mut self, space: &Space, _: &str, mode: Mode, num_samples: usize, seed: u64) -> Result<(), String> {
+    fn setup(
+        &mut self,
+        space: &Space,
+        _: &str,
+        mode: Mode,
+        num_samples: usize,
+        seed: u64,
+    ) -> Result<(), String> {
         if space.has_grid() {
-            return Err("TPE does not take grid_search parameters: use choice([...]) instead".into());
+            return Err(
+                "TPE does not take grid_search parameters: use choice([...]) instead".into(),
+            );
         }
         if !(0.0..1.0).contains(&self.gamma) || self.gamma == 0.0 {
             return Err("TPE: gamma must be between 0 and 1".into());
@@ -267,7 +317,8 @@ impl Searcher for Tpe {
         serde_json::to_value(self).expect("plain data")
     }
     fn restore(&mut self, state: Value) -> Result<(), String> {
-        *self = serde_json::from_value(state).map_err(|e| format!("saved TPE state does not fit: {e}"))?;
+        *self = serde_json::from_value(state)
+            .map_err(|e| format!("saved TPE state does not fit: {e}"))?;
         Ok(())
     }
 }
@@ -300,7 +351,9 @@ mod tests {
         let mut best = f64::MAX;
         for i in 0..n {
             let id = i.to_string();
-            let Suggestion::Config(c) = s.suggest(&sp, &id) else { panic!("ran out") };
+            let Suggestion::Config(c) = s.suggest(&sp, &id) else {
+                panic!("ran out")
+            };
             let l = loss(&c);
             best = best.min(l);
             s.on_trial_complete(&id, Some(l), false);
@@ -312,8 +365,13 @@ mod tests {
     #[test]
     fn tpe_finds_better_configs_than_random_search_with_the_same_budget() {
         let seeds = 0..8;
-        let tpe: f64 = seeds.clone().map(|s| best_after(&mut Tpe::new(), 60, s)).sum();
-        let random: f64 = seeds.map(|s| best_after(&mut BasicVariantGenerator::new(), 60, s)).sum();
+        let tpe: f64 = seeds
+            .clone()
+            .map(|s| best_after(&mut Tpe::new(), 60, s))
+            .sum();
+        let random: f64 = seeds
+            .map(|s| best_after(&mut BasicVariantGenerator::new(), 60, s))
+            .sum();
         assert!(tpe < random * 0.6, "TPE {tpe:.3} vs random {random:.3}");
     }
 
@@ -325,7 +383,9 @@ mod tests {
             t.setup(&sp, "loss", Mode::Min, 30, 5).unwrap();
             (0..30)
                 .map(|i| {
-                    let Suggestion::Config(c) = t.suggest(&sp, &i.to_string()) else { panic!() };
+                    let Suggestion::Config(c) = t.suggest(&sp, &i.to_string()) else {
+                        panic!()
+                    };
                     assert!((1e-5..=1.0).contains(&c.f64("lr")));
                     assert!((0..50).contains(&c.i64("k")));
                     t.on_trial_complete(&i.to_string(), Some(loss(&c)), false);
@@ -341,13 +401,18 @@ mod tests {
         let sp = space();
         let mut t = Tpe::new();
         t.setup(&sp, "loss", Mode::Min, 5, 1).unwrap();
-        let Suggestion::Config(c) = t.suggest(&sp, "a") else { panic!() };
+        let Suggestion::Config(c) = t.suggest(&sp, "a") else {
+            panic!()
+        };
         t.on_trial_complete("a", Some(loss(&c)), false);
         let mut r = Tpe::new();
         r.restore(t.save()).unwrap();
         assert_eq!(r.observations.len(), 1);
         assert_eq!(r.asked, 1);
         let grid = Space::new().with("x", crate::space::grid_search([1, 2]));
-        assert!(Tpe::new().setup(&grid, "l", Mode::Min, 1, 0).unwrap_err().contains("grid_search"));
+        assert!(Tpe::new()
+            .setup(&grid, "l", Mode::Min, 1, 0)
+            .unwrap_err()
+            .contains("grid_search"));
     }
 }

@@ -1,0 +1,164 @@
+//! Fixture driver for the Tune integration tests: `it_tune <scenario> <storage dir>`.
+//! Prints `KEY value` lines the tests read; the experiment directory is the evidence.
+
+use std::time::Duration;
+
+use sunray_tune::{
+    grid_search, uniform, Checkpoint, Config, HyperBand, Mode, Pbt, RunConfig, Session, Space,
+    Stop, TrainResult, TuneConfig, Tuner,
+};
+
+/// Writes the iteration (and a value) into a fresh checkpoint.
+fn save(session: &Session, it: u64, value: f64) -> Result<Checkpoint, std::io::Error> {
+    let c = session.new_checkpoint_dir()?;
+    std::fs::write(c.path().join("state"), format!("{it} {value}"))?;
+    Ok(c)
+}
+
+fn load(session: &Session) -> (u64, f64) {
+    session
+        .checkpoint()
+        .and_then(|c| std::fs::read_to_string(c.path().join("state")).ok())
+        .and_then(|s| {
+            let (a, b) = s.split_once(' ')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .unwrap_or((0, 0.0))
+}
+
+/// Fails once at iteration 3 (when `flaky`), or always (when `broken`).
+fn flaky(config: &Config, session: &mut Session) -> TrainResult {
+    let (start, _) = load(session);
+    for it in start + 1..=5 {
+        if config.str("kind") == "broken" && it == 2 {
+            panic!("broken on purpose");
+        }
+        if config.str("kind") == "flaky" && it == 3 && session.restored_iteration() == 0 {
+            return Err("flaky on purpose".into());
+        }
+        session.report([("score", it as f64)], Some(save(session, it, 0.0)?))?;
+    }
+    Ok(())
+}
+sunray_tune::register_trainable!(flaky);
+
+/// Reports where it runs.
+fn where_am_i(_: &Config, session: &mut Session) -> TrainResult {
+    for it in 1..=3 {
+        std::thread::sleep(Duration::from_millis(50));
+        session.report([("it", it as f64)], Some(save(session, it, 0.0)?))?;
+    }
+    Ok(())
+}
+sunray_tune::register_trainable!(where_am_i);
+
+/// Accuracy grows by `lr` per iteration, from the checkpoint's accuracy.
+fn grow(config: &Config, session: &mut Session) -> TrainResult {
+    let (start, mut acc) = load(session);
+    for it in start + 1..=12 {
+        acc += config.f64("lr");
+        session.report([("acc", acc)], Some(save(session, it, acc)?))?;
+    }
+    Ok(())
+}
+sunray_tune::register_trainable!(grow);
+
+/// Runs until stopped.
+fn forever(_: &Config, session: &mut Session) -> TrainResult {
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        session.report([("x", 1.0)], None)?;
+    }
+}
+sunray_tune::register_trainable!(forever);
+
+fn not_registered(_: &Config, _: &mut Session) -> TrainResult {
+    Ok(())
+}
+
+fn main() {
+    sunray::init().expect("init");
+    let args: Vec<String> = std::env::args().collect();
+    let storage = args
+        .get(2)
+        .cloned()
+        .unwrap_or_else(|| "/tmp/it_tune".into());
+    let rc = RunConfig::new().storage_path(&storage).verbosity(1);
+    let outcome = match args.get(1).map(String::as_str) {
+        Some("flaky") => Tuner::new(flaky)
+            .param_space(Space::new().with("kind", grid_search(["ok", "flaky", "broken"])))
+            .run_config(rc.name("flaky").max_failures(1))
+            .fit(),
+        Some("spread") => Tuner::new(where_am_i)
+            .param_space(Space::new().with("x", uniform(0.0, 1.0)))
+            .tune_config(TuneConfig::new().num_samples(6))
+            .run_config(rc.name("spread"))
+            .fit(),
+        Some("pbt") => Tuner::new(grow)
+            .param_space(Space::new().with("lr", grid_search([0.01, 0.02, 0.5, 1.0])))
+            .tune_config(
+                TuneConfig::new()
+                    .metric("acc", Mode::Max)
+                    .seed(1)
+                    .scheduler(
+                        Pbt::new()
+                            .time_attr("training_iteration")
+                            .perturbation_interval(3.0)
+                            .resample_probability(0.0)
+                            .mutate("lr", vec![0.01, 0.02, 0.5, 1.0]),
+                    ),
+            )
+            .run_config(rc.name("pbt"))
+            .fit(),
+        Some("hyperband") => Tuner::new(grow)
+            .param_space(Space::new().with("lr", uniform(0.0, 1.0)))
+            .tune_config(
+                TuneConfig::new()
+                    .metric("acc", Mode::Max)
+                    .num_samples(9)
+                    .scheduler(HyperBand::new().max_t(9.0).reduction_factor(3.0)),
+            )
+            .run_config(rc.name("hyperband"))
+            .fit(),
+        Some("budget") => Tuner::new(forever)
+            .tune_config(
+                TuneConfig::new()
+                    .num_samples(3)
+                    .time_budget(Duration::from_millis(600)),
+            )
+            .run_config(rc.name("budget"))
+            .fit(),
+        Some("stop") => Tuner::new(forever)
+            .tune_config(TuneConfig::new().num_samples(2))
+            .run_config(rc.name("stop").stop(Stop::new().max_iterations(4)))
+            .fit(),
+        Some("unregistered") => Tuner::new(not_registered)
+            .run_config(rc.name("unregistered"))
+            .fit(),
+        other => panic!("unknown scenario {other:?}"),
+    };
+    match outcome {
+        Ok(grid) => {
+            println!("EXPERIMENT {}", grid.experiment_path.display());
+            for r in grid.iter() {
+                println!(
+                    "TRIAL {} {} {} {}",
+                    r.trial_id,
+                    r.status,
+                    r.metric("training_iteration").unwrap_or(0.0),
+                    r.error
+                        .as_deref()
+                        .unwrap_or("-")
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                );
+            }
+            println!("ERRORS {}", grid.num_errors());
+        }
+        Err(e) => {
+            println!("FAILED {e}");
+            std::process::exit(3);
+        }
+    }
+}

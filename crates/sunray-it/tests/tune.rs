@@ -1,0 +1,268 @@
+//! sunray-tune end to end: the fixture driver `it_tune` runs experiments on embedded
+//! and multi-node clusters; the experiment directories are checked as a user would.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use serde_json::Value;
+
+const TUNE: &str = env!("CARGO_BIN_EXE_it_tune");
+
+/// Runs a scenario on an embedded cluster with its own session directory.
+fn run_embedded(scenario: &str, tmp: &Path, env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(TUNE);
+    c.args([scenario, tmp.join("results").to_str().unwrap()])
+        .env("SUNRAY_TMPDIR", tmp)
+        .env_remove("SUNRAY_ADDRESS")
+        .env_remove("SUNRAY_TUNE_FORCE_UPLOAD");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn ok(out: &Output) -> &str {
+    let s = std::str::from_utf8(&out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{s}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s
+}
+
+/// `TRIAL id status iterations error` lines.
+fn trials(stdout: &str) -> Vec<(String, String, u64, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("TRIAL "))
+        .map(|l| {
+            let mut p = l.splitn(4, ' ');
+            (
+                p.next().unwrap().to_string(),
+                p.next().unwrap().to_string(),
+                p.next().unwrap().parse::<f64>().unwrap() as u64,
+                p.next().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn experiment(stdout: &str) -> PathBuf {
+    PathBuf::from(
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("EXPERIMENT "))
+            .expect("experiment path printed"),
+    )
+}
+
+fn trial_dir(exp: &Path, id: &str) -> PathBuf {
+    std::fs::read_dir(exp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().ends_with(id))
+        .unwrap_or_else(|| panic!("no directory for trial {id}"))
+}
+
+fn rows(dir: &Path) -> Vec<serde_json::Map<String, Value>> {
+    std::fs::read_to_string(dir.join("result.json"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn col(rows: &[serde_json::Map<String, Value>], key: &str) -> Vec<f64> {
+    rows.iter().map(|r| r[key].as_f64().unwrap()).collect()
+}
+
+#[test]
+fn trials_run_on_every_node_of_a_cluster_and_their_checkpoints_reach_the_experiment() {
+    let c = Cluster::start(2.0, &[("127.0.0.2", 2.0, 0), ("127.0.0.3", 2.0, 0)]);
+    let results = c.tmp.join("results");
+    let out = c
+        .program(TUNE, &["spread", results.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let s = ok(&out);
+    let exp = experiment(s);
+    let ts = trials(s);
+    assert_eq!(ts.len(), 6);
+    let mut ips = BTreeSet::new();
+    for (id, status, iters, _) in &ts {
+        assert_eq!((status.as_str(), *iters), ("TERMINATED", 3), "{id}");
+        let dir = trial_dir(&exp, id);
+        for r in rows(&dir) {
+            ips.insert(r["node_ip"].as_str().unwrap().to_string());
+        }
+        assert!(
+            dir.join("checkpoint_000002").join("state").is_file(),
+            "{}",
+            dir.display()
+        );
+    }
+    assert_eq!(
+        ips,
+        BTreeSet::from(["127.0.0.1".into(), "127.0.0.2".into(), "127.0.0.3".into()])
+    );
+}
+
+#[test]
+fn a_failing_trial_is_retried_from_its_checkpoint_and_a_broken_one_errors() {
+    let tmp = fresh_tmp();
+    let out = run_embedded("flaky", &tmp, &[]);
+    check_flaky(ok(&out));
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+#[test]
+fn checkpoints_travel_through_the_driver_when_nodes_do_not_share_the_filesystem() {
+    let tmp = fresh_tmp();
+    let out = run_embedded("flaky", &tmp, &[("SUNRAY_TUNE_FORCE_UPLOAD", "1")]);
+    let exp = check_flaky(ok(&out));
+    // The worker's scratch directories are gone; the checkpoints are in the experiment.
+    let ok_trial = trial_dir(
+        &exp,
+        &trials(std::str::from_utf8(&out.stdout).unwrap())[0].0,
+    );
+    assert!(ok_trial.join("checkpoint_000004").join("state").is_file());
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+/// The grid is ok / flaky / broken with max_failures 1.
+fn check_flaky(stdout: &str) -> PathBuf {
+    let exp = experiment(stdout);
+    let ts = trials(stdout);
+    assert_eq!(ts.len(), 3);
+    assert_eq!((ts[0].1.as_str(), ts[0].2), ("TERMINATED", 5));
+    // Flaky: failed at iteration 3, resumed from the checkpoint of iteration 2.
+    assert_eq!((ts[1].1.as_str(), ts[1].2), ("TERMINATED", 5));
+    let flaky = trial_dir(&exp, &ts[1].0);
+    let r = rows(&flaky);
+    assert_eq!(col(&r, "training_iteration"), [1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(
+        col(&r, "iterations_since_restore"),
+        [1.0, 2.0, 1.0, 2.0, 3.0]
+    );
+    let err = std::fs::read_to_string(flaky.join("error.txt")).unwrap();
+    assert!(
+        err.contains("Failure # 1") && err.contains("flaky on purpose"),
+        "{err}"
+    );
+    // Broken: panics every time; after the one retry it is an error with its message.
+    assert_eq!(ts[2].1, "ERROR");
+    assert!(ts[2].3.contains("broken on purpose"), "{}", ts[2].3);
+    let err = std::fs::read_to_string(trial_dir(&exp, &ts[2].0).join("error.txt")).unwrap();
+    assert!(err.contains("Failure # 2"), "{err}");
+    assert!(stdout.contains("ERRORS 1"));
+    exp
+}
+
+#[test]
+fn pbt_copies_a_better_trials_checkpoint_and_config() {
+    let tmp = fresh_tmp();
+    let out = run_embedded("pbt", &tmp, &[]);
+    let s = ok(&out);
+    let exp = experiment(s);
+    let mut exploited = 0;
+    for (id, status, iters, _) in trials(s) {
+        assert_eq!((status.as_str(), iters), ("TERMINATED", 12));
+        let r = rows(&trial_dir(&exp, &id));
+        // An exploited trial goes on from its donor's latest checkpoint, at the donor's
+        // iteration (ahead or behind its own), as in Ray.
+        assert_eq!(col(&r, "training_iteration").last(), Some(&12.0));
+        for w in r.windows(2) {
+            let (before, after) = (&w[0], &w[1]);
+            if before["config"] != after["config"] {
+                exploited += 1;
+                // It continued from the donor's checkpoint: its accuracy jumped past
+                // what its own learning rate could reach in one step.
+                let lr = before["config"]["lr"].as_f64().unwrap();
+                let acc = |row: &serde_json::Map<String, Value>| row["acc"].as_f64().unwrap();
+                assert!(
+                    acc(after) > acc(before) + lr + 1e-9,
+                    "{before:?} -> {after:?}"
+                );
+                assert_eq!(after["iterations_since_restore"], 1);
+            }
+        }
+    }
+    assert!(exploited >= 1, "some trial was perturbed");
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+#[test]
+fn hyperband_pauses_trials_at_milestones_and_promotes_the_best_third() {
+    let tmp = fresh_tmp();
+    let out = run_embedded("hyperband", &tmp, &[]);
+    let s = ok(&out);
+    let exp = experiment(s);
+    let ts = trials(s);
+    let mut by_len: Vec<u64> = ts.iter().map(|t| t.2).collect();
+    by_len.sort();
+    assert_eq!(
+        by_len,
+        [1, 1, 1, 1, 1, 1, 3, 3, 9],
+        "9 trials, eta 3: 9 -> 3 -> 1"
+    );
+    let lr = |id: &str| -> f64 {
+        let p: Value = serde_json::from_str(
+            &std::fs::read_to_string(trial_dir(&exp, id).join("params.json")).unwrap(),
+        )
+        .unwrap();
+        p["lr"].as_f64().unwrap()
+    };
+    let best = ts
+        .iter()
+        .max_by(|a, b| lr(&a.0).total_cmp(&lr(&b.0)))
+        .unwrap();
+    assert_eq!(
+        best.2, 9,
+        "the highest learning rate learns fastest and wins"
+    );
+    // Promoted trials were paused and resumed from their checkpoint.
+    let r = rows(&trial_dir(&exp, &best.0));
+    assert_eq!(col(&r, "iterations_since_restore")[1], 1.0);
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+#[test]
+fn stop_criteria_and_the_time_budget_end_trials() {
+    let tmp = fresh_tmp();
+    let s = run_embedded("stop", &tmp, &[]);
+    let s = ok(&s);
+    let exp = experiment(s);
+    for (id, status, iters, _) in trials(s) {
+        assert_eq!((status.as_str(), iters), ("TERMINATED", 4));
+        let r = rows(&trial_dir(&exp, &id));
+        assert_eq!(r.last().unwrap()["done"], true);
+        assert_eq!(r[0]["done"], false);
+    }
+    let b = run_embedded("budget", &tmp, &[]);
+    let b = ok(&b);
+    assert!(b.contains("time budget of 600ms reached"), "{b}");
+    assert!(trials(b).iter().all(|t| t.1 != "RUNNING"));
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+#[test]
+fn bad_setups_fail_with_a_clear_message() {
+    let tmp = fresh_tmp();
+    let out = run_embedded("unregistered", &tmp, &[]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("register_trainable!"));
+    ok(&run_embedded("stop", &tmp, &[]));
+    let again = run_embedded("stop", &tmp, &[]);
+    let msg = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        msg.contains("an experiment already exists at") && msg.contains("Tuner::restore"),
+        "{msg}"
+    );
+    std::fs::remove_dir_all(&tmp).ok();
+}
