@@ -72,8 +72,11 @@ fn read_experiment(exp: &Path) -> BTreeMap<String, TrialOnDisk> {
         if !d.is_dir() {
             continue;
         }
-        let config: Config =
-            serde_json::from_str(&std::fs::read_to_string(d.join("params.json")).unwrap()).unwrap();
+        // A trial being created has its directory before its params.json.
+        let Ok(params) = std::fs::read_to_string(d.join("params.json")) else {
+            continue;
+        };
+        let config: Config = serde_json::from_str(&params).unwrap();
         let rows = std::fs::read_to_string(d.join("result.json"))
             .unwrap_or_default()
             .lines()

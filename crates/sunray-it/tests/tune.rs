@@ -165,6 +165,58 @@ fn check_flaky(stdout: &str) -> PathBuf {
 }
 
 #[test]
+fn restore_can_resume_or_restart_errored_trials() {
+    let tmp = fresh_tmp();
+    let first = ok(&run_embedded("flaky", &tmp, &[])).to_string();
+    let exp = experiment(&first);
+    let ts = trials(&first);
+    let (good, flaky, broken) = (
+        trial_dir(&exp, &ts[0].0),
+        trial_dir(&exp, &ts[1].0),
+        trial_dir(&exp, &ts[2].0),
+    );
+    let untouched = |d: &Path| std::fs::read(d.join("result.json")).unwrap();
+    let (good_rows, flaky_rows) = (untouched(&good), untouched(&flaky));
+    let failures = |d: &Path| {
+        std::fs::read_to_string(d.join("error.txt"))
+            .unwrap()
+            .matches("Failure # ")
+            .count()
+    };
+    assert_eq!(failures(&broken), 2);
+    // resume_errored: it runs again from its checkpoint (iteration 1) and fails twice more.
+    let resumed = ok(&run_embedded("resume_errored", &tmp, &[])).to_string();
+    assert_eq!(trials(&resumed)[2].1, "ERROR");
+    assert_eq!(failures(&broken), 4);
+    let r = rows(&broken);
+    assert_eq!(
+        col(&r, "training_iteration"),
+        [1.0],
+        "resumed after its checkpoint, no row made twice"
+    );
+    // restart_errored: from scratch, its old results and errors gone.
+    let restarted = ok(&run_embedded("restart_errored", &tmp, &[])).to_string();
+    assert_eq!(trials(&restarted)[2].1, "ERROR");
+    assert_eq!(failures(&broken), 2);
+    assert_eq!(col(&rows(&broken), "training_iteration"), [1.0]);
+    // Finished trials were never run again.
+    assert_eq!(untouched(&good), good_rows);
+    assert_eq!(untouched(&flaky), flaky_rows);
+    // best_result: by the last score the two finished trials tie (5); by average too.
+    for out in [&first, &resumed, &restarted] {
+        let best = |scope: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("BEST {scope} ")))
+                .map(str::to_string)
+        };
+        assert_eq!(best("last"), Some(ts[0].0.clone()));
+        assert_eq!(best("all"), Some(ts[0].0.clone()));
+        assert_eq!(best("last-5-avg"), Some(ts[0].0.clone()));
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+#[test]
 fn pbt_copies_a_better_trials_checkpoint_and_config() {
     let tmp = fresh_tmp();
     let out = run_embedded("pbt", &tmp, &[]);

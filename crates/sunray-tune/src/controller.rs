@@ -1,7 +1,7 @@
 //! The driver side: `Tuner` and the loop that runs trials as sunray tasks. The loop only
 //! moves messages between the cluster, the disk, and the pure searcher and scheduler.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -104,6 +104,41 @@ impl Trial {
             files: None,
             task: None,
             after: After::Finish,
+        }
+    }
+}
+
+/// What stays in memory of finished trials: counts, and the few the report shows
+/// (the best by the metric, and the first errors).
+#[derive(Default)]
+pub(crate) struct Finished {
+    pub terminated: usize,
+    pub errored: usize,
+    /// Best first, at most `SHOWN`.
+    pub best: Vec<(f64, Trial)>,
+    pub errors: Vec<Trial>,
+}
+
+impl Finished {
+    pub const SHOWN: usize = 20;
+
+    fn add(&mut self, mut t: Trial, score: Option<f64>) {
+        t.files = None;
+        t.task = None;
+        t.checkpoints = Vec::new();
+        if t.status == Status::Error {
+            self.errored += 1;
+            if self.errors.len() < Self::SHOWN {
+                self.errors.push(t);
+            }
+            return;
+        }
+        self.terminated += 1;
+        let s = score.unwrap_or(f64::MIN);
+        let at = self.best.partition_point(|(b, _)| *b >= s);
+        if at < Self::SHOWN {
+            self.best.insert(at, (s, t));
+            self.best.truncate(Self::SHOWN);
         }
     }
 }
@@ -250,7 +285,13 @@ pub(crate) struct Controller {
     resources: TaskOptions,
     pub exp_dir: PathBuf,
     state: ExperimentState,
-    pub trials: Vec<Trial>,
+    /// Live trials (pending, running, paused) by index. Finished ones leave it for
+    /// `finished`, which keeps only what the report shows, so the driver's memory
+    /// stays flat however many trials come and go.
+    pub trials: BTreeMap<usize, Trial>,
+    pub finished: Finished,
+    /// Trials created so far (the next trial's index).
+    pub created: usize,
     by_id: HashMap<String, usize>,
     by_task: HashMap<u64, usize>,
     waiting: BTreeSet<usize>,
@@ -388,7 +429,9 @@ impl Controller {
             rc: rc.clone(),
             resources,
             exp_dir,
-            trials: Vec::new(),
+            trials: BTreeMap::new(),
+            finished: Finished::default(),
+            created: 0,
             by_id: HashMap::new(),
             by_task: HashMap::new(),
             waiting: BTreeSet::new(),
@@ -438,6 +481,7 @@ impl Controller {
         }
         self.searcher_created = st.searcher_created;
         self.searcher_finished = st.searcher_finished;
+        let mut ids = Vec::new();
         for (ident, dir) in storage::trial_dirs(&self.exp_dir) {
             let config: Config = storage::read_json(&dir.join("params.json"))?;
             let mut t = Trial::new(ident.trial_id.clone(), ident.index, config, dir.clone());
@@ -477,37 +521,44 @@ impl Controller {
                 Some(_) => Status::Error,
                 None => Status::Pending,
             };
-            let i = self.trials.len();
-            if t.status == Status::Pending {
-                self.waiting.insert(i);
-            }
+            let i = ident.index as usize;
             if ident.index >= st.created {
                 // Created after the scheduler's state was last saved.
                 self.tc.scheduler.on_trial_add(&t.id, &t.config);
             }
-            self.by_id.insert(t.id.clone(), i);
-            self.trials.push(t);
+            ids.push(t.id.clone());
+            self.created = self.created.max(i + 1);
+            match t.status {
+                Status::Terminated | Status::Error => {
+                    let score = self.score_of(&t);
+                    self.finished.add(t, score);
+                }
+                _ => {
+                    self.waiting.insert(i);
+                    self.by_id.insert(t.id.clone(), i);
+                    self.trials.insert(i, t);
+                }
+            }
         }
         // Trials created after the searcher's state was saved: let it catch up.
-        while (self.searcher_created as usize) < self.trials.len() {
-            let id = self.trials[self.searcher_created as usize].id.clone();
+        while (self.searcher_created as usize) < ids.len() {
+            let id = ids[self.searcher_created as usize].clone();
             if let Suggestion::Finished = self.tc.search_alg.suggest(&self.space, &id) {
                 self.searcher_finished = true;
             }
             self.searcher_created += 1;
         }
-        self.state.created = self.trials.len() as u64;
+        self.state.created = self.created as u64;
         Ok(())
     }
 
     pub(crate) fn save_state(&mut self) -> Result<(), TuneError> {
         let mut counts = Map::new();
-        for t in &self.trials {
-            let e = counts.entry(t.status.as_str()).or_insert(Value::from(0));
-            *e = Value::from(e.as_u64().unwrap_or(0) + 1);
+        for (s, n) in self.status_counts() {
+            counts.insert(s.as_str().into(), n.into());
         }
         self.state.counts = counts;
-        self.state.created = self.trials.len() as u64;
+        self.state.created = self.created as u64;
         self.state.searcher_state = self.tc.search_alg.save();
         self.state.searcher_created = self.searcher_created;
         self.state.searcher_finished = self.searcher_finished;
@@ -523,7 +574,7 @@ impl Controller {
                 // Nothing runs and nothing more can start: the experiment is over. Trials
                 // a scheduler left paused (e.g. HyperBand with an unfilled bracket) end.
                 for i in std::mem::take(&mut self.waiting) {
-                    if self.trials[i].status == Status::Paused {
+                    if self.trials[&i].status == Status::Paused {
                         self.finish(i, Status::Terminated, None)?;
                     }
                 }
@@ -623,7 +674,7 @@ impl Controller {
         let max_pending = self.max_pending();
         loop {
             while !self.searcher_finished && self.pending_count() < max_pending {
-                let index = self.trials.len() as u64;
+                let index = self.created as u64;
                 let id = format!("{}_{index:05}", self.state.exp_hash);
                 match self.tc.search_alg.suggest(&self.space, &id) {
                     Suggestion::Config(config) => {
@@ -642,8 +693,8 @@ impl Controller {
                 .iter()
                 .map(|i| {
                     (
-                        self.trials[*i].id.clone(),
-                        self.trials[*i].status == Status::Paused,
+                        self.trials[i].id.clone(),
+                        self.trials[i].status == Status::Paused,
                     )
                 })
                 .collect();
@@ -660,7 +711,7 @@ impl Controller {
     fn pending_count(&self) -> usize {
         self.waiting
             .iter()
-            .filter(|i| self.trials[**i].status == Status::Pending)
+            .filter(|i| self.trials[*i].status == Status::Pending)
             .count()
     }
 
@@ -677,16 +728,17 @@ impl Controller {
         )?;
         storage::write_json(&dir.join("params.json"), &config)?;
         self.tc.scheduler.on_trial_add(&id, &config);
-        let i = self.trials.len();
+        let i = index as usize;
+        self.created = i + 1;
         self.by_id.insert(id.clone(), i);
-        self.trials.push(Trial::new(id, index, config, dir));
+        self.trials.insert(i, Trial::new(id, index, config, dir));
         self.waiting.insert(i);
         Ok(())
     }
 
     fn launch(&mut self, i: usize) {
         self.waiting.remove(&i);
-        let t = &mut self.trials[i];
+        let t = self.trials.get_mut(&i).expect("a live trial");
         let args = vec![
             IntoArg::<String>::into_arg(self.trainable.to_string()),
             IntoArg::<String>::into_arg(t.id.clone()),
@@ -758,7 +810,7 @@ impl Controller {
         let Some(&i) = self.by_id.get(trial_id) else {
             return Ok(None);
         };
-        let t = &mut self.trials[i];
+        let t = self.trials.get_mut(&i).expect("a live trial");
         if t.status != Status::Running {
             return Ok(None);
         }
@@ -805,10 +857,10 @@ impl Controller {
         let Some(&i) = self.by_id.get(trial_id) else {
             return Ok(Reply::Stop);
         };
-        if self.trials[i].status != Status::Running {
+        if self.trials[&i].status != Status::Running {
             return Ok(Reply::Stop);
         }
-        let t = &mut self.trials[i];
+        let t = self.trials.get_mut(&i).expect("a live trial");
         t.iteration += 1;
         t.since_restore += 1;
         t.time_total_s += dt;
@@ -826,20 +878,20 @@ impl Controller {
             self.tc.scheduler.on_trial_result(trial_id, &result)
         };
         let row = self.row(i, &metrics, dt, decision == Decision::Stop);
-        let t = &mut self.trials[i];
+        let t = self.trials.get_mut(&i).expect("a live trial");
         if let Some(f) = &mut t.files {
             f.append(&t.dir, &row)?;
         }
         t.last = Some(result);
-        self.reporter.result(&self.trials[i]);
+        self.reporter.result(&self.trials[&i]);
         let reply = match decision {
             Decision::Continue => Reply::Continue,
             Decision::Stop => {
-                self.trials[i].after = After::Finish;
+                self.trials.get_mut(&i).expect("a live trial").after = After::Finish;
                 Reply::Stop
             }
             Decision::Pause => {
-                self.trials[i].after = After::Pause;
+                self.trials.get_mut(&i).expect("a live trial").after = After::Pause;
                 Reply::Stop
             }
             Decision::Restart { config, from } => {
@@ -849,7 +901,7 @@ impl Controller {
         };
         for id in self.tc.scheduler.take_stopped() {
             if let Some(&j) = self.by_id.get(&id) {
-                if self.trials[j].status == Status::Paused {
+                if self.trials[&j].status == Status::Paused {
                     self.waiting.remove(&j);
                     self.finish(j, Status::Terminated, None)?;
                 }
@@ -860,14 +912,14 @@ impl Controller {
 
     /// PBT's exploit: `i` continues with `config` from `from`'s latest checkpoint.
     fn exploit(&mut self, i: usize, config: Config, from: &str) -> Result<(), TuneError> {
-        let donor = self.by_id.get(from).map(|&j| &self.trials[j]);
+        let donor = self.by_id.get(from).map(|j| &self.trials[j]);
         if let Some(c) = donor.and_then(|d| {
             d.checkpoints
                 .last()
                 .map(|c| (d.dir.join(c.name()), c.clone()))
         }) {
             let (src, mut info) = c;
-            let t = &mut self.trials[i];
+            let t = self.trials.get_mut(&i).expect("a live trial");
             info.index = t.next_checkpoint;
             t.next_checkpoint += 1;
             let dst = t.dir.join(info.name());
@@ -875,7 +927,7 @@ impl Controller {
                 .map_err(|e| storage::io_err("copy checkpoint to", &dst, e))?;
             t.checkpoints.push(info);
         }
-        let t = &mut self.trials[i];
+        let t = self.trials.get_mut(&i).expect("a live trial");
         storage::write_json(&t.dir.join("params.json"), &config)?;
         t.config = config;
         t.after = After::Restart;
@@ -883,7 +935,7 @@ impl Controller {
     }
 
     fn store_checkpoint(&mut self, i: usize, c: CheckpointMsg) -> Result<(), TuneError> {
-        let t = &mut self.trials[i];
+        let t = self.trials.get_mut(&i).expect("a live trial");
         let name = match c {
             CheckpointMsg::InPlace(name) => name,
             CheckpointMsg::Upload { name, files } => {
@@ -915,7 +967,7 @@ impl Controller {
     fn prune_checkpoints(&mut self, i: usize) {
         let cc = &self.rc.checkpoint_config;
         let Some(keep) = cc.num_to_keep else { return };
-        let t = &mut self.trials[i];
+        let t = self.trials.get_mut(&i).expect("a live trial");
         if t.checkpoints.len() <= keep.max(1) {
             return;
         }
@@ -953,7 +1005,7 @@ impl Controller {
     }
 
     fn row(&self, i: usize, metrics: &[(String, f64)], dt: f64, done: bool) -> Map<String, Value> {
-        let t = &self.trials[i];
+        let t = &self.trials[&i];
         let mut row = Map::with_capacity(metrics.len() + 14);
         for (k, v) in metrics {
             row.insert(k.clone(), num(*v));
@@ -975,7 +1027,7 @@ impl Controller {
 
     fn on_task_end(&mut self, i: usize) -> Result<(), TuneError> {
         self.launched -= 1;
-        let t = &mut self.trials[i];
+        let t = self.trials.get_mut(&i).expect("a live trial");
         let outcome = t.task.take().map(|r| r.get());
         t.files = None;
         t.started = false;
@@ -1013,7 +1065,7 @@ impl Controller {
     }
 
     fn finish(&mut self, i: usize, status: Status, error: Option<String>) -> Result<(), TuneError> {
-        let t = &mut self.trials[i];
+        let t = self.trials.get_mut(&i).expect("a live trial");
         t.status = status;
         storage::write_json(
             &t.dir.join(storage::END_FILE),
@@ -1034,7 +1086,38 @@ impl Controller {
         self.tc
             .search_alg
             .on_trial_complete(&t.id, metric, error.is_some());
+        let t = self.trials.remove(&i).expect("a live trial");
+        self.by_id.remove(&t.id);
+        let score = self.score_of(&t);
+        self.finished.add(t, score);
         Ok(())
+    }
+
+    /// The trial's last value of the experiment's metric, higher is better.
+    fn score_of(&self, t: &Trial) -> Option<f64> {
+        let (m, mode) = (self.metric.as_deref()?, self.mode?);
+        Some(mode.score(t.last.as_ref()?.get(m)?))
+    }
+
+    /// Trials per status, live and finished.
+    pub(crate) fn status_counts(&self) -> Vec<(Status, usize)> {
+        let mut counts: Vec<(Status, usize)> = Vec::new();
+        let mut add = |s: Status, n: usize| match counts.iter_mut().find(|(c, _)| *c == s) {
+            Some(slot) => slot.1 += n,
+            None => counts.push((s, n)),
+        };
+        for t in self.trials.values() {
+            let s = if t.status == Status::Running && !t.started {
+                Status::Pending
+            } else {
+                t.status
+            };
+            add(s, 1);
+        }
+        add(Status::Terminated, self.finished.terminated);
+        add(Status::Error, self.finished.errored);
+        counts.retain(|(_, n)| *n > 0);
+        counts
     }
 
     pub(crate) fn resources_per_trial(&self) -> TaskOptions {

@@ -136,9 +136,7 @@ pub(crate) fn render(c: &Controller, last: bool) -> String {
         .collect();
     out.push(format!("Logical resource usage: {}", used.join(", ")));
     if let (Some(m), Some(mode)) = (&c.metric, c.mode) {
-        let best = c
-            .trials
-            .iter()
+        let best = candidates(c)
             .filter_map(|t| t.last.as_ref().and_then(|r| r.get(m)).map(|v| (t, v)))
             .reduce(|a, b| if mode.better(b.1, a.1) { b } else { a });
         if let Some((t, v)) = best {
@@ -149,39 +147,36 @@ pub(crate) fn render(c: &Controller, last: bool) -> String {
         }
     }
     out.push(format!("Result logdir: {}", c.exp_dir.display()));
-    let mut counts: Vec<(Status, usize)> = Vec::new();
-    for t in &c.trials {
-        match counts.iter_mut().find(|(s, _)| *s == t.status) {
-            Some(slot) => slot.1 += 1,
-            None => counts.push((t.status, 1)),
-        }
-    }
+    let counts = c.status_counts();
     let summary: Vec<String> = counts
         .iter()
         .map(|(s, n)| format!("{n} {}", s.as_str()))
         .collect();
     out.push(format!(
         "Number of trials: {} ({})",
-        c.trials.len(),
+        c.created,
         summary.join(", ")
     ));
-    out.push(table(c));
+    out.push(table(c, &counts));
     // Errors, as Ray lists them with their error files.
-    let errored: Vec<&Trial> = c
-        .trials
-        .iter()
-        .filter(|t| t.status == Status::Error)
-        .collect();
-    if !errored.is_empty() {
-        out.push(format!("Number of errored trials: {}", errored.len()));
-        for t in errored.iter().take(MAX_ROWS) {
+    if c.finished.errored > 0 {
+        out.push(format!("Number of errored trials: {}", c.finished.errored));
+        for t in c.finished.errors.iter().take(MAX_ROWS) {
             out.push(format!("  {}: {}", t.id, t.dir.join("error.txt").display()));
         }
     }
     out.join("\n")
 }
 
-fn table(c: &Controller) -> String {
+/// The trials the report may show: the live ones and the finished ones kept.
+fn candidates(c: &Controller) -> impl Iterator<Item = &Trial> {
+    c.trials
+        .values()
+        .chain(c.finished.best.iter().map(|(_, t)| t))
+        .chain(c.finished.errors.iter())
+}
+
+fn table(c: &Controller, counts: &[(Status, usize)]) -> String {
     // Rows: running and paused first, then errors, the best finished, then pending.
     let rank = |t: &Trial| match t.status {
         Status::Running if t.started => 0,
@@ -196,18 +191,17 @@ fn table(c: &Controller) -> String {
             _ => 0.0,
         }
     };
-    let mut shown: Vec<&Trial> = c.trials.iter().collect();
+    let mut shown: Vec<&Trial> = candidates(c).collect();
     shown.sort_by(|a, b| {
         rank(a)
             .cmp(&rank(b))
             .then(score(b).total_cmp(&score(a)))
             .then(a.index.cmp(&b.index))
     });
-    let hidden = shown.split_off(shown.len().min(MAX_ROWS));
+    shown.truncate(MAX_ROWS);
     shown.sort_by_key(|t| t.index);
 
-    let param_cols: Vec<String> = c
-        .trials
+    let param_cols: Vec<String> = shown
         .first()
         .map(|t| t.config.flat().into_iter().map(|(k, _)| k).collect())
         .unwrap_or_default();
@@ -261,19 +255,24 @@ fn table(c: &Controller) -> String {
         tbl.add_row(row);
     }
     let mut s = tbl.to_string();
-    if !hidden.is_empty() {
-        let mut by: Vec<(&str, usize)> = Vec::new();
-        for t in &hidden {
-            let st = t.status.as_str();
-            match by.iter_mut().find(|(s, _)| *s == st) {
-                Some(slot) => slot.1 += 1,
-                None => by.push((st, 1)),
-            }
+    let status_of = |t: &Trial| {
+        if t.status == Status::Running && !t.started {
+            Status::Pending
+        } else {
+            t.status
         }
-        let parts: Vec<String> = by.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    };
+    let parts: Vec<String> = counts
+        .iter()
+        .filter_map(|(st, n)| {
+            let hidden = n - shown.iter().filter(|t| status_of(t) == *st).count();
+            (hidden > 0).then(|| format!("{hidden} {}", st.as_str()))
+        })
+        .collect();
+    let hidden = c.created - shown.len();
+    if hidden > 0 {
         s.push_str(&format!(
-            "\n... {} more trials not shown ({})",
-            hidden.len(),
+            "\n... {hidden} more trials not shown ({})",
             parts.join(", ")
         ));
     }

@@ -263,6 +263,16 @@ impl Domain {
             Domain::Nested(s) => Value::Object(s.sample(rng).0),
         }
     }
+    /// The range of a bounded numeric domain.
+    pub fn bounds(&self) -> Option<(f64, f64)> {
+        match self {
+            Domain::Uniform { lo, hi, .. } | Domain::LogUniform { lo, hi, .. } => Some((*lo, *hi)),
+            Domain::RandInt { lo, hi, .. } | Domain::LogRandInt { lo, hi, .. } => {
+                Some((*lo as f64, (*hi - 1) as f64))
+            }
+            _ => None,
+        }
+    }
     /// Is this a numeric range (what TPE and PBT know how to model)?
     pub fn is_numeric(&self) -> bool {
         matches!(

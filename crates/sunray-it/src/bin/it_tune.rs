@@ -132,6 +132,16 @@ fn main() {
             .tune_config(TuneConfig::new().num_samples(2))
             .run_config(rc.name("stop").stop(Stop::new().max_iterations(4)))
             .fit(),
+        Some(mode @ ("resume_errored" | "restart_errored")) => {
+            let exp = std::path::Path::new(&storage).join("flaky");
+            Tuner::restore(&exp, flaky)
+                .expect("restorable")
+                .param_space(Space::new().with("kind", grid_search(["ok", "flaky", "broken"])))
+                .run_config(rc.max_failures(1))
+                .resume_errored(mode == "resume_errored")
+                .restart_errored(mode == "restart_errored")
+                .fit()
+        }
         Some("unregistered") => Tuner::new(not_registered)
             .run_config(rc.name("unregistered"))
             .fit(),
@@ -155,6 +165,11 @@ fn main() {
                 );
             }
             println!("ERRORS {}", grid.num_errors());
+            for scope in ["last", "all", "avg", "last-5-avg", "last-10-avg"] {
+                if let Ok(b) = grid.best_result(Some("score"), Some(Mode::Max), scope) {
+                    println!("BEST {scope} {}", b.trial_id);
+                }
+            }
         }
         Err(e) => {
             println!("FAILED {e}");

@@ -5,6 +5,8 @@ mod asha;
 mod hyperband;
 mod median;
 mod pbt;
+#[cfg(test)]
+pub(crate) mod sim;
 
 pub use asha::Asha;
 pub use hyperband::HyperBand;

@@ -148,10 +148,15 @@ impl Pbt {
                 Mutation::Domain(d) => match cur.as_f64() {
                     Some(x) if !resample && d.is_numeric() => {
                         let f = if rng.random::<bool>() { up } else { down };
+                        // Perturbed values stay inside the search space's bounds.
+                        let y = match d.bounds() {
+                            Some((lo, hi)) => (x * f).clamp(lo, hi),
+                            None => x * f,
+                        };
                         if cur.is_i64() || cur.is_u64() {
-                            Value::from((x * f).round() as i64)
+                            Value::from(y.round() as i64)
                         } else {
-                            serde_json::Number::from_f64(x * f).map_or(Value::Null, Value::Number)
+                            serde_json::Number::from_f64(y).map_or(Value::Null, Value::Number)
                         }
                     }
                     _ => d.sample(rng, &cfg),
