@@ -1120,6 +1120,16 @@ impl Controller {
         counts
     }
 
+    /// Parameters the search varies (constants of the space are left out of tables).
+    pub(crate) fn varied_params(&self) -> Vec<String> {
+        self.space
+            .leaves()
+            .into_iter()
+            .filter(|(_, d)| !matches!(d, crate::space::Domain::Const(_)))
+            .map(|(p, _)| p.replace('.', "/"))
+            .collect()
+    }
+
     pub(crate) fn resources_per_trial(&self) -> TaskOptions {
         self.resources.clone()
     }

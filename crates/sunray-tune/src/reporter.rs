@@ -140,9 +140,17 @@ pub(crate) fn render(c: &Controller, last: bool) -> String {
             .filter_map(|t| t.last.as_ref().and_then(|r| r.get(m)).map(|v| (t, v)))
             .reduce(|a, b| if mode.better(b.1, a.1) { b } else { a });
         if let Some((t, v)) = best {
+            let varied = c.varied_params();
+            let params: serde_json::Map<String, Value> = t
+                .config
+                .flat()
+                .into_iter()
+                .filter(|(k, _)| varied.contains(k))
+                .collect();
             out.push(format!(
                 "Current best trial: {} with {m}={v:.6} and params={}",
-                t.id, t.config
+                t.id,
+                Value::Object(params)
             ));
         }
     }
@@ -201,9 +209,17 @@ fn table(c: &Controller, counts: &[(Status, usize)]) -> String {
     shown.truncate(MAX_ROWS);
     shown.sort_by_key(|t| t.index);
 
+    let varied = c.varied_params();
     let param_cols: Vec<String> = shown
         .first()
-        .map(|t| t.config.flat().into_iter().map(|(k, _)| k).collect())
+        .map(|t| {
+            t.config
+                .flat()
+                .into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| varied.contains(k))
+                .collect()
+        })
         .unwrap_or_default();
     let mut metric_cols: Vec<String> = c.metric.iter().cloned().collect();
     for t in &shown {

@@ -1,0 +1,25 @@
+//! The seed's second program in Rust: a CIFAR-10 CNN (burn), its data, its training
+//! loop; `examples/tune_cifar.rs` tunes it with sunray-tune.
+
+pub mod data;
+pub mod model;
+pub mod train;
+
+use burn::prelude::Device;
+
+/// The device a trial computes on: the GPU the trial holds when built with `cuda` and
+/// given one (`CUDA_VISIBLE_DEVICES` names exactly it, so it is index 0), else the CPU
+/// (burn's flex backend, with as many threads as the trial holds CPUs).
+pub fn device(use_gpu: bool, cpus: usize) -> Device {
+    if use_gpu {
+        #[cfg(feature = "cuda")]
+        return Device::cuda(0).autodiff();
+        #[cfg(not(feature = "cuda"))]
+        eprintln!("this binary was built without the `cuda` feature: training on the CPU");
+    }
+    // The global pool is built once per process; later calls keep it.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(cpus.max(1))
+        .build_global();
+    Device::flex().autodiff()
+}

@@ -1,0 +1,41 @@
+//! The seed's CNN: conv 3→6 5×5, ReLU, max-pool 2, conv 6→16 5×5, ReLU, max-pool 2,
+//! linear 400→l1, ReLU, linear l1→l2, ReLU, linear l2→10.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+
+#[derive(Module, Debug)]
+pub struct Net {
+    conv1: Conv2d,
+    pool: MaxPool2d,
+    conv2: Conv2d,
+    fc1: Linear,
+    fc2: Linear,
+    fc3: Linear,
+}
+
+impl Net {
+    pub fn new(l1: usize, l2: usize, device: &Device) -> Self {
+        Net {
+            conv1: Conv2dConfig::new([3, 6], [5, 5]).init(device),
+            pool: MaxPool2dConfig::new([2, 2]).init(),
+            conv2: Conv2dConfig::new([6, 16], [5, 5]).init(device),
+            fc1: LinearConfig::new(16 * 5 * 5, l1).init(device),
+            fc2: LinearConfig::new(l1, l2).init(device),
+            fc3: LinearConfig::new(l2, 10).init(device),
+        }
+    }
+
+    /// Logits `[batch, 10]` of images `[batch, 3, 32, 32]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.pool.forward(relu(self.conv1.forward(x)));
+        let x = self.pool.forward(relu(self.conv2.forward(x)));
+        let x: Tensor<2> = x.flatten(1, 3);
+        let x = relu(self.fc1.forward(x));
+        let x = relu(self.fc2.forward(x));
+        self.fc3.forward(x)
+    }
+}
