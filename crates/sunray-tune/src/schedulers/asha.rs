@@ -9,7 +9,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{percentile, serde_restore, Decision, TrialScheduler};
+use super::{objective_setters, percentile, serde_restore, Decision, Objective, TrialScheduler};
 use crate::result::{rng_at, Mode, TrialResult};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,9 +60,7 @@ impl Bracket {
 /// ASHA; build with [`Asha::new`] and the setters (Ray's defaults otherwise).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Asha {
-    time_attr: String,
-    metric: Option<String>,
-    mode: Option<Mode>,
+    objective: Objective,
     max_t: f64,
     grace_period: f64,
     reduction_factor: f64,
@@ -86,9 +84,7 @@ impl Asha {
     /// `grace_period = 1`, `reduction_factor = 4`, one bracket.
     pub fn new() -> Self {
         Asha {
-            time_attr: "training_iteration".into(),
-            metric: None,
-            mode: None,
+            objective: Objective::new("training_iteration"),
             max_t: 100.0,
             grace_period: 1.0,
             reduction_factor: 4.0,
@@ -101,15 +97,7 @@ impl Asha {
             num_stopped: 0,
         }
     }
-    pub fn time_attr(mut self, a: &str) -> Self {
-        self.time_attr = a.into();
-        self
-    }
-    pub fn metric(mut self, m: &str, mode: Mode) -> Self {
-        self.metric = Some(m.into());
-        self.mode = Some(mode);
-        self
-    }
+    objective_setters!();
     pub fn max_t(mut self, t: f64) -> Self {
         self.max_t = t;
         self
@@ -153,10 +141,6 @@ impl Asha {
             .map(|r| r.milestone)
             .collect()
     }
-    fn metric_score(&self, r: &TrialResult) -> Option<f64> {
-        let m = self.metric.as_deref()?;
-        Some(self.mode?.score(r.get(m)?))
-    }
 }
 
 impl TrialScheduler for Asha {
@@ -164,10 +148,7 @@ impl TrialScheduler for Asha {
         "AsyncHyperBand"
     }
     fn set_metric(&mut self, metric: &str, mode: Mode) {
-        if self.metric.is_none() {
-            self.metric = Some(metric.into());
-            self.mode = Some(mode);
-        }
+        self.objective.default_to(metric, mode);
     }
     fn validate(&self) -> Result<(), String> {
         if self.grace_period <= 0.0 {
@@ -185,10 +166,7 @@ impl TrialScheduler for Asha {
         if self.num_brackets == 0 {
             return Err("ASHA: brackets must be at least 1".into());
         }
-        if self.metric.is_none() {
-            return Err("ASHA needs a metric and mode (set them in TuneConfig)".into());
-        }
-        Ok(())
+        self.objective.require("ASHA")
     }
     fn on_trial_add(&mut self, trial: &str, _: &crate::space::Config) {
         self.ensure_brackets();
@@ -210,19 +188,15 @@ impl TrialScheduler for Asha {
         self.trial_bracket.insert(trial.to_string(), idx);
     }
     fn on_trial_result(&mut self, trial: &str, r: &TrialResult) -> Decision {
-        let Some(t) = r.get(&self.time_attr) else {
+        let (Some((t, score)), Some(&b)) = (self.objective.read(r), self.trial_bracket.get(trial))
+        else {
             return Decision::Continue;
         };
         if self.stop_last_trials && t >= self.max_t {
             // Still recorded, so later trials are compared against it.
-            if let (Some(s), Some(&b)) = (self.metric_score(r), self.trial_bracket.get(trial)) {
-                self.brackets[b].on_result(trial, t, s, self.reduction_factor);
-            }
+            self.brackets[b].on_result(trial, t, score, self.reduction_factor);
             return Decision::Stop;
         }
-        let (Some(score), Some(&b)) = (self.metric_score(r), self.trial_bracket.get(trial)) else {
-            return Decision::Continue;
-        };
         let d = self.brackets[b].on_result(trial, t, score, self.reduction_factor);
         if d == Decision::Stop {
             self.num_stopped += 1;
@@ -230,18 +204,13 @@ impl TrialScheduler for Asha {
         d
     }
     fn on_trial_complete(&mut self, trial: &str, last: Option<&TrialResult>) {
-        if let Some(r) = last {
-            if let (Some(t), Some(s), Some(&b)) = (
-                r.get(&self.time_attr),
-                self.metric_score(r),
-                self.trial_bracket.get(trial),
-            ) {
-                self.brackets[b].on_result(trial, t, s, self.reduction_factor);
-            }
+        let read = last.and_then(|r| self.objective.read(r));
+        if let (Some((t, score)), Some(&b)) = (read, self.trial_bracket.get(trial)) {
+            self.brackets[b].on_result(trial, t, score, self.reduction_factor);
         }
     }
     fn status(&self) -> Vec<String> {
-        let sign = match self.mode {
+        let sign = match self.objective.mode {
             Some(Mode::Min) => -1.0,
             _ => 1.0,
         };

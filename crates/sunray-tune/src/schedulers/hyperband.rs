@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{serde_restore, Decision, TrialScheduler};
+use super::{objective_setters, serde_restore, Decision, Objective, TrialScheduler};
 use crate::result::{Mode, TrialResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -31,9 +31,7 @@ struct Bracket {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HyperBand {
-    time_attr: String,
-    metric: Option<String>,
-    mode: Option<Mode>,
+    objective: Objective,
     max_t: f64,
     eta: f64,
     brackets: Vec<Bracket>,
@@ -53,9 +51,7 @@ impl HyperBand {
     /// Ray's defaults: `time_attr = training_iteration`, `max_t = 81`, `eta = 3`.
     pub fn new() -> Self {
         HyperBand {
-            time_attr: "training_iteration".into(),
-            metric: None,
-            mode: None,
+            objective: Objective::new("training_iteration"),
             max_t: 81.0,
             eta: 3.0,
             brackets: Vec::new(),
@@ -64,15 +60,7 @@ impl HyperBand {
             num_stopped: 0,
         }
     }
-    pub fn time_attr(mut self, a: &str) -> Self {
-        self.time_attr = a.into();
-        self
-    }
-    pub fn metric(mut self, m: &str, mode: Mode) -> Self {
-        self.metric = Some(m.into());
-        self.mode = Some(mode);
-        self
-    }
+    objective_setters!();
     pub fn max_t(mut self, t: f64) -> Self {
         self.max_t = t;
         self
@@ -137,19 +125,13 @@ impl TrialScheduler for HyperBand {
         "HyperBand"
     }
     fn set_metric(&mut self, metric: &str, mode: Mode) {
-        if self.metric.is_none() {
-            self.metric = Some(metric.into());
-            self.mode = Some(mode);
-        }
+        self.objective.default_to(metric, mode);
     }
     fn validate(&self) -> Result<(), String> {
         if self.eta <= 1.0 || self.max_t < 1.0 {
             return Err("HyperBand: reduction_factor must be > 1 and max_t >= 1".into());
         }
-        match self.metric {
-            None => Err("HyperBand needs a metric and mode (set them in TuneConfig)".into()),
-            Some(_) => Ok(()),
-        }
+        self.objective.require("HyperBand")
     }
     fn on_trial_add(&mut self, trial: &str, _: &crate::space::Config) {
         let full = self
@@ -167,15 +149,8 @@ impl TrialScheduler for HyperBand {
         self.of.insert(trial.to_string(), b);
     }
     fn on_trial_result(&mut self, trial: &str, r: &TrialResult) -> Decision {
-        let (Some(&b), Some(t)) = (self.of.get(trial), r.get(&self.time_attr)) else {
+        let (Some(&b), Some((t, score))) = (self.of.get(trial), self.objective.read(r)) else {
             return Decision::Continue;
-        };
-        let score = match (self.metric.as_deref(), self.mode) {
-            (Some(m), Some(mode)) => match r.get(m) {
-                Some(v) => mode.score(v),
-                None => return Decision::Continue,
-            },
-            _ => return Decision::Continue,
         };
         if t >= self.max_t {
             self.brackets[b]

@@ -7,17 +7,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{serde_restore, Decision, TrialScheduler};
+use super::{objective_setters, serde_restore, Decision, Objective, TrialScheduler};
 use crate::result::{Mode, TrialResult};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MedianStopping {
-    time_attr: String,
-    metric: Option<String>,
-    mode: Option<Mode>,
+    objective: Objective,
     grace_period: f64,
     min_samples_required: usize,
-    /// Each trial's (time, metric) history.
+    /// Each trial's (time, score) history; scores are higher-is-better.
     history: BTreeMap<String, Vec<(f64, f64)>>,
     num_stopped: u64,
 }
@@ -33,24 +31,14 @@ impl MedianStopping {
     /// `min_samples_required = 3`.
     pub fn new() -> Self {
         MedianStopping {
-            time_attr: "time_total_s".into(),
-            metric: None,
-            mode: None,
+            objective: Objective::new("time_total_s"),
             grace_period: 60.0,
             min_samples_required: 3,
             history: BTreeMap::new(),
             num_stopped: 0,
         }
     }
-    pub fn time_attr(mut self, a: &str) -> Self {
-        self.time_attr = a.into();
-        self
-    }
-    pub fn metric(mut self, m: &str, mode: Mode) -> Self {
-        self.metric = Some(m.into());
-        self.mode = Some(mode);
-        self
-    }
+    objective_setters!();
     pub fn grace_period(mut self, t: f64) -> Self {
         self.grace_period = t;
         self
@@ -76,22 +64,13 @@ impl TrialScheduler for MedianStopping {
         "MedianStopping"
     }
     fn set_metric(&mut self, metric: &str, mode: Mode) {
-        if self.metric.is_none() {
-            self.metric = Some(metric.into());
-            self.mode = Some(mode);
-        }
+        self.objective.default_to(metric, mode);
     }
     fn validate(&self) -> Result<(), String> {
-        match self.metric {
-            None => Err("MedianStopping needs a metric and mode (set them in TuneConfig)".into()),
-            Some(_) => Ok(()),
-        }
+        self.objective.require("MedianStopping")
     }
     fn on_trial_result(&mut self, trial: &str, r: &TrialResult) -> Decision {
-        let (Some(metric), Some(mode)) = (self.metric.as_deref(), self.mode) else {
-            return Decision::Continue;
-        };
-        let (Some(t), Some(v)) = (r.get(&self.time_attr), r.get(metric)) else {
+        let Some((t, v)) = self.objective.read(r) else {
             return Decision::Continue;
         };
         self.history
@@ -121,9 +100,9 @@ impl TrialScheduler for MedianStopping {
         let best = self.history[trial]
             .iter()
             .map(|(_, v)| *v)
-            .reduce(|a, b| if mode.better(a, b) { a } else { b })
-            .expect("just pushed");
-        if mode.better(med, best) {
+            .fold(f64::MIN, f64::max);
+        // Scores are higher-is-better: a best below the others' median stops.
+        if med > best {
             self.num_stopped += 1;
             Decision::Stop
         } else {

@@ -13,6 +13,7 @@ pub use hyperband::HyperBand;
 pub use median::MedianStopping;
 pub use pbt::{Mutation, Pbt};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::result::{Mode, TrialId, TrialResult};
@@ -86,6 +87,62 @@ impl TrialScheduler for Fifo {
         Ok(())
     }
 }
+
+/// What a scheduler judges by: when (`time_attr`) and how good (`metric`, `mode`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Objective {
+    pub time_attr: String,
+    pub metric: Option<String>,
+    pub mode: Option<Mode>,
+}
+
+impl Objective {
+    pub fn new(time_attr: &str) -> Self {
+        Objective {
+            time_attr: time_attr.into(),
+            metric: None,
+            mode: None,
+        }
+    }
+    /// The experiment's metric, unless the scheduler was given its own.
+    pub fn default_to(&mut self, metric: &str, mode: Mode) {
+        if self.metric.is_none() {
+            self.metric = Some(metric.into());
+            self.mode = Some(mode);
+        }
+    }
+    /// A result's time and score (higher is better), when it has both.
+    pub fn read(&self, r: &TrialResult) -> Option<(f64, f64)> {
+        let score = self.mode?.score(r.get(self.metric.as_deref()?)?);
+        Some((r.get(&self.time_attr)?, score))
+    }
+    pub fn require(&self, scheduler: &str) -> Result<(), String> {
+        match self.metric {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "{scheduler} needs a metric and mode (set them in TuneConfig)"
+            )),
+        }
+    }
+}
+
+/// The `time_attr` and `metric` builder methods of a scheduler with an `objective`.
+macro_rules! objective_setters {
+    () => {
+        /// The result field that measures progress (`training_iteration`, `time_total_s`).
+        pub fn time_attr(mut self, a: &str) -> Self {
+            self.objective.time_attr = a.into();
+            self
+        }
+        /// This scheduler's own metric and mode (default: the experiment's).
+        pub fn metric(mut self, m: &str, mode: Mode) -> Self {
+            self.objective.metric = Some(m.into());
+            self.objective.mode = Some(mode);
+            self
+        }
+    };
+}
+pub(crate) use objective_setters;
 
 /// numpy's default (linear) percentile of unsorted values; None when empty.
 pub(crate) fn percentile(values: &[f64], p: f64) -> Option<f64> {

@@ -10,7 +10,7 @@ use rand::{rngs::StdRng, Rng};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{serde_restore, Decision, TrialScheduler};
+use super::{objective_setters, serde_restore, Decision, Objective, TrialScheduler};
 use crate::result::{rng_at, Mode, TrialResult};
 use crate::space::{set_path, Config, Domain};
 
@@ -45,9 +45,7 @@ struct Member {
 
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Pbt {
-    time_attr: String,
-    metric: Option<String>,
-    mode: Option<Mode>,
+    objective: Objective,
     perturbation_interval: f64,
     quantile_fraction: f64,
     resample_probability: f64,
@@ -73,9 +71,7 @@ impl Pbt {
     /// `quantile_fraction = 0.25`, `resample_probability = 0.25`, factors 1.2 / 0.8.
     pub fn new() -> Self {
         Pbt {
-            time_attr: "time_total_s".into(),
-            metric: None,
-            mode: None,
+            objective: Objective::new("time_total_s"),
             perturbation_interval: 60.0,
             quantile_fraction: 0.25,
             resample_probability: 0.25,
@@ -88,15 +84,7 @@ impl Pbt {
             custom_explore: None,
         }
     }
-    pub fn time_attr(mut self, a: &str) -> Self {
-        self.time_attr = a.into();
-        self
-    }
-    pub fn metric(mut self, m: &str, mode: Mode) -> Self {
-        self.metric = Some(m.into());
-        self.mode = Some(mode);
-        self
-    }
+    objective_setters!();
     pub fn perturbation_interval(mut self, t: f64) -> Self {
         self.perturbation_interval = t;
         self
@@ -193,10 +181,7 @@ impl TrialScheduler for Pbt {
         "PopulationBasedTraining"
     }
     fn set_metric(&mut self, metric: &str, mode: Mode) {
-        if self.metric.is_none() {
-            self.metric = Some(metric.into());
-            self.mode = Some(mode);
-        }
+        self.objective.default_to(metric, mode);
     }
     fn validate(&self) -> Result<(), String> {
         if self.mutations.is_empty() && self.custom_explore.is_none() {
@@ -210,10 +195,7 @@ impl TrialScheduler for Pbt {
         if self.perturbation_interval <= 0.0 {
             return Err("PBT: perturbation_interval must be > 0".into());
         }
-        match self.metric {
-            None => Err("PBT needs a metric and mode (set them in TuneConfig)".into()),
-            Some(_) => Ok(()),
-        }
+        self.objective.require("PBT")
     }
     fn on_trial_add(&mut self, trial: &str, config: &Config) {
         self.members.insert(
@@ -225,14 +207,11 @@ impl TrialScheduler for Pbt {
         );
     }
     fn on_trial_result(&mut self, trial: &str, r: &TrialResult) -> Decision {
-        let (Some(metric), Some(mode)) = (self.metric.clone(), self.mode) else {
-            return Decision::Continue;
-        };
-        let (Some(t), Some(v)) = (r.get(&self.time_attr), r.get(&metric)) else {
+        let Some((t, score)) = self.objective.read(r) else {
             return Decision::Continue;
         };
         let m = self.members.entry(trial.to_string()).or_default();
-        m.score = Some(mode.score(v));
+        m.score = Some(score);
         if t - m.last_perturbation < self.perturbation_interval {
             return Decision::Continue;
         }
