@@ -134,13 +134,30 @@ fn main() -> anyhow::Result<()> {
         "sunray-tune checkpoint 1 MB + report: {:8.3} ms per result",
         t / (n - 1) as f64 * 1000.0
     );
-    let before = rss_mb();
+    // The driver's memory while trials come and go: RSS sampled every 20 ms during a
+    // long run; its value at 20 % and at 80 % of the run (the results grid, which
+    // holds every trial, is read back from disk only at the very end).
+    let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (samples, stop) = (samples.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                samples.lock().unwrap().push(rss_mb());
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
     let (wall, _) = run("memory", args.memory_trials, Box::new(|| Box::new(Fifo)))?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().expect("sampler");
+    let s = samples.lock().unwrap();
+    let at = |f: f64| s[((s.len() - 1) as f64 * f) as usize];
     println!(
-        "sunray-tune driver RSS: {before:.1} MB after {} trials, {:.1} MB after {} more ({wall:.2} s)",
-        args.trials * 2 + 1,
-        rss_mb(),
-        args.memory_trials
+        "sunray-tune driver RSS during {} trials ({wall:.1} s): {:.1} MB at 20 %, {:.1} MB at 80 %",
+        args.memory_trials,
+        at(0.2),
+        at(0.8)
     );
     std::fs::remove_dir_all(&storage).ok();
     Ok(())
