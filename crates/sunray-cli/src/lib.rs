@@ -1,5 +1,6 @@
-//! The `sunray` command: `start`, `stop`, `status`.
+//! The `sunray` command: `start`, `stop`, `status`, `slurm`.
 
+mod slurm;
 mod start;
 mod status;
 mod stop;
@@ -25,6 +26,9 @@ enum Cmd {
     Stop(stop::StopArgs),
     /// Show the nodes of a cluster and its task counts.
     Status(status::StatusArgs),
+    /// Run a cluster over a Slurm allocation: `sunray slurm run -- <driver>`.
+    #[command(subcommand)]
+    Slurm(slurm::SlurmCmd),
 }
 
 /// Runs the command line; exits the process with its status.
@@ -34,6 +38,7 @@ pub fn main() {
         Cmd::Start(a) => start::run(a),
         Cmd::Stop(a) => stop::run(a),
         Cmd::Status(a) => status::run(a),
+        Cmd::Slurm(c) => slurm::run(c),
     };
     if let Err(e) = r {
         eprintln!("sunray: error: {e:#}");

@@ -46,6 +46,24 @@ pub struct StartArgs {
     daemon_child: bool,
 }
 
+impl StartArgs {
+    /// A node agent joining `address` in the foreground (what `slurm node` runs).
+    pub fn node(address: String, num_cpus: Option<f64>, num_gpus: Option<u32>) -> Self {
+        StartArgs {
+            head: false,
+            address: Some(address),
+            port: 6379,
+            node_ip_address: None,
+            num_cpus,
+            num_gpus,
+            resources: None,
+            token: std::env::var("SUNRAY_TOKEN").ok(),
+            block: true,
+            daemon_child: false,
+        }
+    }
+}
+
 fn node_resources(a: &StartArgs) -> anyhow::Result<(Resources, Vec<String>)> {
     let detected = detect::gpu_ids();
     let gpu_ids = match a.num_gpus {

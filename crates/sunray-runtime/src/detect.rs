@@ -60,9 +60,9 @@ pub fn local_ip_towards(target: &str) -> Option<IpAddr> {
     sock.local_addr().ok().map(|a| a.ip())
 }
 
-/// First non-loopback IPv4 address of this host, or 127.0.0.1.
-pub fn default_ip() -> IpAddr {
-    let mut found = None;
+/// The IPv4 addresses of this host's interfaces, with the interface names.
+pub fn ipv4_addresses() -> Vec<(String, std::net::Ipv4Addr)> {
+    let mut out = Vec::new();
     unsafe {
         let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
         if libc::getifaddrs(&mut ifap) == 0 {
@@ -72,16 +72,26 @@ pub fn default_ip() -> IpAddr {
                 if !ifa.ifa_addr.is_null() && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET {
                     let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
                     let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                    if !ip.is_loopback() && found.is_none() {
-                        found = Some(IpAddr::V4(ip));
-                    }
+                    let name = std::ffi::CStr::from_ptr(ifa.ifa_name)
+                        .to_string_lossy()
+                        .into_owned();
+                    out.push((name, ip));
                 }
                 p = ifa.ifa_next;
             }
             libc::freeifaddrs(ifap);
         }
     }
-    found.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+    out
+}
+
+/// First non-loopback IPv4 address of this host, or 127.0.0.1.
+pub fn default_ip() -> IpAddr {
+    ipv4_addresses()
+        .into_iter()
+        .map(|(_, ip)| ip)
+        .find(|ip| !ip.is_loopback())
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), IpAddr::V4)
 }
 
 pub fn hostname() -> String {
