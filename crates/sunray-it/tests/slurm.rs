@@ -255,6 +255,58 @@ fn a_two_node_tune_job_writes_its_results_and_prints_the_best_trial() {
 }
 
 #[test]
+fn the_cifar_tune_job_runs_on_two_nodes_and_tests_its_best_trial() {
+    let _lab = lab();
+    let tune = example("tune_cifar");
+    let base = format!("{STATE}/jobs/cifar");
+    let _ = std::fs::remove_dir_all(&base);
+    let id = sbatch(
+        "cifar",
+        &["--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=2"],
+        &format!(
+            "$S slurm run -- {tune} --synthetic --synthetic-per-file 200 --num-samples 2 --max-epochs 2 \\\n             --cpus-per-trial 2 --data-dir {base}/data --storage-path {base}/results --name c --verbosity 1"
+        ),
+    );
+    assert_eq!(
+        wait_job(&id, Duration::from_secs(300)),
+        "COMPLETED",
+        "{}",
+        output(&id)
+    );
+    let out = output(&id);
+    assert!(out.contains("Best trial config: {"), "{out}");
+    assert!(out.contains("Best trial test set accuracy: "), "{out}");
+    let trials = std::fs::read_dir(Path::new(&base).join("results/c"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .count();
+    assert_eq!(trials, 2);
+    assert_nothing_left(Duration::from_secs(10));
+}
+
+#[test]
+fn a_failing_driver_fails_the_job_with_its_exit_code() {
+    let _lab = lab();
+    let id = sbatch(
+        "fail",
+        &["--nodes=2", "--ntasks-per-node=1"],
+        "$S slurm run -- bash -c 'echo driver ran; exit 3'",
+    );
+    assert_eq!(
+        wait_job(&id, Duration::from_secs(60)),
+        "FAILED",
+        "{}",
+        output(&id)
+    );
+    assert!(output(&id).contains("driver ran"));
+    let job =
+        String::from_utf8_lossy(&on("n1", &["scontrol", "show", "job", &id]).stdout).to_string();
+    assert!(job.contains("ExitCode=3:0"), "{job}");
+    assert_nothing_left(Duration::from_secs(10));
+}
+
+#[test]
 fn two_jobs_sharing_a_node_both_complete() {
     let _lab = lab();
     let trainer = example("simple_trainer");
