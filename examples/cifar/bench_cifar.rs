@@ -37,16 +37,17 @@ fn main() -> anyhow::Result<()> {
         let mut net = Net::new(120, 84, &device);
         let mut optim = train::sgd();
         let idx: Vec<usize> = (0..b).map(|i| i % n).collect();
+        // One batch made once and reused, as the PyTorch side does: this measures the
+        // training step (forward, backward, SGD), not data preparation.
+        let (x, y) = train::batch(&images, &idx, &device);
+        let probe = train::batch(&images, &idx[..1], &device).0;
         let mut run = |net: Net, steps: usize| {
             let mut net = net;
             for _ in 0..steps {
-                let (x, y) = train::batch(&images, &idx, &device);
-                net = train::step(net, &mut optim, x, y, 0.001).0;
+                net = train::step(net, &mut optim, x.clone(), y.clone(), 0.001).0;
             }
-            let _: f32 = net
-                .forward(train::batch(&images, &idx[..1], &device).0)
-                .sum()
-                .into_scalar();
+            // Wait for the device: read one value back.
+            let _: f32 = net.forward(probe.clone()).sum().into_scalar();
             net
         };
         net = run(net, 20);
