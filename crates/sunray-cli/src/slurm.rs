@@ -45,7 +45,8 @@ pub struct ClusterArgs {
     /// CPUs each node offers (default: the allocation's, SLURM_CPUS_ON_NODE).
     #[arg(long)]
     num_cpus: Option<f64>,
-    /// GPUs each node offers (default: the ones Slurm gave, CUDA_VISIBLE_DEVICES).
+    /// GPUs each node offers (default: the ones Slurm gave: CUDA_VISIBLE_DEVICES, else
+    /// SLURM_GPUS_ON_NODE).
     #[arg(long)]
     num_gpus: Option<u32>,
     /// The head's address for the other nodes (default: the IPv4 address of the
@@ -159,6 +160,15 @@ fn env_cpus() -> Option<f64> {
     ["SLURM_CPUS_ON_NODE", "SLURM_CPUS_PER_TASK"]
         .iter()
         .find_map(|k| std::env::var(k).ok()?.parse::<f64>().ok())
+}
+
+/// GPUs of this node's allocation when Slurm gave no CUDA_VISIBLE_DEVICES (then the
+/// runtime reads the ids from it).
+fn env_gpus() -> Option<u32> {
+    if std::env::var_os("CUDA_VISIBLE_DEVICES").is_some() {
+        return None;
+    }
+    std::env::var("SLURM_GPUS_ON_NODE").ok()?.parse().ok()
 }
 
 fn head_ip(a: &ClusterArgs, others: &[String]) -> anyhow::Result<IpAddr> {
@@ -289,7 +299,7 @@ async fn start_head(exe: &Path, a: &ClusterArgs, ip: IpAddr, dir: &Path) -> anyh
     if let Some(c) = a.num_cpus.or_else(env_cpus) {
         cmd.args(["--num-cpus", &c.to_string()]);
     }
-    if let Some(g) = a.num_gpus {
+    if let Some(g) = a.num_gpus.or_else(env_gpus) {
         cmd.args(["--num-gpus", &g.to_string()]);
     }
     dies_with_parent(&mut cmd);
@@ -543,7 +553,8 @@ fn down() -> anyhow::Result<()> {
 /// resources on this node.
 fn node(a: NodeArgs) -> anyhow::Result<()> {
     let cpus = a.num_cpus.or_else(env_cpus);
-    crate::start::run(crate::start::StartArgs::node(a.address, cpus, a.num_gpus))
+    let gpus = a.num_gpus.or_else(env_gpus);
+    crate::start::run(crate::start::StartArgs::node(a.address, cpus, gpus))
 }
 
 fn add_nodes(a: AddNodesArgs) -> anyhow::Result<()> {
