@@ -83,3 +83,34 @@ pub(crate) fn resolve_token(given: Option<String>, address: &str) -> anyhow::Res
             )
         })
 }
+
+/// SIGTERM, SIGINT or SIGHUP.
+pub(crate) async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+    let mut hup = signal(SignalKind::hangup()).expect("signal handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = hup.recv() => {}
+    }
+}
+
+/// Sends this process's stdout and stderr to `path` (appending): for background
+/// processes whose parent has gone.
+pub(crate) fn redirect_output(path: &std::path::Path) {
+    use std::os::fd::IntoRawFd;
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let fd = f.into_raw_fd();
+        unsafe {
+            libc::dup2(fd, 1);
+            libc::dup2(fd, 2);
+            libc::close(fd);
+        }
+    }
+}

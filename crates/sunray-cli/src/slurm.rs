@@ -256,8 +256,8 @@ fn supervise(
                     use std::io::Write;
                     writeln!(out, "READY {} {}", head.address, head.session.display())?;
                     out.flush()?;
-                    redirect_output(&dir.join("supervisor.log"));
-                    shutdown_signal().await;
+                    crate::redirect_output(&dir.join("supervisor.log"));
+                    crate::shutdown_signal().await;
                     Ok(0)
                 }
                 (None, None) => Ok(0),
@@ -437,7 +437,7 @@ async fn run_driver(cmd: &[OsString], address: &str, token: &str) -> anyhow::Res
             let s = status?;
             Ok(s.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)))
         }
-        _ = shutdown_signal() => {
+        _ = crate::shutdown_signal() => {
             eprintln!("sunray: stopping (signal received)");
             stop_child(&mut child, Duration::from_secs(3)).await;
             Ok(143)
@@ -454,32 +454,6 @@ async fn stop_child(c: &mut Child, grace: Duration) {
         }
     }
     let _ = c.kill().await;
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("signal handler");
-    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-}
-
-fn redirect_output(path: &Path) {
-    use std::os::fd::IntoRawFd;
-    if let Ok(f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        let fd = f.into_raw_fd();
-        unsafe {
-            libc::dup2(fd, 1);
-            libc::dup2(fd, 2);
-            libc::close(fd);
-        }
-    }
 }
 
 /// `slurm up`: the supervisor runs in the background; this returns once it is ready.

@@ -136,7 +136,7 @@ pub fn run(a: StartArgs) -> anyhow::Result<()> {
             );
             let shared = started.shared.clone();
             tokio::select! {
-                _ = shutdown_signal() => {}
+                _ = crate::shutdown_signal() => {}
                 _ = shared.shutdown.notified() => {}
                 _ = started.node => {}
             }
@@ -183,7 +183,7 @@ pub fn run(a: StartArgs) -> anyhow::Result<()> {
                 head_address: address,
             };
             tokio::select! {
-                _ = shutdown_signal() => {}
+                _ = crate::shutdown_signal() => {}
                 r = node::run(cfg, link) => { r?; }
             }
             session.remove();
@@ -206,37 +206,13 @@ fn resources_line(r: &Resources) -> String {
 /// parent's pipes. In the foreground: prints where the cluster is.
 fn announce(line: &str, daemon: bool, session: &Session) {
     use std::io::Write;
-    use std::os::fd::IntoRawFd;
     if daemon {
         println!("{line}");
         let _ = std::io::stdout().flush();
         // From now on the parent is gone: output goes to the session's log file.
-        if let Ok(f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(session.log_path("sunray"))
-        {
-            let fd = f.into_raw_fd();
-            unsafe {
-                libc::dup2(fd, 1);
-                libc::dup2(fd, 2);
-                libc::close(fd);
-            }
-        }
+        crate::redirect_output(&session.log_path("sunray"));
     } else {
         print_ready(line);
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("signal handler");
-    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
-    let mut hup = signal(SignalKind::hangup()).expect("signal handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        _ = hup.recv() => {}
     }
 }
 

@@ -184,18 +184,25 @@ fn tune_cifar_runs_the_search_and_tests_the_best_trial() {
     std::fs::remove_dir_all(&tmp).ok();
 }
 
+/// Runs `tune_cifar --data-dir dir`; returns its exit code and stderr.
+fn tune_cifar_on(dir: &Path, tmp: &Path) -> (Option<i32>, String) {
+    let out = tune_cifar()
+        .arg("--data-dir")
+        .arg(dir)
+        .env("SUNRAY_TMPDIR", tmp)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn a_missing_or_truncated_dataset_is_reported_clearly() {
     let tmp = fresh_tmp("bad");
-    let missing = tmp.join("nowhere");
-    let out = tune_cifar()
-        .arg("--data-dir")
-        .arg(&missing)
-        .env("SUNRAY_TMPDIR", &tmp)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = tune_cifar_on(&tmp.join("nowhere"), &tmp);
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("data_batch_1.bin") && err.contains("--synthetic"),
         "{err}"
@@ -205,14 +212,8 @@ fn a_missing_or_truncated_dataset_is_reported_clearly() {
     let f = d.join("test_batch.bin");
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() - 7]).unwrap();
-    let out = tune_cifar()
-        .arg("--data-dir")
-        .arg(&d)
-        .env("SUNRAY_TMPDIR", &tmp)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = tune_cifar_on(&d, &tmp);
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("test_batch.bin") && err.contains("truncated"),
         "{err}"
