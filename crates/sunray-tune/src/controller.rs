@@ -944,7 +944,7 @@ impl Controller {
                 trainable::write_files(&tmp, &files)
                     .map_err(|e| storage::io_err("write checkpoint", &tmp, e))?;
                 let dst = t.dir.join(&name);
-                std::fs::rename(&tmp, &dst)
+                trainable::move_into_place(&tmp, &dst)
                     .map_err(|e| storage::io_err("write checkpoint", &dst, e))?;
                 name
             }

@@ -256,13 +256,21 @@ impl Session {
         });
         let meta = serde_json::to_vec(&meta).expect("plain data");
         if self.shared {
-            let target = self.trial_dir.join(&name);
-            if c.owned {
-                std::fs::rename(&c.path, &target)?;
+            // The directory appears under its final name complete, metadata included, in
+            // one rename; one left by a crash before its report reached the tuner (so
+            // the tuner never counted it) is replaced.
+            let staging = if c.owned {
+                c.path.clone()
             } else {
-                copy_dir(&c.path, &target)?;
-            }
-            std::fs::write(target.join(CHECKPOINT_META), meta)?;
+                let s = self.trial_dir.join(format!(".incoming_{name}"));
+                if s.exists() {
+                    std::fs::remove_dir_all(&s)?;
+                }
+                copy_dir(&c.path, &s)?;
+                s
+            };
+            std::fs::write(staging.join(CHECKPOINT_META), meta)?;
+            move_into_place(&staging, &self.trial_dir.join(&name))?;
             Ok(CheckpointMsg::InPlace(name))
         } else {
             let mut files = read_dir_files(&c.path)?;
@@ -273,6 +281,15 @@ impl Session {
             Ok(CheckpointMsg::Upload { name, files })
         }
     }
+}
+
+/// Renames a complete checkpoint directory to its final name, replacing one a crash left
+/// there before its report reached the tuner.
+pub(crate) fn move_into_place(staging: &Path, target: &Path) -> std::io::Result<()> {
+    if target.exists() {
+        std::fs::remove_dir_all(target)?;
+    }
+    std::fs::rename(staging, target)
 }
 
 /// Copies a directory tree.

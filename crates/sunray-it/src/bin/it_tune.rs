@@ -63,6 +63,18 @@ fn grow(config: &Config, session: &mut Session) -> TrainResult {
 }
 sunray_tune::register_trainable!(grow);
 
+/// 15 slow iterations, a checkpoint each: long enough to lose a node in the middle.
+fn slow(config: &Config, session: &mut Session) -> TrainResult {
+    let (start, mut acc) = load(session);
+    for it in start + 1..=15 {
+        std::thread::sleep(Duration::from_millis(60));
+        acc += config.f64("lr");
+        session.report([("acc", acc)], Some(save(session, it, acc)?))?;
+    }
+    Ok(())
+}
+sunray_tune::register_trainable!(slow);
+
 /// Runs until stopped.
 fn forever(_: &Config, session: &mut Session) -> TrainResult {
     loop {
@@ -119,6 +131,11 @@ fn main() {
                     .scheduler(HyperBand::new().max_t(9.0).reduction_factor(3.0)),
             )
             .run_config(rc.name("hyperband"))
+            .fit(),
+        Some("slow") => Tuner::new(slow)
+            .param_space(Space::new().with("lr", uniform(0.0, 1.0)))
+            .tune_config(TuneConfig::new().num_samples(3))
+            .run_config(rc.name("slow"))
             .fit(),
         Some("budget") => Tuner::new(forever)
             .tune_config(
