@@ -59,10 +59,12 @@ pub fn new_token() -> String {
 }
 
 impl Session {
-    /// Creates `<base>/<kind>-<pid>`.
+    /// Creates `<base>/<kind>-<pid>`, first removing the directories of sessions whose
+    /// process is gone (a killed driver's embedded cluster, a crashed head).
     pub fn create(kind: &str) -> Result<Session, Error> {
         let base = base_dir();
         ensure_private_dir(&base)?;
+        remove_stale(&base);
         let dir = base.join(format!("{kind}-{}", std::process::id()));
         if dir.exists() {
             fs::remove_dir_all(&dir).ok();
@@ -98,6 +100,24 @@ impl Session {
     /// Removes the directory (on clean shutdown).
     pub fn remove(&self) {
         fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+/// Removes `<kind>-<pid>` session directories under `base` whose process is dead.
+pub fn remove_stale(base: &Path) {
+    let Ok(rd) = fs::read_dir(base) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((kind, pid)) = name.rsplit_once('-') else {
+            continue;
+        };
+        let is_session = !kind.is_empty() && kind.chars().all(|c| c.is_ascii_lowercase());
+        match pid.parse::<u32>() {
+            Ok(pid) if is_session && pid != std::process::id() && !pid_alive(pid) => {
+                fs::remove_dir_all(e.path()).ok();
+            }
+            _ => {}
+        }
     }
 }
 
@@ -227,6 +247,40 @@ mod tests {
         assert_eq!(split_host_port("127.0.0.1:6379"), Some(("127.0.0.1", 6379)));
         assert_eq!(split_host_port("[::1]:80"), Some(("::1", 80)));
         assert_eq!(split_host_port("nohost"), None);
+    }
+
+    #[test]
+    fn sessions_of_dead_processes_are_removed_and_others_kept() {
+        let base = std::env::temp_dir().join(format!("sunray-stale-{}", std::process::id()));
+        fs::create_dir_all(&base).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let me = std::process::id();
+        for name in [
+            format!("local-{dead}"),
+            format!("head-{me}"),
+            format!("j{dead}"),
+            "notes".into(),
+        ] {
+            fs::create_dir_all(base.join(name)).unwrap();
+        }
+        remove_stale(&base);
+        let mut left: Vec<String> = fs::read_dir(&base)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                format!("head-{me}"),
+                format!("j{dead}"),
+                "notes".to_string()
+            ]
+        );
+        fs::remove_dir_all(&base).ok();
     }
 
     #[test]
