@@ -114,3 +114,44 @@ pub(crate) fn redirect_output(path: &std::path::Path) {
         }
     }
 }
+
+/// Re-runs this executable with `args` in a new session (detached from the terminal and
+/// the job step) and waits for its first line: `Ok(rest)` for `READY rest`, else
+/// `Err(what it printed on stderr)`.
+pub(crate) fn spawn_detached(args: &[String]) -> anyhow::Result<Result<String, String>> {
+    use anyhow::Context;
+    use std::io::{BufRead, Read};
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().context("cannot locate the sunray executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .context("cannot start a background sunray process")?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .ok();
+    if let Some(rest) = line.trim().strip_prefix("READY ") {
+        return Ok(Ok(rest.to_string()));
+    }
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut err)
+        .ok();
+    let _ = child.wait();
+    Ok(Err(err.trim().to_string()))
+}

@@ -6,7 +6,6 @@
 
 use std::ffi::OsString;
 use std::net::IpAddr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -98,7 +97,7 @@ pub fn run(cmd: SlurmCmd) -> anyhow::Result<()> {
         SlurmCmd::Node(a) => node(a),
         SlurmCmd::AddNodes(a) => add_nodes(a),
         SlurmCmd::Down => down(),
-        SlurmCmd::Up(a) => up(a),
+        SlurmCmd::Up(_) => up(),
         SlurmCmd::Run(a) => {
             let code = supervise(a.cluster, Some(a.command), None)?;
             std::process::exit(code)
@@ -457,35 +456,14 @@ async fn stop_child(c: &mut Child, grace: Duration) {
 }
 
 /// `slurm up`: the supervisor runs in the background; this returns once it is ready.
-fn up(a: ClusterArgs) -> anyhow::Result<()> {
+fn up() -> anyhow::Result<()> {
     let job = job()?;
-    let exe = std::env::current_exe()?;
+    // The same command line, with `supervise` for `up`: the flags carry over.
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let at = args.iter().position(|x| x == "up").expect("subcommand up");
     args[at] = "supervise".into();
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let _ = a;
-    let mut child = cmd.spawn().context("cannot start the supervisor")?;
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().expect("piped")),
-        &mut line,
-    )?;
-    let Some(rest) = line.trim().strip_prefix("READY ") else {
-        let mut err = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut err)?;
-        bail!("the cluster did not start:\n{}", err.trim());
-    };
+    let rest = crate::spawn_detached(&args)?
+        .map_err(|err| anyhow::anyhow!("the cluster did not start:\n{err}"))?;
     let mut parts = rest.split_whitespace();
     let (address, session) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     println!(

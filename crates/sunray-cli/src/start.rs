@@ -1,8 +1,5 @@
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
 use std::net::IpAddr;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -235,37 +232,16 @@ fn print_ready(line: &str) {
 
 /// Starts `sunray start … --daemon-child` in a new session and returns once it is ready.
 fn spawn_background(a: &StartArgs) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("cannot locate the sunray executable")?;
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     args.push("--daemon-child".into());
-    let mut cmd = Command::new(exe);
-    cmd.args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
+    match crate::spawn_detached(&args)? {
+        Ok(ready) => {
+            print_ready(&format!("READY {ready}"));
             Ok(())
-        });
+        }
+        Err(err) => bail!(
+            "the sunray {} did not start:\n{err}",
+            if a.head { "head" } else { "node" }
+        ),
     }
-    let mut child = cmd
-        .spawn()
-        .context("cannot start the background sunray process")?;
-    let stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).ok();
-    if let Some(ready) = line.trim().strip_prefix("READY ") {
-        print_ready(&format!("READY {ready}"));
-        return Ok(());
-    }
-    let mut err = String::new();
-    stderr.read_to_string(&mut err).ok();
-    let _ = child.wait();
-    bail!(
-        "the sunray {} did not start:\n{}",
-        if a.head { "head" } else { "node" },
-        err.trim()
-    )
 }
