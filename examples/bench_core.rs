@@ -143,11 +143,52 @@ fn driver_role(role: &str) {
     }
 }
 
+/// The machine's floor for any round trip: two processes bouncing one byte over a Unix
+/// socket, each blocked in `read` (one sunray round trip is four such one-way hops, plus
+/// a thread hop in the driver).
+fn ping_pong_us(tmp: &Path) -> f64 {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    let path = tmp.join("pingpong.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--pong", path.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let (mut s, _) = listener.accept().unwrap();
+    let mut b = [0u8; 1];
+    let n = 20_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        s.write_all(&b).unwrap();
+        s.read_exact(&mut b).unwrap();
+    }
+    let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    drop(s);
+    child.wait().unwrap();
+    us
+}
+
+fn pong(path: &str) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+    let mut b = [0u8; 1];
+    while s.read_exact(&mut b).is_ok() {
+        if s.write_all(&b).is_err() {
+            break;
+        }
+    }
+}
+
 fn main() {
     sunray::serve_if_worker();
     let args: Vec<String> = std::env::args().collect();
     if args.len() > 2 && args[1] == "--role" {
         driver_role(&args[2]);
+        return;
+    }
+    if args.len() > 2 && args[1] == "--pong" {
+        pong(&args[2]);
         return;
     }
     let tmp = PathBuf::from(format!("/tmp/srb-{}", std::process::id()));
@@ -220,6 +261,10 @@ fn main() {
     println!(
         "round trip, get(f.remote()) x 1,000:  {:>8} us mean",
         get(&out, "RTT_US")
+    );
+    println!(
+        "machine floor: process ping-pong:     {:>8.1} us round trip (blocking Unix socket)",
+        ping_pong_us(&tmp)
     );
     let out = run("trainer");
     println!(

@@ -195,6 +195,79 @@ fn a_killed_node_has_its_task_retried_elsewhere() {
     assert!(st.contains("2 nodes alive, 1 dead"), "{st}");
 }
 
+/// Short tasks are pipelined to nodes (queued behind the running ones there): when a
+/// node dies, those it had queued run elsewhere and every result still comes back.
+#[test]
+fn a_node_killed_under_pipelined_short_tasks_loses_no_result() {
+    let mut c = Cluster::start(1.0, &[("127.0.0.2", 1.0, 0), ("127.0.0.3", 1.0, 0)]);
+    let mut d = c
+        .driver_cmd(&["burst", "20000", "100"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r = BufReader::new(d.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("PROGRESS") {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "driver ended early");
+    }
+    let victim = c
+        .nodes
+        .iter()
+        .position(|(ip, _)| ip == "127.0.0.3")
+        .unwrap();
+    c.nodes[victim].1.kill().unwrap();
+    c.nodes[victim].1.wait().unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut r, &mut text).unwrap();
+    let out = d.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && text.contains("CHECKED 20000"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("RAN 127.0.0.3 "),
+        "the victim took part: {text}"
+    );
+}
+
+/// Two drivers' short tasks share pipelines on the same node; one driver dies mid-run
+/// and the other's tasks all finish.
+#[test]
+fn a_driver_killed_under_pipelined_tasks_leaves_the_others_running() {
+    let c = Cluster::start(1.0, &[("127.0.0.2", 1.0, 0)]);
+    let spawn = |n: &str| {
+        c.driver_cmd(&["burst", n, "20"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Both submit at once, so their tasks interleave in the queue and in the pipelines.
+    let mut doomed = spawn("40000");
+    let mut survivor = spawn("40000");
+    wait_line(&mut doomed, "PROGRESS");
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while survivor.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            survivor.kill().unwrap();
+            panic!("the surviving driver's tasks never finished");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = survivor.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("CHECKED 40000"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn nodes_fetch_an_executable_they_cannot_see_from_the_head() {
     let c = Cluster::start(1.0, &[("127.0.0.2", 1.0, 0)]);

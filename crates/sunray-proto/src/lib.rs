@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Bumped on every incompatible change of a message below.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame accepted (a driver's executable travels as one frame).
 pub const MAX_FRAME_BYTES: usize = 1 << 30;
@@ -261,6 +261,9 @@ pub struct ClusterView {
 pub struct Assignment {
     pub client: ClientId,
     pub spec: TaskSpec,
+    /// Run when this task (running or itself waiting on this node) ends, on its
+    /// resources, instead of when resources are free (pipelining of short tasks).
+    pub after: Option<TaskId>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

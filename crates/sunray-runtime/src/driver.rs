@@ -203,6 +203,7 @@ impl Client {
                 client: client_id,
                 binary,
                 tx: htx,
+                ip: None,
             });
             let events = shared_head.events.clone();
             tokio::spawn(async move {

@@ -14,7 +14,7 @@ use sunray_proto::{
     HeadToDriver, HeadToNode, HelloReply, NodeId, NodeRegistration, NodeToHead, NodeView, ObjectId,
     Outcome, Query, Resources, Role, TaskError, TaskId, TaskSpec,
 };
-use sunray_sched::{ResourceSet, Scheduler};
+use sunray_sched::{Pipelining, ResourceSet, Scheduler};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, info, warn};
@@ -47,6 +47,8 @@ pub enum Event {
         client: ClientId,
         binary: BinaryInfo,
         tx: mpsc::UnboundedSender<HeadToDriver>,
+        /// The address the driver connects from; None for a driver in the head's process.
+        ip: Option<String>,
     },
     FromDriver(ClientId, DriverToHead),
     DriverLeft(ClientId),
@@ -103,10 +105,21 @@ pub fn start(token: String, bin_dir: PathBuf) -> Arc<HeadShared> {
     shared
 }
 
+/// Short tasks are pipelined to nodes: each slot holds about this much queued work.
+pub const PIPELINING: Pipelining = Pipelining {
+    max_depth: 16,
+    window_us: 1_000,
+};
+
 async fn run_actor(mut rx: mpsc::UnboundedReceiver<Event>) {
-    let mut head = HeadState::default();
+    let mut head = HeadState {
+        sched: Scheduler::with_pipelining(PIPELINING),
+        ..HeadState::default()
+    };
+    let started = Instant::now();
     let mut batch = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, 256).await > 0 {
+        head.sched.advance(started.elapsed().as_micros() as u64);
         for ev in batch.drain(..) {
             head.handle(ev);
         }
@@ -123,7 +136,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<HeadShared>) {
                 stream.set_nodelay(true).ok();
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    handle_conn(stream, peer.to_string(), shared).await;
+                    handle_conn(stream, peer, shared).await;
                 });
             }
             Err(e) => {
@@ -140,7 +153,8 @@ async fn refuse(io: &mut FramedIo<TcpStream>, reason: String) {
         .await;
 }
 
-async fn handle_conn(stream: TcpStream, peer: String, shared: Arc<HeadShared>) {
+async fn handle_conn(stream: TcpStream, peer_addr: std::net::SocketAddr, shared: Arc<HeadShared>) {
+    let peer = peer_addr.to_string();
     let mut io = wire::framed(stream);
     let hello = match wire::read_hello(&mut io).await {
         Ok(h) => h,
@@ -174,9 +188,12 @@ async fn handle_conn(stream: TcpStream, peer: String, shared: Arc<HeadShared>) {
             }
             let (sink, stream) = io.split();
             let (tx, rx) = mpsc::unbounded_channel();
-            let _ = shared
-                .events
-                .send(Event::DriverJoined { client, binary, tx });
+            let _ = shared.events.send(Event::DriverJoined {
+                client,
+                binary,
+                tx,
+                ip: Some(peer_addr.ip().to_string()),
+            });
             tokio::spawn(wire::pump_out(sink, rx));
             let events = shared.events.clone();
             let bin_dir = shared.bin_dir.clone();
@@ -313,6 +330,9 @@ fn store_binary(dir: &std::path::Path, hash: &str, data: &Bytes) {
 
 struct DriverConn {
     tx: mpsc::UnboundedSender<HeadToDriver>,
+    ip: Option<String>,
+    /// The node on the driver's host, where its tasks go first.
+    home: Option<NodeId>,
     binary: BinaryInfo,
     /// Results waiting to be sent in this round.
     done: Vec<(ObjectId, Outcome)>,
@@ -364,11 +384,19 @@ struct HeadState {
 impl HeadState {
     fn handle(&mut self, ev: Event) {
         match ev {
-            Event::DriverJoined { client, binary, tx } => {
+            Event::DriverJoined {
+                client,
+                binary,
+                tx,
+                ip,
+            } => {
+                let home = self.home_node(ip.as_deref());
                 self.drivers.insert(
                     client,
                     DriverConn {
                         tx,
+                        ip,
+                        home,
                         binary,
                         done: Vec::new(),
                         checked_requests: HashSet::new(),
@@ -395,6 +423,7 @@ impl HeadState {
                         run: Vec::new(),
                     },
                 );
+                self.update_homes();
                 self.answer_node_waiters();
             }
             Event::FromNode(node, msg) => self.on_node_message(node, msg),
@@ -425,6 +454,34 @@ impl HeadState {
                     self.node_left(n, "no heartbeat for 10 s");
                 }
                 self.node_waiters.retain(|(_, tx)| !tx.is_closed());
+            }
+        }
+    }
+
+    /// The node on the host a driver connects from (the head's own node for a driver in
+    /// the head's process).
+    fn home_node(&self, ip: Option<&str>) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| match ip {
+                None => n.is_head,
+                Some(ip) => n.reg.ip == ip,
+            })
+            .map(|(id, n)| (!n.is_head, *id))
+            .min()
+            .map(|(_, id)| id)
+    }
+
+    /// Nodes joined or left: drivers' home nodes follow.
+    fn update_homes(&mut self) {
+        let homes: Vec<(ClientId, Option<NodeId>)> = self
+            .drivers
+            .iter()
+            .map(|(c, d)| (*c, self.home_node(d.ip.as_deref())))
+            .collect();
+        for (c, home) in homes {
+            if let Some(d) = self.drivers.get_mut(&c) {
+                d.home = home;
             }
         }
     }
@@ -502,7 +559,7 @@ impl HeadState {
                 }
             }
             DriverToHead::TaskReply { task, data } => {
-                if let Some(n) = self.sched.running_on(task) {
+                if let Some(n) = self.sched.node_of(task) {
                     if let Some(node) = self.nodes.get(&n) {
                         let _ = node.tx.send(HeadToNode::TaskReply { task, data });
                     }
@@ -638,6 +695,7 @@ impl HeadState {
         if self.dead_nodes.len() > 100 {
             self.dead_nodes.pop_front();
         }
+        self.update_homes();
         for task in self.sched.remove_node(node) {
             let Some(t) = self.tasks.get(&task) else {
                 continue;
@@ -760,6 +818,7 @@ impl HeadState {
             node.run.push(Assignment {
                 client: t.owner,
                 spec: t.spec.clone(),
+                after: p.after,
             });
         }
     }
@@ -770,14 +829,16 @@ impl HeadState {
     fn enqueue(&mut self, id: TaskId) {
         let Some(t) = self.tasks.get(&id) else { return };
         let (owner, request) = (t.owner, t.request.clone());
+        let mut home = None;
         if let Some(d) = self.drivers.get_mut(&owner) {
+            home = d.home;
             if d.checked_requests.insert(request.clone()) && !self.sched.feasible(&request) {
                 let _ = d.tx.send(HeadToDriver::Warning(format!(
                     "a task asks for {{{request}}}, which no node of the cluster has; it waits until such a node joins"
                 )));
             }
         }
-        self.sched.submit(id, request);
+        self.sched.submit_preferring(id, request, home);
     }
 
     fn flush(&mut self) {

@@ -13,7 +13,7 @@ use sunray_proto::{
     Assignment, BinaryInfo, ClientId, ErrorKind, HeadToNode, HelloReply, NodeId, NodeRegistration,
     NodeToHead, NodeToWorker, Outcome, Role, TaskError, TaskId, WorkerTask, WorkerToNode,
 };
-use sunray_sched::{Allocation, NodeLedger, ResourceSet};
+use sunray_sched::{Allocation, NodeLedger, ResourceSet, Successors};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
@@ -109,6 +109,12 @@ struct Worker {
     idle_since: u64,
 }
 
+/// A task waiting to start here; a pipelined one may hold its predecessor's allocation.
+struct Queued {
+    a: Assignment,
+    alloc: Option<Allocation>,
+}
+
 struct Job {
     binary: BinaryInfo,
     path: Option<Result<PathBuf, String>>,
@@ -120,7 +126,9 @@ struct Agent {
     ledger: NodeLedger,
     to_head: mpsc::UnboundedSender<NodeToHead>,
     events: mpsc::UnboundedSender<Ev>,
-    queue: VecDeque<Assignment>,
+    queue: VecDeque<Queued>,
+    /// Pipelined tasks, each waiting for the task it follows (running or waiting here).
+    successors: Successors<Assignment>,
     jobs: HashMap<ClientId, Job>,
     workers: HashMap<u64, Worker>,
     next_worker: u64,
@@ -154,6 +162,7 @@ pub async fn run(cfg: NodeConfig, link: NodeLink) -> Result<(), Error> {
         to_head: link.to_head,
         events: ev_tx,
         queue: VecDeque::new(),
+        successors: Successors::default(),
         jobs: HashMap::new(),
         workers: HashMap::new(),
         next_worker: 1,
@@ -245,10 +254,27 @@ impl Agent {
                 });
                 self.jobs.insert(client, Job { binary, path: None });
             }
-            HeadToNode::Run(assignments) => self.queue.extend(assignments),
+            HeadToNode::Run(assignments) => {
+                for a in assignments {
+                    match a.after {
+                        Some(p) if self.is_here(p) => {
+                            self.successors.insert(p, a.spec.id, a.client, a);
+                        }
+                        // The predecessor ended already: its resources are free.
+                        _ => self.queue.push_back(Queued { a, alloc: None }),
+                    }
+                }
+            }
             HeadToNode::EndJob { client } => {
-                self.queue.retain(|a| a.client != client);
                 self.jobs.remove(&client);
+                self.successors.remove_owner(client);
+                let (gone, kept) = std::mem::take(&mut self.queue)
+                    .into_iter()
+                    .partition(|q| q.a.client == client);
+                self.queue = kept;
+                for q in gone {
+                    self.task_ended(q.a.spec.id, q.alloc);
+                }
                 for w in self.workers.values() {
                     if w.client == client {
                         kill(w.pid);
@@ -309,8 +335,8 @@ impl Agent {
                     };
                     if let Some(r) = w.running.take() {
                         debug_assert_eq!(r.task, task);
-                        self.ledger.release(&r.alloc);
                         w.idle_since = clock;
+                        self.task_ended(r.task, Some(r.alloc));
                         let outcome = outcome.map_err(|mut e| {
                             e.location.get_or_insert_with(|| {
                                 format!("node {} ({})", self.id, self.cfg.ip)
@@ -332,7 +358,7 @@ impl Agent {
                 };
                 debug!("worker {id} exited: {status}");
                 if let Some(r) = w.running {
-                    self.ledger.release(&r.alloc);
+                    self.task_ended(r.task, Some(r.alloc));
                     let (kind, message) = if w.tx.is_some() {
                         (
                             ErrorKind::WorkerDied,
@@ -364,11 +390,12 @@ impl Agent {
     fn try_start(&mut self) {
         let mut i = 0;
         while i < self.queue.len() {
-            let client = self.queue[i].client;
+            let client = self.queue[i].a.client;
             let path = match self.jobs.get(&client).map(|j| j.path.clone()) {
                 None => {
                     // job ended meanwhile
-                    self.queue.remove(i);
+                    let q = self.queue.remove(i).expect("index in range");
+                    self.task_ended(q.a.spec.id, q.alloc);
                     continue;
                 }
                 Some(None) => {
@@ -376,7 +403,8 @@ impl Agent {
                     continue;
                 }
                 Some(Some(Err(msg))) => {
-                    let a = self.queue.remove(i).expect("index in range");
+                    let Queued { a, alloc } = self.queue.remove(i).expect("index in range");
+                    self.task_ended(a.spec.id, alloc);
                     self.done.push((
                         a.spec.id,
                         Err(TaskError {
@@ -390,12 +418,18 @@ impl Agent {
                 }
                 Some(Some(Ok(p))) => p,
             };
-            let req = to_request(&self.queue[i].spec.resources);
-            let Some(alloc) = self.ledger.try_acquire(&req) else {
-                i += 1;
-                continue;
+            let alloc = match self.queue[i].alloc.take() {
+                Some(alloc) => alloc,
+                None => {
+                    let req = to_request(&self.queue[i].a.spec.resources);
+                    let Some(alloc) = self.ledger.try_acquire(&req) else {
+                        i += 1;
+                        continue;
+                    };
+                    alloc
+                }
             };
-            let a = self.queue.remove(i).expect("index in range");
+            let a = self.queue.remove(i).expect("index in range").a;
             let gpus = alloc.gpu_indices();
             let running = Running {
                 task: a.spec.id,
@@ -431,6 +465,29 @@ impl Agent {
                     .map(|j| j.binary.registry_hash.clone())
                     .unwrap_or_default();
                 self.spawn_worker(client, &path, &registry, gpus, a, running);
+            }
+        }
+    }
+
+    /// Does `task` run here, or wait here to run?
+    fn is_here(&self, task: TaskId) -> bool {
+        self.successors.is_waiting(task)
+            || self.queue.iter().any(|q| q.a.spec.id == task)
+            || self
+                .workers
+                .values()
+                .any(|w| w.running.as_ref().is_some_and(|r| r.task == task))
+    }
+
+    /// `task` ended here (or will never run here): the task pipelined after it starts on
+    /// its resources (first in the queue), or they are free again.
+    fn task_ended(&mut self, task: TaskId, alloc: Option<Allocation>) {
+        match self.successors.take_after(task) {
+            Some(next) => self.queue.push_front(Queued { a: next, alloc }),
+            None => {
+                if let Some(alloc) = alloc {
+                    self.ledger.release(&alloc);
+                }
             }
         }
     }
@@ -532,7 +589,7 @@ impl Agent {
             }
             Err(e) => {
                 let r = w.running.take().expect("set above");
-                self.ledger.release(&r.alloc);
+                self.task_ended(r.task, Some(r.alloc));
                 self.done.push((
                     r.task,
                     Err(TaskError {

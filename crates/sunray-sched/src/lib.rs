@@ -4,12 +4,16 @@
 //!
 //! - [`ResourceSet`]: amounts in fixed point (1/10,000), so that fractions add up exactly.
 //! - [`NodeLedger`]: what one node has free, and which GPU ids a task gets.
-//! - [`Scheduler`]: the head's view: nodes, a queue per resource shape, placement.
+//! - [`Scheduler`]: the head's view: nodes, a queue per resource shape, placement, and
+//!   pipelining of short tasks.
+//! - [`Successors`]: a node's view of pipelining: which task starts when another ends.
 
 mod ledger;
 mod resources;
 mod scheduler;
+mod successors;
 
 pub use ledger::{Allocation, NodeLedger};
 pub use resources::{ResourceSet, UNIT};
-pub use scheduler::{NodeId, Placement, Scheduler, TaskId};
+pub use scheduler::{NodeId, Pipelining, Placement, Scheduler, TaskId};
+pub use successors::Successors;

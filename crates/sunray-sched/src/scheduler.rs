@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::ledger::{Allocation, NodeLedger};
 use crate::resources::ResourceSet;
@@ -7,12 +7,54 @@ pub type NodeId = u32;
 pub type TaskId = u64;
 
 /// A decision: run `task` on `node`, holding `allocation` there.
+///
+/// With `after: Some(p)` the task is pipelined: the node starts it on `p`'s allocation
+/// (and, when it can, `p`'s worker) the moment `p` ends, without waiting for the head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
     pub task: TaskId,
     pub node: NodeId,
     pub allocation: Allocation,
+    pub after: Option<TaskId>,
 }
+
+/// Pipelining of short tasks (Ray reuses a worker lease for the next task of the same
+/// shape for the same reason): a node is given the next tasks of a slot before the
+/// running one ends, so it never idles waiting for the head. Only shapes whose recent
+/// tasks ran shorter than `window_us` are pipelined, each slot holding about `window_us`
+/// of queued work (at most `max_depth` tasks): a long task never has work stuck behind it
+/// that another node could have started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pipelining {
+    pub max_depth: usize,
+    pub window_us: u64,
+}
+
+impl Pipelining {
+    pub const OFF: Pipelining = Pipelining {
+        max_depth: 0,
+        window_us: 0,
+    };
+
+    /// How many tasks to queue behind a running one of a shape whose tasks take `mean_us`.
+    fn depth(&self, mean_us: Option<u64>) -> usize {
+        match mean_us {
+            Some(m) if m < self.window_us => {
+                ((self.window_us / m.max(1)) as usize).clamp(1, self.max_depth)
+            }
+            _ => 0,
+        }
+    }
+}
+
+impl Default for Pipelining {
+    fn default() -> Self {
+        Pipelining::OFF
+    }
+}
+
+/// Loads up to this fraction count as idle when choosing a node.
+const SPREAD_THRESHOLD: f64 = 0.5;
 
 /// Tasks with the same request wait in one FIFO queue ("scheduling class", as in Ray), so
 /// a blocked large request does not hold back small ones and placement costs one node scan
@@ -20,7 +62,14 @@ pub struct Placement {
 #[derive(Debug)]
 struct Class {
     request: ResourceSet,
+    /// The node its tasks go to while that node is less than half busy (the submitter's
+    /// own node, as Ray's default hybrid policy does).
+    prefer: Option<NodeId>,
     queue: VecDeque<TaskId>,
+    /// Tasks of this class running now.
+    running: BTreeSet<TaskId>,
+    /// Smoothed run time of this class's finished tasks (head's view, so latency included).
+    mean_us: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -30,22 +79,52 @@ struct Node {
     last_pick: u64,
 }
 
+/// A task holding resources on a node, and the tasks pipelined to run after it there.
+#[derive(Debug)]
+struct Running {
+    node: NodeId,
+    allocation: Allocation,
+    class: usize,
+    started_us: u64,
+    next: VecDeque<TaskId>,
+}
+
 /// The head's scheduler: which tasks wait, which node runs what, and where the next
 /// tasks go. Placement spreads: each task goes to the feasible node whose load (the largest
 /// fraction of any requested resource in use) would be lowest afterwards.
+///
+/// Time is passed in ([`advance`](Self::advance)); it only serves to measure how long
+/// tasks take, which decides pipelining.
 #[derive(Debug, Default)]
 pub struct Scheduler {
     nodes: BTreeMap<NodeId, Node>,
     classes: Vec<Class>,
-    class_of: HashMap<ResourceSet, usize>,
-    running: HashMap<TaskId, (NodeId, Allocation)>,
+    class_of: HashMap<(ResourceSet, Option<NodeId>), usize>,
+    running: HashMap<TaskId, Running>,
+    /// Pipelined tasks (not started yet) and the node they wait on.
+    pinned: HashMap<TaskId, NodeId>,
+    /// Tasks waiting, pinned ones included.
     queued: usize,
     picks: u64,
+    now_us: u64,
+    pipelining: Pipelining,
 }
 
 impl Scheduler {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub fn with_pipelining(pipelining: Pipelining) -> Self {
+        Scheduler {
+            pipelining,
+            ..Self::default()
+        }
+    }
+
+    /// The current time, in microseconds from any fixed origin (never goes back).
+    pub fn advance(&mut self, now_us: u64) {
+        self.now_us = self.now_us.max(now_us);
     }
 
     pub fn add_node(&mut self, id: NodeId, total: ResourceSet) {
@@ -58,18 +137,24 @@ impl Scheduler {
         );
     }
 
-    /// Removes a node; returns the tasks that were running there (now lost).
+    /// Removes a node; returns the tasks that were running there (now lost). Tasks
+    /// pipelined there go back to the front of their queues (they never started).
     pub fn remove_node(&mut self, id: NodeId) -> Vec<TaskId> {
         self.nodes.remove(&id);
         let mut lost: Vec<TaskId> = self
             .running
             .iter()
-            .filter(|(_, (n, _))| *n == id)
+            .filter(|(_, r)| r.node == id)
             .map(|(t, _)| *t)
             .collect();
         lost.sort_unstable();
         for t in &lost {
-            self.running.remove(t);
+            let r = self.running.remove(t).expect("listed above");
+            self.classes[r.class].running.remove(t);
+            for p in r.next.iter().rev() {
+                self.pinned.remove(p);
+                self.classes[r.class].queue.push_front(*p);
+            }
         }
         lost
     }
@@ -80,55 +165,99 @@ impl Scheduler {
 
     /// Queues a task behind the others of its class.
     pub fn submit(&mut self, task: TaskId, request: ResourceSet) {
-        let c = self.class_index(request);
+        self.submit_preferring(task, request, None);
+    }
+
+    /// Queues a task that goes to node `prefer` while that node is at most half busy,
+    /// and spreads like any other beyond.
+    pub fn submit_preferring(
+        &mut self,
+        task: TaskId,
+        request: ResourceSet,
+        prefer: Option<NodeId>,
+    ) {
+        let c = self.class_index(request, prefer);
         self.classes[c].queue.push_back(task);
         self.queued += 1;
     }
 
     /// Queues a task ahead of the others of its class (a retry keeps its turn).
     pub fn submit_front(&mut self, task: TaskId, request: ResourceSet) {
-        let c = self.class_index(request);
+        let c = self.class_index(request, None);
         self.classes[c].queue.push_front(task);
         self.queued += 1;
     }
 
-    fn class_index(&mut self, request: ResourceSet) -> usize {
-        if let Some(&i) = self.class_of.get(&request) {
+    fn class_index(&mut self, request: ResourceSet, prefer: Option<NodeId>) -> usize {
+        let key = (request, prefer);
+        if let Some(&i) = self.class_of.get(&key) {
             return i;
         }
         self.classes.push(Class {
-            request: request.clone(),
+            request: key.0.clone(),
+            prefer,
             queue: VecDeque::new(),
+            running: BTreeSet::new(),
+            mean_us: None,
         });
-        self.class_of.insert(request, self.classes.len() - 1);
+        self.class_of.insert(key, self.classes.len() - 1);
         self.classes.len() - 1
     }
 
-    /// The task ended (any outcome): its resources are free again.
+    /// The task ended (any outcome): its resources are free again, or go to the task
+    /// pipelined after it, which is running from now on.
     /// Returns where it ran, or None if it was not running.
     pub fn finish(&mut self, task: TaskId) -> Option<NodeId> {
-        let (node, alloc) = self.running.remove(&task)?;
-        if let Some(n) = self.nodes.get_mut(&node) {
-            n.ledger.release(&alloc);
+        let mut r = self.running.remove(&task)?;
+        let class = &mut self.classes[r.class];
+        class.running.remove(&task);
+        let took = self.now_us.saturating_sub(r.started_us);
+        class.mean_us = Some(class.mean_us.map_or(took, |m| (3 * m + took) / 4));
+        let node = r.node;
+        match r.next.pop_front() {
+            Some(successor) => {
+                self.pinned.remove(&successor);
+                self.queued -= 1;
+                class.running.insert(successor);
+                r.started_us = self.now_us;
+                self.running.insert(successor, r);
+            }
+            None => {
+                if let Some(n) = self.nodes.get_mut(&node) {
+                    n.ledger.release(&r.allocation);
+                }
+            }
         }
         Some(node)
     }
 
-    /// Drops these tasks wherever they are (queued or running); running ones free
-    /// their resources.
+    /// Drops these tasks wherever they are (queued, pipelined or running); running ones
+    /// free their resources (or hand them to the task pipelined after them).
     pub fn cancel(&mut self, tasks: &HashSet<TaskId>) {
         for c in &mut self.classes {
             let before = c.queue.len();
             c.queue.retain(|t| !tasks.contains(t));
             self.queued -= before - c.queue.len();
         }
+        for r in self.running.values_mut() {
+            let before = r.next.len();
+            r.next.retain(|t| !tasks.contains(t));
+            self.queued -= before - r.next.len();
+        }
+        self.pinned.retain(|t, _| !tasks.contains(t));
         for t in tasks {
             self.finish(*t);
         }
     }
 
     pub fn running_on(&self, task: TaskId) -> Option<NodeId> {
-        self.running.get(&task).map(|(n, _)| *n)
+        self.running.get(&task).map(|r| r.node)
+    }
+
+    /// Where the task runs or is pipelined to run.
+    pub fn node_of(&self, task: TaskId) -> Option<NodeId> {
+        self.running_on(task)
+            .or_else(|| self.pinned.get(&task).copied())
     }
 
     pub fn queued_len(&self) -> usize {
@@ -161,7 +290,8 @@ impl Scheduler {
         self.nodes.get(&id).map(|n| n.ledger.available())
     }
 
-    /// Places as many queued tasks as fit now.
+    /// Places as many queued tasks as fit now, then pipelines short ones behind running
+    /// tasks of their class.
     pub fn schedule(&mut self) -> Vec<Placement> {
         let mut out = Vec::new();
         if self.queued == 0 {
@@ -170,7 +300,7 @@ impl Scheduler {
         for ci in 0..self.classes.len() {
             while !self.classes[ci].queue.is_empty() {
                 let request = &self.classes[ci].request;
-                let Some(node_id) = self.pick_node(request) else {
+                let Some(node_id) = self.pick_node(request, self.classes[ci].prefer) else {
                     break;
                 };
                 let node = self.nodes.get_mut(&node_id).expect("picked node exists");
@@ -182,31 +312,77 @@ impl Scheduler {
                 node.last_pick = self.picks;
                 let task = self.classes[ci].queue.pop_front().expect("non-empty");
                 self.queued -= 1;
-                self.running.insert(task, (node_id, allocation.clone()));
+                self.classes[ci].running.insert(task);
+                self.running.insert(
+                    task,
+                    Running {
+                        node: node_id,
+                        allocation: allocation.clone(),
+                        class: ci,
+                        started_us: self.now_us,
+                        next: VecDeque::new(),
+                    },
+                );
                 out.push(Placement {
                     task,
                     node: node_id,
                     allocation,
+                    after: None,
                 });
             }
+            self.pipeline(ci, &mut out);
         }
         out
     }
 
-    fn pick_node(&self, request: &ResourceSet) -> Option<NodeId> {
-        let mut best: Option<(f64, u64, NodeId)> = None;
+    /// Fills the pipelines of class `ci`'s running tasks level by level, so that queued
+    /// work spreads evenly over the slots.
+    fn pipeline(&mut self, ci: usize, out: &mut Vec<Placement>) {
+        let depth = self.pipelining.depth(self.classes[ci].mean_us);
+        if depth == 0 || self.classes[ci].queue.is_empty() {
+            return;
+        }
+        let slots: Vec<TaskId> = self.classes[ci].running.iter().copied().collect();
+        for level in 0..depth {
+            for t in &slots {
+                let r = self.running.get_mut(t).expect("class lists running tasks");
+                if r.next.len() != level {
+                    continue;
+                }
+                let Some(task) = self.classes[ci].queue.pop_front() else {
+                    return;
+                };
+                let after = *r.next.back().unwrap_or(t);
+                r.next.push_back(task);
+                self.pinned.insert(task, r.node);
+                out.push(Placement {
+                    task,
+                    node: r.node,
+                    allocation: r.allocation.clone(),
+                    after: Some(after),
+                });
+            }
+        }
+    }
+
+    /// The node with the lowest load after placing `request`, loads up to half counting as
+    /// idle (Ray's spread threshold); ties go to the preferred node, then to the least
+    /// recently picked.
+    fn pick_node(&self, request: &ResourceSet, prefer: Option<NodeId>) -> Option<NodeId> {
+        let mut best: Option<(f64, bool, u64, NodeId)> = None;
         for (&id, n) in &self.nodes {
             if !n.ledger.can_acquire(request) {
                 continue;
             }
             let used = ResourceSet::used(n.ledger.total(), n.ledger.available());
             let load = request.load_after(&used, n.ledger.total());
-            let key = (load, n.last_pick, id);
-            if best.is_none_or(|b| (key.0, key.1) < (b.0, b.1)) {
+            let load = if load <= SPREAD_THRESHOLD { 0.0 } else { load };
+            let key = (load, prefer != Some(id), n.last_pick, id);
+            if best.is_none_or(|b| (key.0, key.1, key.2) < (b.0, b.1, b.2)) {
                 best = Some(key);
             }
         }
-        best.map(|(_, _, id)| id)
+        best.map(|(_, _, _, id)| id)
     }
 }
 
@@ -410,5 +586,233 @@ mod tests {
                 assert_eq!(a, t, "node {id} not idle at the end");
             }
         }
+    }
+
+    const PIPE: Pipelining = Pipelining {
+        max_depth: 4,
+        window_us: 1_000,
+    };
+
+    #[test]
+    fn short_tasks_are_pipelined_once_their_duration_is_known() {
+        let mut s = Scheduler::with_pipelining(PIPE);
+        s.add_node(1, cpu(1.0));
+        for t in 0..10 {
+            s.submit(t, cpu(1.0));
+        }
+        // Nothing is known about the class yet: one task runs, the rest wait at the head.
+        let p = s.schedule();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].after, None);
+        s.advance(400);
+        s.finish(0);
+        // 400 us per task: 1,000 us of work per slot is 2 tasks behind the running one.
+        let p = s.schedule();
+        let got: Vec<_> = p.iter().map(|p| (p.task, p.after)).collect();
+        assert_eq!(got, vec![(1, None), (2, Some(1)), (3, Some(2))]);
+        assert_eq!((s.running_len(), s.queued_len()), (1, 8));
+        assert_eq!(s.node_of(3), Some(1));
+        // Ending the running task starts the next in the chain on the same allocation.
+        s.advance(800);
+        assert_eq!(s.finish(1), Some(1));
+        assert_eq!(s.running_on(2), Some(1));
+        assert_eq!(s.node_available(1), Some(&cpu(0.0)));
+        assert_eq!(s.schedule().len(), 1, "the chain is topped up");
+    }
+
+    #[test]
+    fn long_tasks_are_never_pipelined() {
+        let mut s = Scheduler::with_pipelining(PIPE);
+        s.add_node(1, cpu(1.0));
+        for t in 0..3 {
+            s.submit(t, cpu(1.0));
+        }
+        s.schedule();
+        s.advance(5_000);
+        s.finish(0);
+        let p = s.schedule();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].after, None);
+    }
+
+    /// Chains fill level by level, so queued work spreads over every slot of the cluster.
+    #[test]
+    fn pipelines_spread_over_slots() {
+        let mut s = Scheduler::with_pipelining(PIPE);
+        s.add_node(1, cpu(2.0));
+        s.add_node(2, cpu(2.0));
+        s.submit(100, cpu(1.0));
+        s.schedule();
+        s.advance(250);
+        s.finish(100);
+        for t in 0..12 {
+            s.submit(t, cpu(1.0));
+        }
+        let p = s.schedule();
+        assert_eq!(p.len(), 12);
+        let mut per_node: HashMap<NodeId, usize> = HashMap::new();
+        for pl in &p {
+            *per_node.entry(pl.node).or_default() += 1;
+        }
+        assert_eq!(per_node[&1], 6);
+        assert_eq!(per_node[&2], 6);
+    }
+
+    #[test]
+    fn a_lost_node_gives_back_its_pipelined_tasks_and_cancel_relinks_chains() {
+        let mut s = Scheduler::with_pipelining(PIPE);
+        s.add_node(1, cpu(1.0));
+        s.add_node(2, cpu(1.0));
+        s.submit(100, cpu(1.0));
+        s.schedule();
+        s.advance(300);
+        s.finish(100);
+        for t in 0..8 {
+            s.submit(t, cpu(1.0));
+        }
+        let p = s.schedule();
+        let on2: Vec<TaskId> = p.iter().filter(|p| p.node == 2).map(|p| p.task).collect();
+        let running2 = on2[0];
+        assert_eq!(s.remove_node(2), vec![running2]);
+        assert_eq!(
+            s.queued_len(),
+            8 - 2,
+            "pinned tasks wait again, the lost one is out"
+        );
+        // The pinned tasks are first in the queue again, in their order.
+        let on1: Vec<TaskId> = p.iter().filter(|p| p.node == 1).map(|p| p.task).collect();
+        let (first, middle) = (on1[0], on1[1]);
+        s.cancel(&[middle].into_iter().collect());
+        s.finish(first);
+        assert_eq!(
+            s.running_on(on1[2]),
+            Some(1),
+            "the chain skips the cancelled task"
+        );
+        let p = s.schedule();
+        assert_eq!(p[0].task, on2[1], "{p:?}");
+    }
+
+    /// A cluster fed random short and long tasks with pipelining on. The test mirrors what
+    /// node agents do with `after` (start the task when its predecessor ends, on the same
+    /// allocation) and checks after every step that no node is over-committed, that every
+    /// task is in exactly one place, and that everything ends.
+    #[test]
+    fn simulated_cluster_with_pipelining_keeps_invariants() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut s = Scheduler::with_pipelining(Pipelining {
+            max_depth: 8,
+            window_us: 2_000,
+        });
+        let mut totals = HashMap::new();
+        for id in 0..100u32 {
+            let t = cpu([1.0, 2.0, 4.0][rng.random_range(0..3)]);
+            totals.insert(id, t.clone());
+            s.add_node(id, t);
+        }
+        let mut now = 0u64;
+        let mut next_task = 0u64;
+        let mut waiting: HashMap<TaskId, ResourceSet> = HashMap::new();
+        // task -> (node, request, end time)
+        let mut running: HashMap<TaskId, (NodeId, ResourceSet, u64)> = HashMap::new();
+        // predecessor -> pipelined successor, as a node agent keeps them
+        let mut after: HashMap<TaskId, TaskId> = HashMap::new();
+        let mut pinned: HashMap<TaskId, (NodeId, ResourceSet)> = HashMap::new();
+        let mut pipelined = 0;
+        let duration = |rng: &mut StdRng, req: &ResourceSet| {
+            if req.cpu == cpu(1.0).cpu {
+                rng.random_range(10..300)
+            } else {
+                rng.random_range(3_000..10_000)
+            }
+        };
+        for step in 0..200_000 {
+            if step < 2000 {
+                let burst = if step % 250 == 0 { 3_000 } else { 0 };
+                for _ in 0..rng.random_range(0..20) + burst {
+                    let req = cpu(if rng.random_bool(0.05) { 2.0 } else { 1.0 });
+                    waiting.insert(next_task, req.clone());
+                    s.submit(next_task, req);
+                    next_task += 1;
+                }
+            }
+            now += rng.random_range(10..200);
+            s.advance(now);
+            let ended: Vec<TaskId> = running
+                .iter()
+                .filter(|(_, r)| r.2 <= now)
+                .map(|(t, _)| *t)
+                .collect();
+            for t in ended {
+                let (node, req, _) = running.remove(&t).unwrap();
+                assert_eq!(s.finish(t), Some(node));
+                if let Some(succ) = after.remove(&t) {
+                    let (n, r) = pinned.remove(&succ).unwrap();
+                    assert_eq!((n, &r), (node, &req), "a successor reuses its slot");
+                    let end = now + duration(&mut rng, &r);
+                    running.insert(succ, (n, r, end));
+                    assert_eq!(s.running_on(succ), Some(node));
+                }
+            }
+            for p in s.schedule() {
+                let req = waiting.remove(&p.task).expect("placed task was waiting");
+                match p.after {
+                    None => {
+                        let end = now + duration(&mut rng, &req);
+                        running.insert(p.task, (p.node, req, end));
+                    }
+                    Some(pred) => {
+                        pipelined += 1;
+                        assert!(running.contains_key(&pred) || pinned.contains_key(&pred));
+                        assert_eq!(req, cpu(1.0), "only short tasks are pipelined");
+                        assert!(after.insert(pred, p.task).is_none(), "one successor each");
+                        pinned.insert(p.task, (p.node, req));
+                    }
+                }
+            }
+            assert_eq!(s.queued_len(), waiting.len() + pinned.len());
+            assert_eq!(s.running_len(), running.len());
+            let mut used: HashMap<NodeId, u64> = HashMap::new();
+            for (n, req, _) in running.values() {
+                *used.entry(*n).or_default() += req.cpu;
+            }
+            for (n, c) in used {
+                assert!(c <= totals[&n].cpu, "node {n} over-committed");
+            }
+            if step >= 2000 && running.is_empty() && waiting.is_empty() {
+                break;
+            }
+        }
+        assert!(running.is_empty() && waiting.is_empty() && pinned.is_empty());
+        assert!(pipelined > 1000, "short tasks were pipelined ({pipelined})");
+        for (id, t) in &totals {
+            assert_eq!(
+                s.node_available(*id),
+                Some(t),
+                "node {id} not idle at the end"
+            );
+        }
+    }
+
+    /// Sequential tasks of a driver stay on its own node; a burst fills that node to half
+    /// and then spreads over the cluster.
+    #[test]
+    fn preferred_node_takes_tasks_until_half_busy() {
+        let mut s = Scheduler::new();
+        for n in 1..=3 {
+            s.add_node(n, cpu(4.0));
+        }
+        for t in 0..3 {
+            s.submit_preferring(t, cpu(1.0), Some(2));
+            let p = s.schedule();
+            assert_eq!(p[0].node, 2);
+            s.finish(t);
+        }
+        for t in 10..16 {
+            s.submit_preferring(t, cpu(1.0), Some(2));
+        }
+        let p = s.schedule();
+        let on = |n| p.iter().filter(|p| p.node == n).count();
+        assert_eq!((on(1), on(2), on(3)), (2, 2, 2), "{p:?}");
     }
 }

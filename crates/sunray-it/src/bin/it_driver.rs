@@ -55,6 +55,13 @@ fn long_task(seconds: f64) -> String {
     ip
 }
 
+/// A short task (pipelined by the head once it knows they are short).
+#[sunray::remote]
+fn square(i: u64, sleep_us: u64) -> (u64, String) {
+    std::thread::sleep(Duration::from_micros(sleep_us));
+    (i * i, sunray::get_runtime_context().node_ip)
+}
+
 /// What CUDA itself sees from inside a task (GPU machines only; needs python3 + torch).
 #[sunray::remote]
 fn cuda_probe() -> String {
@@ -91,6 +98,23 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(8);
     match args.get(1).map(String::as_str) {
+        Some("burst") => {
+            let sleep_us: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let refs: Vec<_> = (0..n as u64).map(|i| square.remote(i, sleep_us)).collect();
+            sunray::get_all(&refs[..n / 10]).unwrap();
+            println!("PROGRESS");
+            use std::io::Write;
+            std::io::stdout().flush().unwrap();
+            let mut per_ip: std::collections::BTreeMap<String, usize> = Default::default();
+            for (i, (sq, ip)) in sunray::get_all(&refs).unwrap().into_iter().enumerate() {
+                assert_eq!(sq, (i * i) as u64, "result of task {i}");
+                *per_ip.entry(ip).or_default() += 1;
+            }
+            println!("CHECKED {n}");
+            for (ip, k) in per_ip {
+                println!("RAN {ip} {k}");
+            }
+        }
         Some("spread") => {
             let refs: Vec<_> = (0..n).map(|_| where_am_i.remote(0.2)).collect();
             for ip in sunray::get_all(&refs).unwrap() {
