@@ -195,6 +195,15 @@ fn a_killed_node_has_its_task_retried_elsewhere() {
     assert!(st.contains("2 nodes alive, 1 dead"), "{st}");
 }
 
+/// The `burst` driver ended well, every result matching its input.
+fn assert_every_result_checked(out: &Output, stdout: &str, n: usize) {
+    assert!(
+        out.status.success() && stdout.contains(&format!("CHECKED {n}")),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Short tasks are pipelined to nodes (queued behind the running ones there): when a
 /// node dies, those it had queued run elsewhere and every result still comes back.
 #[test]
@@ -222,11 +231,7 @@ fn a_node_killed_under_pipelined_short_tasks_loses_no_result() {
     let mut text = String::new();
     std::io::Read::read_to_string(&mut r, &mut text).unwrap();
     let out = d.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && text.contains("CHECKED 20000"),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_every_result_checked(&out, &text, 20000);
     assert!(
         text.contains("RAN 127.0.0.3 "),
         "the victim took part: {text}"
@@ -261,11 +266,7 @@ fn a_driver_killed_under_pipelined_tasks_leaves_the_others_running() {
     }
     let out = survivor.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("CHECKED 40000"),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_every_result_checked(&out, &text, 40000);
 }
 
 #[test]
