@@ -4,7 +4,14 @@ import statistics
 import subprocess
 import time
 
-import ray
+import secrets
+
+# Ray 2.59+ turns token authentication on for local clusters and then cannot join a
+# second node without the token; pass one explicitly (authenticated, as sunray is).
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+
+import ray  # noqa: E402
 
 PORT = "6391"
 

@@ -125,6 +125,16 @@ fn driver_role(role: &str) {
             }
             println!("RTT_US {:.1}", t.elapsed().as_secs_f64() * 1e6 / m as f64);
         }
+        "rtt" => {
+            // The round trip alone, longer, for profiling (`--role rtt` on a cluster).
+            noop.remote().get().unwrap();
+            let m = 20_000;
+            let t = Instant::now();
+            for _ in 0..m {
+                noop.remote().get().unwrap();
+            }
+            println!("RTT_US {:.1}", t.elapsed().as_secs_f64() * 1e6 / m as f64);
+        }
         "trainer" => {
             let cpus = sunray::cluster_resources().unwrap()["CPU"] as usize;
             let mut rounds = Vec::new();
@@ -144,8 +154,8 @@ fn driver_role(role: &str) {
 }
 
 /// The machine's floor for any round trip: two processes bouncing one byte over a Unix
-/// socket, each blocked in `read` (one sunray round trip is four such one-way hops, plus
-/// a thread hop in the driver).
+/// socket, each blocked in `read` (a sunray round trip is four such one-way hops:
+/// driver → head → worker → head → driver).
 fn ping_pong_us(tmp: &Path) -> f64 {
     use std::io::{Read, Write};
     use std::os::unix::net::UnixListener;

@@ -120,13 +120,15 @@ pub fn render(address: &str, v: &ClusterView) -> String {
         ]);
     }
     format!(
-        "cluster {address}: {alive} nodes alive, {} dead; {} CPUs, {} GPUs in use\n{t}\ntasks: {} queued, {} running, {} infeasible; drivers connected: {}\n",
+        "cluster {address}: {alive} nodes alive, {} dead; {} CPUs, {} GPUs in use\n{t}\ntasks: {} queued, {} running, {} infeasible; drivers connected: {}\nobjects held: {} ({:.1} MB)\n",
         v.nodes.len() - alive,
         amount(cpu_used, cpu_total),
         amount(gpu_used, gpu_total),
         v.queued_tasks,
         v.running_tasks,
         v.infeasible_tasks,
-        v.drivers
+        v.drivers,
+        v.objects,
+        v.object_bytes as f64 / 1e6
     )
 }

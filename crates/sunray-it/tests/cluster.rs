@@ -311,16 +311,60 @@ fn wrong_token_is_refused_on_both_sides() {
         err.contains("refused") && err.contains("wrong cluster token"),
         "{err}"
     );
-    let drv = c
-        .driver_cmd(&["spread", "1"])
-        .env("SUNRAY_TOKEN", "nope")
-        .output()
-        .unwrap();
-    assert!(!drv.status.success());
-    assert!(String::from_utf8_lossy(&drv.stderr).contains("wrong cluster token"));
+    // A driver on the head's host, through the head's local socket and over TCP.
+    for local_socket in ["1", "0"] {
+        let drv = c
+            .driver_cmd(&["spread", "1"])
+            .env("SUNRAY_TOKEN", "nope")
+            .env("SUNRAY_LOCAL_SOCKET", local_socket)
+            .output()
+            .unwrap();
+        assert!(!drv.status.success());
+        assert!(String::from_utf8_lossy(&drv.stderr).contains("wrong cluster token"));
+    }
     let head_log = std::fs::read_to_string(c.tmp.join("head.err")).unwrap();
     assert!(
         head_log.contains("refused connection from 127.0.0.1"),
+        "{head_log}"
+    );
+    assert!(
+        head_log.contains("refused connection from local socket"),
+        "{head_log}"
+    );
+}
+
+#[test]
+fn drivers_on_the_head_host_use_its_local_socket_and_tcp_still_works() {
+    let c = Cluster::start(2.0, &[("127.0.0.2", 2.0, 0)]);
+    let tcp = c
+        .driver_cmd(&["spread", "8"])
+        .env("SUNRAY_LOCAL_SOCKET", "0")
+        .output()
+        .unwrap();
+    assert!(
+        tcp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tcp.stderr)
+    );
+    let local = c.driver(&["spread", "8"]);
+    for out in [&tcp, &local] {
+        assert_eq!(lines(out, "IP ").len(), 8, "every result came back");
+    }
+    let head_log = std::fs::read_to_string(c.tmp.join("head.err")).unwrap();
+    let joined: Vec<&str> = head_log
+        .lines()
+        .filter(|l| l.contains("joined from"))
+        .collect();
+    assert!(
+        joined
+            .iter()
+            .any(|l| l.contains("driver") && l.contains("from 127.0.0.1:")),
+        "{head_log}"
+    );
+    assert!(
+        joined
+            .iter()
+            .any(|l| l.contains("driver") && l.contains("from local socket")),
         "{head_log}"
     );
 }
@@ -442,4 +486,57 @@ fn status_and_cluster_resources_show_every_node() {
         "{cl}"
     );
     assert_eq!(lines(&out, "NODES "), vec!["3"]);
+}
+
+#[test]
+fn dropped_object_refs_are_released_at_the_head() {
+    let c = Cluster::start(2.0, &[]);
+    let objects = || -> u64 {
+        let o = c.sunray(&["status"]).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        text.lines()
+            .find_map(|l| l.strip_prefix("objects held: "))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no object count in status:\n{text}"))
+    };
+    let mut drv = c
+        .driver_cmd(&["hold", "300"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_line(&mut drv, "HELD");
+    assert!(objects() >= 300, "the driver's results are held");
+    // The driver drops them and then sends nothing: its client flushes the releases.
+    use std::io::Write;
+    writeln!(drv.stdin.as_mut().unwrap(), "drop").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while objects() != 0 {
+        assert!(Instant::now() < deadline, "released objects still held");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(drv.stdin.take());
+    assert!(drv.wait().unwrap().success());
+}
+
+#[test]
+fn concurrent_gets_on_many_threads_each_get_their_answer() {
+    let c = Cluster::start(2.0, &[("127.0.0.2", 2.0, 0)]);
+    let out = c.driver(&["threads", "300"]);
+    assert_eq!(lines(&out, "THREADS OK "), ["1200"]);
+}
+
+#[test]
+fn task_output_reaches_a_driver_that_waits_for_nothing() {
+    let c = Cluster::start(1.0, &[]);
+    let mut drv = c
+        .driver_cmd(&["shout"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = wait_line_containing(&mut drv, "HELLO-FROM-TASK");
+    assert!(line.starts_with('('), "prefixed with its origin: {line}");
+    drop(drv.stdin.take());
+    assert!(drv.wait().unwrap().success());
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Bumped on every incompatible change of a message below.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame accepted (a driver's executable travels as one frame).
 pub const MAX_FRAME_BYTES: usize = 1 << 30;
@@ -254,6 +254,10 @@ pub struct ClusterView {
     pub running_tasks: u64,
     pub infeasible_tasks: u64,
     pub drivers: u32,
+    /// Objects the head holds (results and `put` values not yet released, pending
+    /// results) and the bytes of those with a value.
+    pub objects: u64,
+    pub object_bytes: u64,
 }
 
 /// What the head gives a node to run: the task with every argument resolved.

@@ -1,8 +1,12 @@
-//! The driver's client: a blocking API (as Ray's) over a connection run by a background
-//! tokio runtime. Results are pushed by the head as tasks finish, so `get` waits on a
-//! condition variable, never polls.
+//! The driver's client: a blocking API (as Ray's). Results are pushed by the head as tasks
+//! finish. The calling thread writes its messages itself; a thread waiting in `get` reads
+//! the connection itself when no other thread does, else a background thread reads it
+//! (see [`ReadHalf`]). On the head's host the connection is its Unix socket, elsewhere
+//! TCP; for an embedded cluster, channels into the head running on this process's
+//! runtime thread.
 
 use std::collections::{HashMap, VecDeque};
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -15,7 +19,9 @@ use sunray_proto::{
 };
 use tokio::sync::mpsc;
 
-use crate::{detect, head, wire, Error};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::{detect, head, session, wire, Error};
 
 /// The process-wide runtime that runs connections (and an embedded cluster, if any):
 /// one thread, so that messages between the connection tasks (and the head and node
@@ -63,35 +69,268 @@ struct State {
     disconnected: Option<String>,
     replies: VecDeque<ClusterView>,
     events: Option<std_mpsc::Sender<TaskEvent>>,
+    /// The head's connection, while no thread reads it (never, for an embedded cluster).
+    reader: Option<ReadHalf>,
+    /// Threads waiting for a result while another thread reads.
+    waiting: usize,
+    /// The background reader holds `reader`, and was/was not asked to give it up.
+    background_reading: bool,
+    handover_asked: bool,
+}
+
+impl State {
+    fn disconnect(&mut self, why: String) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(TaskEvent::Disconnected(why.clone()));
+        }
+        self.disconnected = Some(why);
+    }
 }
 
 struct Shared {
     state: Mutex<State>,
+    /// Results arrived, or `reader` came back.
     cond: Condvar,
+    /// `reader` came back with nobody waiting: the background reader may take it.
+    background: Condvar,
+    /// Written to make the background reader give `reader` up (it polls this too).
+    handover: Option<std::os::unix::net::UnixStream>,
+}
+
+impl Shared {
+    fn new(handover: Option<std::os::unix::net::UnixStream>) -> Shared {
+        Shared {
+            state: Mutex::new(State::default()),
+            cond: Condvar::new(),
+            background: Condvar::new(),
+            handover,
+        }
+    }
+}
+
+/// The read side of the head's connection. Whichever thread needs the next message reads
+/// it: a thread waiting in `get`/`wait` reads the socket itself, so the kernel wakes it
+/// directly when the answer arrives (a hand-off from a reader thread costs a wake-up,
+/// about 15–20 µs of a 2-core VM's round trip); otherwise a background thread reads
+/// (logs, task messages, results nobody waits for yet).
+struct ReadHalf {
+    sock: Box<dyn ReadFd>,
+    buf: bytes::BytesMut,
+    codec: tokio_util::codec::LengthDelimitedCodec,
+    address: String,
+}
+
+trait ReadFd: std::io::Read + std::os::fd::AsRawFd + Send {}
+impl<T: std::io::Read + std::os::fd::AsRawFd + Send> ReadFd for T {}
+
+/// How long a thread waiting for a result checks the socket before it sleeps. Waking a
+/// sleeping thread costs 15–35 µs on a VM (the vCPU halts), a third of a round trip to a
+/// local worker; a bounded spin (as MPI libraries do) skips it for short tasks and
+/// costs at most this much CPU per wait for long ones. It yields between checks, so the
+/// head or a worker sharing this CPU runs first.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// [`poll_readable`] on `fd`, checking without sleeping for up to [`SPIN`] first.
+fn spin_then_poll(fd: std::os::fd::RawFd, timeout: Option<Duration>) -> bool {
+    let start = Instant::now();
+    let spin = timeout.map_or(SPIN, |t| t.min(SPIN));
+    while start.elapsed() < spin {
+        if poll_readable(&[fd], Some(Duration::ZERO)) {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    poll_readable(&[fd], timeout.map(|t| t.saturating_sub(start.elapsed())))
+}
+
+/// Waits until one of `fds` is readable or `timeout` passes; whether the first is.
+fn poll_readable(fds: &[std::os::fd::RawFd], timeout: Option<Duration>) -> bool {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.map_or(-1, |t| {
+        t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+    });
+    // Interrupted: reported as nothing readable; callers loop.
+    unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    pfds[0].revents != 0
+}
+
+impl ReadHalf {
+    /// Handles the frames already buffered; else waits up to `timeout` for data (or for
+    /// `also` to be readable), reads what is there and handles every complete frame.
+    /// Err when the connection is gone.
+    fn read_once(
+        &mut self,
+        shared: &Shared,
+        timeout: Option<Duration>,
+        also: Option<std::os::fd::RawFd>,
+    ) -> Result<(), String> {
+        if self.handle_buffered(shared)? > 0 {
+            return Ok(());
+        }
+        let fd = self.sock.as_raw_fd();
+        let ready = match also {
+            Some(a) => poll_readable(&[fd, a], timeout),
+            None => spin_then_poll(fd, timeout),
+        };
+        if !ready {
+            return Ok(());
+        }
+        loop {
+            self.buf.reserve(64 * 1024);
+            let spare = self.buf.spare_capacity_mut();
+            // SAFETY: read writes only initialised bytes into the spare capacity and
+            // returns how many; those are then marked as part of the buffer.
+            let spare = unsafe {
+                std::slice::from_raw_parts_mut(spare.as_mut_ptr() as *mut u8, spare.len())
+            };
+            match self.sock.read(spare) {
+                Ok(0) => {
+                    self.handle_buffered(shared)?;
+                    return Err(format!("head at {}: connection closed", self.address));
+                }
+                Ok(n) => unsafe { self.buf.set_len(self.buf.len() + n) },
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("head at {}: read error: {e}", self.address)),
+            }
+        }
+        self.handle_buffered(shared).map(|_| ())
+    }
+
+    fn handle_buffered(&mut self, shared: &Shared) -> Result<usize, String> {
+        use tokio_util::codec::Decoder;
+        let mut n = 0;
+        loop {
+            match self.codec.decode(&mut self.buf) {
+                Ok(Some(frame)) => match sunray_proto::decode::<HeadToDriver>(&frame) {
+                    Ok(m) => {
+                        on_message(shared, m);
+                        n += 1;
+                    }
+                    Err(e) => {
+                        return Err(format!("head at {}: malformed message: {e}", self.address))
+                    }
+                },
+                Ok(None) => return Ok(n),
+                Err(e) => return Err(format!("head at {}: malformed frame: {e}", self.address)),
+            }
+        }
+    }
+}
+
+/// How often, at most, the background reader checks whether the connection is free
+/// again (waiting threads hand it back without waking it, so that a loop of short
+/// `get`s keeps reading it itself).
+const BACKGROUND_NAP_MAX: Duration = Duration::from_millis(5);
+
+/// Reads the head's connection whenever no waiting thread does, until it closes.
+fn background_reader(shared: Arc<Shared>, mut wake: std::os::unix::net::UnixStream) {
+    use std::os::fd::AsRawFd;
+    loop {
+        let mut st = shared.state.lock().unwrap();
+        let mut nap = Duration::from_micros(500);
+        let mut half = loop {
+            if st.disconnected.is_some() {
+                return;
+            }
+            if st.waiting == 0 {
+                if let Some(h) = st.reader.take() {
+                    break h;
+                }
+            }
+            st = shared.background.wait_timeout(st, nap).unwrap().0;
+            nap = (nap * 2).min(BACKGROUND_NAP_MAX);
+        };
+        st.background_reading = true;
+        drop(st);
+        let res = half.read_once(&shared, None, Some(wake.as_raw_fd()));
+        let mut st = shared.state.lock().unwrap();
+        if st.handover_asked {
+            let mut b = [0u8; 16];
+            let _ = std::io::Read::read(&mut wake, &mut b);
+        }
+        st.background_reading = false;
+        st.handover_asked = false;
+        match res {
+            Ok(()) => st.reader = Some(half),
+            Err(why) => st.disconnect(why),
+        }
+        shared.cond.notify_all();
+    }
 }
 
 /// Where the driver's messages go: straight onto the head's socket, or into the
 /// embedded head's channel.
 enum Outbox {
-    Socket(Mutex<std::net::TcpStream>),
+    Socket(Mutex<Box<dyn BlockingWrite>>),
     Channel(mpsc::UnboundedSender<DriverToHead>),
 }
 
 impl Outbox {
-    fn send(&self, m: DriverToHead) -> Result<(), String> {
+    fn send(&self, msgs: Vec<DriverToHead>) -> Result<(), String> {
         match self {
             Outbox::Socket(s) => {
-                let body = sunray_proto::encode(&m);
-                wire::write_frame_blocking(&mut s.lock().unwrap(), &body).map_err(|e| e.to_string())
+                let bodies: Vec<_> = msgs.iter().map(sunray_proto::encode).collect();
+                let bodies: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
+                wire::write_frames_blocking(&mut **s.lock().unwrap(), &bodies)
+                    .map_err(|e| e.to_string())
             }
-            Outbox::Channel(tx) => tx.send(m).map_err(|_| "embedded head stopped".to_string()),
+            Outbox::Channel(tx) => msgs
+                .into_iter()
+                .try_for_each(|m| tx.send(m).map_err(|_| "embedded head stopped".to_string())),
+        }
+    }
+}
+
+/// Releases are sent with the next message (one write, one wake-up of the head, instead
+/// of one each per dropped `ObjectRef`), before the driver blocks, when this many
+/// pile up, or by the runtime thread's periodic flush.
+const RELEASE_BATCH: usize = 1024;
+const RELEASE_FLUSH: Duration = Duration::from_millis(50);
+
+struct Sender {
+    outbox: Outbox,
+    released: Mutex<Vec<ObjectId>>,
+}
+
+impl Sender {
+    fn send(&self, m: DriverToHead) -> Result<(), String> {
+        let released = std::mem::take(&mut *self.released.lock().unwrap());
+        if released.is_empty() {
+            self.outbox.send(vec![m])
+        } else {
+            self.outbox.send(vec![DriverToHead::Release(released), m])
+        }
+    }
+
+    fn release(&self, id: ObjectId) {
+        let mut r = self.released.lock().unwrap();
+        r.push(id);
+        if r.len() >= RELEASE_BATCH {
+            let batch = std::mem::take(&mut *r);
+            drop(r);
+            let _ = self.outbox.send(vec![DriverToHead::Release(batch)]);
+        }
+    }
+
+    fn flush(&self) {
+        let batch = std::mem::take(&mut *self.released.lock().unwrap());
+        if !batch.is_empty() {
+            let _ = self.outbox.send(vec![DriverToHead::Release(batch)]);
         }
     }
 }
 
 pub struct Client {
     client_id: ClientId,
-    tx: Outbox,
+    tx: Arc<Sender>,
     shared: Arc<Shared>,
     seq: AtomicU64,
     query_lock: Mutex<()>,
@@ -117,8 +356,42 @@ pub fn this_binary(registry_hash: &str) -> Result<BinaryInfo, Error> {
     })
 }
 
+/// The driver's end of its connection, written from the calling thread.
+trait BlockingWrite: std::io::Write + std::os::fd::AsRawFd + Send {}
+impl<T: std::io::Write + std::os::fd::AsRawFd + Send> BlockingWrite for T {}
+
+/// A connection the driver takes over from the runtime once the handshake is done: a
+/// plain socket (non-blocking, as `into_std` leaves it) that user threads write to and
+/// read from.
+trait Connection: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
+    type Std: BlockingWrite + ReadFd + 'static;
+    fn into_std(self) -> std::io::Result<Self::Std>;
+    fn try_clone(s: &Self::Std) -> std::io::Result<Self::Std>;
+}
+
+impl Connection for tokio::net::TcpStream {
+    type Std = std::net::TcpStream;
+    fn into_std(self) -> std::io::Result<Self::Std> {
+        tokio::net::TcpStream::into_std(self)
+    }
+    fn try_clone(s: &Self::Std) -> std::io::Result<Self::Std> {
+        s.try_clone()
+    }
+}
+
+impl Connection for tokio::net::UnixStream {
+    type Std = std::os::unix::net::UnixStream;
+    fn into_std(self) -> std::io::Result<Self::Std> {
+        tokio::net::UnixStream::into_std(self)
+    }
+    fn try_clone(s: &Self::Std) -> std::io::Result<Self::Std> {
+        s.try_clone()
+    }
+}
+
 impl Client {
-    /// Connects to the head at `address`.
+    /// Connects to the head at `address`: through its Unix socket when it runs on this
+    /// host (see [`session::local_head_socket`]), else over TCP.
     pub fn connect(address: &str, token: &str, binary: BinaryInfo) -> Result<Client, Error> {
         let rt = runtime();
         let role = Role::Driver {
@@ -126,7 +399,24 @@ impl Client {
             hostname: detect::hostname(),
             pid: std::process::id(),
         };
+        if let Some(path) = session::local_head_socket(address) {
+            match rt.block_on(wire::connect_unix(&path, address, token, role.clone())) {
+                Ok((io, reply)) => return Client::over(io, reply, address, &binary),
+                Err(e @ Error::Refused { .. }) => return Err(e),
+                Err(e) => tracing::debug!("{e}; connecting over TCP"),
+            }
+        }
         let (io, reply) = rt.block_on(wire::connect(address, None, token, role))?;
+        Client::over(io, reply, address, &binary)
+    }
+
+    /// Finishes a connection whose handshake succeeded.
+    fn over<C: Connection>(
+        io: wire::FramedIo<C>,
+        reply: HelloReply,
+        address: &str,
+        binary: &BinaryInfo,
+    ) -> Result<Client, Error> {
         let HelloReply::Welcome {
             client_id,
             upload_binary,
@@ -135,58 +425,48 @@ impl Client {
         else {
             unreachable!("refusals are errors")
         };
-        // Frames are written by the calling thread (no hop to the runtime thread);
-        // the runtime thread only reads.
+        // Frames are written by the calling thread (no hop to another thread); see
+        // `ReadHalf` for who reads.
         let parts = io.into_parts();
         let std_stream = parts
             .io
             .into_std()
             .map_err(|e| Error::io("cannot take over the connection", e))?;
-        let writer = std_stream
-            .try_clone()
-            .map_err(|e| Error::io("cannot clone the connection", e))?;
-        let reader = {
-            let _guard = rt.enter();
-            tokio::net::TcpStream::from_std(std_stream)
-                .map_err(|e| Error::io("cannot register the connection", e))?
-        };
-        let mut new_parts = tokio_util::codec::FramedParts::new::<Bytes>(reader, wire::codec());
-        new_parts.read_buf = parts.read_buf;
-        let stream = tokio_util::codec::Framed::from_parts(new_parts);
-        let outbox = Outbox::Socket(Mutex::new(writer));
+        let writer =
+            C::try_clone(&std_stream).map_err(|e| Error::io("cannot clone the connection", e))?;
+        let outbox = Outbox::Socket(Mutex::new(Box::new(writer)));
         if upload_binary {
             let data = std::fs::read(SELF_EXE)
                 .map_err(|e| Error::io(format!("cannot read {SELF_EXE}"), e))?;
             outbox
-                .send(DriverToHead::UploadBinary {
+                .send(vec![DriverToHead::UploadBinary {
                     hash: binary.hash.clone(),
                     data: Bytes::from(data),
-                })
+                }])
                 .map_err(|e| Error::Disconnected {
                     address: address.into(),
                     reason: e.to_string(),
                 })?;
         }
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            cond: Condvar::new(),
+        let (wake_tx, wake_rx) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| Error::io("cannot create a socket pair", e))?;
+        for s in [&wake_tx, &wake_rx] {
+            s.set_nonblocking(true)
+                .map_err(|e| Error::io("cannot set up a socket pair", e))?;
+        }
+        let shared = Arc::new(Shared::new(Some(wake_tx)));
+        shared.state.lock().unwrap().reader = Some(ReadHalf {
+            sock: Box::new(std_stream),
+            buf: parts.read_buf,
+            codec: wire::codec(),
+            address: address.to_string(),
         });
+        // The reader's hand-over socket is the other end of the pair.
         let s2 = shared.clone();
-        let addr = address.to_string();
-        rt.spawn(async move {
-            let why = wire::pump_in(stream, |m: HeadToDriver| {
-                on_message(&s2, m);
-                true
-            })
-            .await;
-            let mut st = s2.state.lock().unwrap();
-            let why = format!("head at {addr}: {why}");
-            if let Some(tx) = &st.events {
-                let _ = tx.send(TaskEvent::Disconnected(why.clone()));
-            }
-            st.disconnected = Some(why);
-            s2.cond.notify_all();
-        });
+        std::thread::Builder::new()
+            .name("sunray-reader".into())
+            .spawn(move || background_reader(s2, wake_rx))
+            .map_err(|e| Error::io("cannot start the reader thread", e))?;
         Ok(Client::new(client_id, outbox, shared, None))
     }
 
@@ -215,10 +495,7 @@ impl Client {
                 }
                 let _ = events.send(head::Event::DriverLeft(client_id));
             });
-            let shared = Arc::new(Shared {
-                state: Mutex::new(State::default()),
-                cond: Condvar::new(),
-            });
+            let shared = Arc::new(Shared::new(None));
             let s2 = shared.clone();
             tokio::spawn(async move {
                 while let Some(m) = hrx.recv().await {
@@ -236,10 +513,26 @@ impl Client {
 
     fn new(
         client_id: ClientId,
-        tx: Outbox,
+        outbox: Outbox,
         shared: Arc<Shared>,
         embedded: Option<crate::local::StartedHead>,
     ) -> Client {
+        let tx = Arc::new(Sender {
+            outbox,
+            released: Mutex::new(Vec::new()),
+        });
+        let weak = Arc::downgrade(&tx);
+        runtime().spawn(async move {
+            let mut tick = tokio::time::interval(RELEASE_FLUSH);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(tx) => tx.flush(),
+                    None => return,
+                }
+            }
+        });
         Client {
             client_id,
             tx,
@@ -285,14 +578,15 @@ impl Client {
         Ok(id)
     }
 
-    /// Forgets an object here and at the head.
+    /// Forgets an object here and (soon, see [`RELEASE_BATCH`]) at the head.
     pub fn release(&self, id: ObjectId) {
         self.shared.state.lock().unwrap().results.remove(&id);
-        let _ = self.tx.send(DriverToHead::Release(vec![id]));
+        self.tx.release(id);
     }
 
-    /// Waits (on the condition variable the reader notifies) until `check` gives an
-    /// answer, the connection is lost, or the deadline passes (then `on_timeout`).
+    /// Waits until `check` gives an answer, the connection is lost, or the deadline
+    /// passes (then `on_timeout`). Reads the head's connection itself when no other
+    /// thread does (see [`ReadHalf`]).
     fn wait_for<R>(
         &self,
         timeout: Option<Duration>,
@@ -300,7 +594,10 @@ impl Client {
         on_timeout: impl FnOnce(&State) -> Result<R, GetError>,
     ) -> Result<R, GetError> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let mut st = self.shared.state.lock().unwrap();
+        // Nothing released stays pending while this thread sleeps.
+        self.tx.flush();
+        let shared = &*self.shared;
+        let mut st = shared.state.lock().unwrap();
         loop {
             if let Some(r) = check(&st) {
                 return Ok(r);
@@ -308,16 +605,46 @@ impl Client {
             if let Some(why) = &st.disconnected {
                 return Err(GetError::Disconnected(why.clone()));
             }
-            st = match deadline {
-                None => self.shared.cond.wait(st).unwrap(),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return on_timeout(&st);
-                    }
-                    self.shared.cond.wait_timeout(st, d - now).unwrap().0
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if let Some(mut half) = st.reader.take() {
+                drop(st);
+                let took = Instant::now();
+                let res = half.read_once(shared, left, None);
+                st = shared.state.lock().unwrap();
+                match res {
+                    Ok(()) => st.reader = Some(half),
+                    Err(why) => st.disconnect(why),
                 }
+                // Others wait for the reader, or for what it brought.
+                shared.cond.notify_all();
+                // After a long wait this thread is unlikely to read again at once: the
+                // background reader takes over now (after short ones, within its nap).
+                if st.waiting == 0 && took.elapsed() >= BACKGROUND_NAP_MAX {
+                    shared.background.notify_one();
+                }
+                if left.is_some_and(|l| l.is_zero()) {
+                    return match check(&st) {
+                        Some(r) => Ok(r),
+                        None => on_timeout(&st),
+                    };
+                }
+                continue;
+            }
+            if left.is_some_and(|l| l.is_zero()) {
+                return on_timeout(&st);
+            }
+            st.waiting += 1;
+            if st.background_reading && !st.handover_asked {
+                st.handover_asked = true;
+                if let Some(h) = &shared.handover {
+                    let _ = (&*h).write(&[1]);
+                }
+            }
+            st = match left {
+                None => shared.cond.wait(st).unwrap(),
+                Some(l) => shared.cond.wait_timeout(st, l).unwrap().0,
             };
+            st.waiting -= 1;
         }
     }
 
@@ -356,16 +683,14 @@ impl Client {
     pub fn cluster_view(&self) -> Result<ClusterView, GetError> {
         let _q = self.query_lock.lock().unwrap();
         self.send(DriverToHead::Query(Query::Status))?;
-        let mut st = self.shared.state.lock().unwrap();
-        loop {
-            if let Some(v) = st.replies.pop_front() {
-                return Ok(v);
-            }
-            if let Some(why) = &st.disconnected {
-                return Err(GetError::Disconnected(why.clone()));
-            }
-            st = self.shared.cond.wait(st).unwrap();
-        }
+        self.wait_for(
+            None,
+            |st| (!st.replies.is_empty()).then_some(()),
+            |_| Err(GetError::Timeout),
+        )?;
+        // Queries are one at a time (query_lock): this reply is ours.
+        let view = self.shared.state.lock().unwrap().replies.pop_front();
+        Ok(view.expect("a reply arrived"))
     }
 
     /// Events of this driver's tasks, on one channel so that a controller (Tune) blocks

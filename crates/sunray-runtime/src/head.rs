@@ -2,6 +2,7 @@
 //! tasks only decode frames into [`Event`]s and encode what the actor sends back.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -15,7 +16,8 @@ use sunray_proto::{
     Outcome, Query, Resources, Role, TaskError, TaskId, TaskSpec,
 };
 use sunray_sched::{Pipelining, ResourceSet, Scheduler};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, info, warn};
 
@@ -47,7 +49,8 @@ pub enum Event {
         client: ClientId,
         binary: BinaryInfo,
         tx: mpsc::UnboundedSender<HeadToDriver>,
-        /// The address the driver connects from; None for a driver in the head's process.
+        /// The address the driver connects from; None for a driver on the head's host
+        /// (in its process, or on its local socket).
         ip: Option<String>,
     },
     FromDriver(ClientId, DriverToHead),
@@ -128,7 +131,7 @@ async fn run_actor(mut rx: mpsc::UnboundedReceiver<Event>) {
     }
 }
 
-/// Accepts connections forever.
+/// Accepts TCP connections forever.
 pub async fn serve(listener: TcpListener, shared: Arc<HeadShared>) {
     loop {
         match listener.accept().await {
@@ -136,7 +139,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<HeadShared>) {
                 stream.set_nodelay(true).ok();
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    handle_conn(stream, peer, shared).await;
+                    handle_conn(stream, peer.to_string(), Some(peer.ip()), shared).await;
                 });
             }
             Err(e) => {
@@ -147,14 +150,38 @@ pub async fn serve(listener: TcpListener, shared: Arc<HeadShared>) {
     }
 }
 
-async fn refuse(io: &mut FramedIo<TcpStream>, reason: String) {
+/// Accepts connections on the session directory's Unix socket forever: drivers on the
+/// head's host use it (no TCP stack on either side: about 20 µs less per round trip).
+/// The same handshake and token apply.
+pub async fn serve_unix(listener: UnixListener, shared: Arc<HeadShared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    handle_conn(stream, "local socket".into(), None, shared).await;
+                });
+            }
+            Err(e) => {
+                warn!("accept failed on the local socket: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(io: &mut FramedIo<S>, reason: String) {
     let _ = io
         .send(sunray_proto::encode(&HelloReply::Refused { reason }))
         .await;
 }
 
-async fn handle_conn(stream: TcpStream, peer_addr: std::net::SocketAddr, shared: Arc<HeadShared>) {
-    let peer = peer_addr.to_string();
+/// Serves one connection; `peer_ip` is None for the local socket (a driver there is on
+/// the head's host, whose node is its home).
+async fn handle_conn<S>(stream: S, peer: String, peer_ip: Option<IpAddr>, shared: Arc<HeadShared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut io = wire::framed(stream);
     let hello = match wire::read_hello(&mut io).await {
         Ok(h) => h,
@@ -192,7 +219,7 @@ async fn handle_conn(stream: TcpStream, peer_addr: std::net::SocketAddr, shared:
                 client,
                 binary,
                 tx,
-                ip: Some(peer_addr.ip().to_string()),
+                ip: peer_ip.map(|ip| ip.to_string()),
             });
             tokio::spawn(wire::pump_out(sink, rx));
             let events = shared.events.clone();
@@ -459,7 +486,7 @@ impl HeadState {
     }
 
     /// The node on the host a driver connects from (the head's own node for a driver in
-    /// the head's process).
+    /// the head's process or on its local socket).
     fn home_node(&self, ip: Option<&str>) -> Option<NodeId> {
         self.nodes
             .iter()
@@ -527,6 +554,15 @@ impl HeadState {
             running_tasks: self.sched.running_len() as u64,
             infeasible_tasks: self.sched.infeasible_len() as u64,
             drivers: self.drivers.len() as u32,
+            objects: self.objects.len() as u64,
+            object_bytes: self
+                .objects
+                .values()
+                .map(|o| match &o.state {
+                    ObjState::Ready(b) => b.len() as u64,
+                    _ => 0,
+                })
+                .sum(),
         }
     }
 

@@ -24,6 +24,8 @@ pub mod env {
     pub const SESSION_DIR: &str = "SUNRAY_SESSION_DIR";
     /// Where per-user session directories live (default /tmp/sunray-<uid>).
     pub const TMPDIR: &str = "SUNRAY_TMPDIR";
+    /// `0`: a driver on the head's host connects over TCP, not the head's Unix socket.
+    pub const LOCAL_SOCKET: &str = "SUNRAY_LOCAL_SOCKET";
     /// Set by node agents in the processes they start as workers.
     pub const WORKER_SOCKET: &str = "SUNRAY_WORKER_SOCKET";
     pub const WORKER_ID: &str = "SUNRAY_WORKER_ID";

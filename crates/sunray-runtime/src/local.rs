@@ -76,6 +76,16 @@ pub async fn start_head(opts: HeadOptions) -> Result<StartedHead, Error> {
     let address = SocketAddr::new(opts.node_ip, port).to_string();
     let shared = head::start(token.clone(), session.bin_dir());
     tokio::spawn(head::serve(listener, shared.clone()));
+    match tokio::net::UnixListener::bind(session.head_socket()) {
+        Ok(l) => {
+            tokio::spawn(head::serve_unix(l, shared.clone()));
+        }
+        // Not fatal: drivers on this host then use TCP like the others.
+        Err(e) => tracing::warn!(
+            "no local socket at {} ({e}); local drivers use TCP",
+            session.head_socket().display()
+        ),
+    }
 
     let node_id = shared.next_id();
     let reg = NodeRegistration {

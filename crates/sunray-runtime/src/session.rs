@@ -85,6 +85,11 @@ impl Session {
         write_secret(&self.dir.join("token"), token)
     }
 
+    /// Where the head accepts connections from its own host.
+    pub fn head_socket(&self) -> PathBuf {
+        self.dir.join("head.sock")
+    }
+
     pub fn worker_socket(&self) -> PathBuf {
         self.dir.join("w.sock")
     }
@@ -193,19 +198,38 @@ pub fn find_token(address: &str) -> Option<String> {
             return Some(t.trim().to_string());
         }
     }
+    fs::read_to_string(local_head_session(address)?.join("token"))
+        .ok()
+        .map(|t| t.trim().to_string())
+}
+
+/// The session directory of a live head of this user on this host listening on
+/// `address`'s port (the newest, if several).
+pub fn local_head_session(address: &str) -> Option<PathBuf> {
     let (host, port) = split_host_port(address)?;
-    for (dir, info) in list_sessions().into_iter().rev() {
-        let Some(addr) = &info.address else { continue };
-        let Some((h, p)) = split_host_port(addr) else {
-            continue;
-        };
-        if p == port && (h == host || is_local_host(host)) && pid_alive(info.pid) {
-            if let Ok(t) = fs::read_to_string(dir.join("token")) {
-                return Some(t.trim().to_string());
-            }
-        }
+    list_sessions()
+        .into_iter()
+        .rev()
+        .find(|(_, info)| {
+            let Some((h, p)) = info.address.as_deref().and_then(split_host_port) else {
+                return false;
+            };
+            p == port && (h == host || is_local_host(host)) && pid_alive(info.pid)
+        })
+        .map(|(dir, _)| dir)
+}
+
+/// The Unix socket of the head at `address` when it runs on this host (a driver there
+/// connects through it), unless `$SUNRAY_LOCAL_SOCKET` is `0`.
+pub fn local_head_socket(address: &str) -> Option<PathBuf> {
+    if std::env::var(env::LOCAL_SOCKET).is_ok_and(|v| v == "0") {
+        return None;
     }
-    None
+    let path = Session {
+        dir: local_head_session(address)?,
+    }
+    .head_socket();
+    path.exists().then_some(path)
 }
 
 /// The address of the only live head of this user on this host, if exactly one.

@@ -8,7 +8,7 @@ use futures_util::{stream::SplitSink, SinkExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
 use sunray_proto::{decode, encode, Hello, HelloReply, Role, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream, UnixStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
@@ -82,7 +82,37 @@ pub async fn connect(
         })?
         .map_err(unreachable)?;
     stream.set_nodelay(true).ok();
-    let mut io = framed(stream);
+    handshake(framed(stream), address, token, role).await
+}
+
+/// Connects to the head's Unix socket in its session directory (same host) and completes
+/// the handshake; `address` names the head in errors.
+pub async fn connect_unix(
+    path: &std::path::Path,
+    address: &str,
+    token: &str,
+    role: Role,
+) -> Result<(FramedIo<UnixStream>, HelloReply), Error> {
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| Error::Unreachable {
+            address: format!("{address} (local socket {})", path.display()),
+            source,
+        })?;
+    handshake(framed(stream), address, token, role).await
+}
+
+/// Says hello with `token` and reads the head's answer; a refusal is an error.
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    mut io: FramedIo<S>,
+    address: &str,
+    token: &str,
+    role: Role,
+) -> Result<(FramedIo<S>, HelloReply), Error> {
+    let unreachable = |source| Error::Unreachable {
+        address: address.to_string(),
+        source,
+    };
     let hello = Hello {
         version: PROTOCOL_VERSION,
         token: token.to_string(),
@@ -199,14 +229,19 @@ where
     }
 }
 
-/// Writes one frame on a socket from a plain thread (the socket may be non-blocking,
-/// since it shares its file description with the async reader).
-pub fn write_frame_blocking(s: &mut std::net::TcpStream, body: &[u8]) -> std::io::Result<()> {
-    use std::io::{ErrorKind, Write};
-    use std::os::fd::AsRawFd;
-    let mut buf = Vec::with_capacity(4 + body.len());
-    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    buf.extend_from_slice(body);
+/// Writes frames on a socket from a plain thread, in one `write` when they fit (the
+/// socket may be non-blocking, since it shares its file description with the async
+/// reader).
+pub fn write_frames_blocking<W>(s: &mut W, bodies: &[&[u8]]) -> std::io::Result<()>
+where
+    W: std::io::Write + std::os::fd::AsRawFd + ?Sized,
+{
+    use std::io::ErrorKind;
+    let mut buf = Vec::with_capacity(bodies.iter().map(|b| 4 + b.len()).sum());
+    for body in bodies {
+        buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        buf.extend_from_slice(body);
+    }
     let mut off = 0;
     while off < buf.len() {
         match s.write(&buf[off..]) {

@@ -48,11 +48,27 @@ fn write_frame(s: &mut UnixStream, body: &[u8]) -> std::io::Result<()> {
 }
 
 fn read_frame(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
+    wait_readable(s);
     let mut len = [0u8; 4];
     s.read_exact(&mut len)?;
     let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
     s.read_exact(&mut body)?;
     Ok(body)
+}
+
+/// Sleeps until `s` has data. A thread blocked in `read` on a Unix stream socket is
+/// also woken each time the node reads what this worker wrote (the kernel's "write
+/// space" wake-up); `poll` for input only ignores those, saving a wake-up per task on
+/// both sides.
+fn wait_readable(s: &UnixStream) {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // Interrupted or failed: the read that follows reports what is wrong.
+    unsafe { libc::poll(&mut pfd, 1, -1) };
 }
 
 /// Sends `msg` to the driver that owns the running task and waits for its answer

@@ -84,6 +84,16 @@ fn exits() -> i64 {
     std::process::exit(3)
 }
 
+#[sunray::remote]
+fn shout(word: String) {
+    println!("{word}");
+}
+
+#[sunray::remote]
+fn kilobyte() -> Vec<u8> {
+    vec![7; 1000]
+}
+
 fn main() {
     // A driver whose executable no node can see: it deletes its own file first.
     if std::env::args().nth(1).as_deref() == Some("selfdelete") && !sunray_is_worker() {
@@ -114,6 +124,46 @@ fn main() {
             for (ip, k) in per_ip {
                 println!("RAN {ip} {k}");
             }
+        }
+        Some("hold") => {
+            // Holds n results of 1 KB until a line on stdin, drops them, then idles
+            // until stdin closes (so that only the client's own flush releases them).
+            let refs: Vec<_> = (0..n).map(|_| kilobyte.remote()).collect();
+            sunray::get_all(&refs).unwrap();
+            println!("HELD {n}");
+            use std::io::{BufRead, Write};
+            std::io::stdout().flush().unwrap();
+            let mut lines = std::io::stdin().lock().lines();
+            lines.next();
+            drop(refs);
+            for _ in lines {}
+        }
+        Some("threads") => {
+            // n sequential round trips on each of 4 threads at once, while this thread
+            // asks for the cluster's state: each answer reaches the thread waiting for it.
+            let workers: Vec<_> = (0..4u64)
+                .map(|t| {
+                    std::thread::spawn(move || {
+                        for i in 0..n as u64 {
+                            let (sq, _) = square.remote(t * 1000 + i, 0).get().unwrap();
+                            assert_eq!(sq, (t * 1000 + i).pow(2));
+                        }
+                    })
+                })
+                .collect();
+            for _ in 0..50 {
+                assert!(!sunray::nodes().unwrap().is_empty());
+            }
+            for w in workers {
+                w.join().unwrap();
+            }
+            println!("THREADS OK {}", 4 * n);
+        }
+        Some("shout") => {
+            // A task's output reaches the driver while the driver waits for nothing.
+            let _r = shout.remote("HELLO-FROM-TASK".to_string());
+            use std::io::BufRead;
+            for _ in std::io::stdin().lock().lines() {}
         }
         Some("spread") => {
             let refs: Vec<_> = (0..n).map(|_| where_am_i.remote(0.2)).collect();
