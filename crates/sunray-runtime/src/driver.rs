@@ -1,7 +1,7 @@
 //! The driver's client: a blocking API (as Ray's). Results are pushed by the head as tasks
 //! finish. The calling thread writes its messages itself; a thread waiting in `get` reads
 //! the connection itself when no other thread does, else a background thread reads it
-//! (see [`ReadHalf`]). On the head's host the connection is its Unix socket, elsewhere
+//! (see `ReadHalf`). On the head's host the connection is its Unix socket, elsewhere
 //! TCP; for an embedded cluster, channels into the head running on this process's
 //! runtime thread.
 
@@ -578,7 +578,7 @@ impl Client {
         Ok(id)
     }
 
-    /// Forgets an object here and (soon, see [`RELEASE_BATCH`]) at the head.
+    /// Forgets an object here and (soon, see `RELEASE_BATCH`) at the head.
     pub fn release(&self, id: ObjectId) {
         self.shared.state.lock().unwrap().results.remove(&id);
         self.tx.release(id);
@@ -586,7 +586,7 @@ impl Client {
 
     /// Waits until `check` gives an answer, the connection is lost, or the deadline
     /// passes (then `on_timeout`). Reads the head's connection itself when no other
-    /// thread does (see [`ReadHalf`]).
+    /// thread does (see `ReadHalf`).
     fn wait_for<R>(
         &self,
         timeout: Option<Duration>,

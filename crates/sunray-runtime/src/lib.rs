@@ -22,7 +22,7 @@ pub mod env {
     pub const TOKEN: &str = "SUNRAY_TOKEN";
     /// A session directory shared between hosts (holds `token` and `address`).
     pub const SESSION_DIR: &str = "SUNRAY_SESSION_DIR";
-    /// Where per-user session directories live (default /tmp/sunray-<uid>).
+    /// Where per-user session directories live (default `/tmp/sunray-<uid>`).
     pub const TMPDIR: &str = "SUNRAY_TMPDIR";
     /// `0`: a driver on the head's host connects over TCP, not the head's Unix socket.
     pub const LOCAL_SOCKET: &str = "SUNRAY_LOCAL_SOCKET";
