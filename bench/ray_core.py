@@ -57,14 +57,25 @@ def sleep_ip(s):
     return ray.util.get_node_ip_address()
 
 
+def summary(v, digits):
+    return f"{statistics.median(v):.{digits}f} ({min(v):.{digits}f}-{max(v):.{digits}f})"
+
+
+# Five of each, as bench_core does: the median and the range.
 ray.get([noop.remote() for _ in range(200)])
-t = time.time()
-ray.get([noop.remote() for _ in range(10_000)])
-print(f"no-op tasks, 10,000 submitted then gathered: {10_000 / (time.time() - t):8.0f} tasks/s")
-t = time.time()
-for _ in range(1000):
-    ray.get(noop.remote())
-print(f"round trip, get(f.remote()) x 1,000:  {(time.time() - t) * 1e3:8.1f} us mean")
+rates = []
+for _ in range(5):
+    t = time.time()
+    ray.get([noop.remote() for _ in range(10_000)])
+    rates.append(10_000 / (time.time() - t))
+print(f"no-op tasks, 10,000 submitted then gathered: {summary(rates, 0)} tasks/s (median of 5, range)")
+rtts = []
+for _ in range(5):
+    t = time.time()
+    for _ in range(1000):
+        ray.get(noop.remote())
+    rtts.append((time.time() - t) * 1e3)
+print(f"round trip, get(f.remote()) x 1,000:  {summary(rtts, 1)} us mean (median of 5, range)")
 cpus = int(ray.cluster_resources()["CPU"])
 rounds = []
 for _ in range(5):

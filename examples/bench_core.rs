@@ -37,6 +37,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// How many times the throughput and round-trip measurements run.
+const REPEATS: usize = 5;
+
+/// "median (min–max)" with `digits` decimals.
+fn summary(v: Vec<f64>, digits: usize) -> String {
+    let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    format!("{:.digits$} ({:.digits$}-{:.digits$})", median(v), lo, hi)
+}
+
 fn sunray_bin() -> PathBuf {
     if let Ok(p) = std::env::var("SUNRAY_BIN") {
         return p.into();
@@ -112,18 +122,26 @@ fn driver_role(role: &str) {
         "tasks" => {
             // warm up: start the workers
             sunray::get_all(&(0..200).map(|_| noop.remote()).collect::<Vec<_>>()).unwrap();
-            let n = 10_000;
-            let t = Instant::now();
-            let refs: Vec<_> = (0..n).map(|_| noop.remote()).collect();
-            sunray::get_all(&refs).unwrap();
-            let secs = t.elapsed().as_secs_f64();
-            println!("THROUGHPUT {:.0}", n as f64 / secs);
-            let m = 1000;
-            let t = Instant::now();
-            for _ in 0..m {
-                noop.remote().get().unwrap();
+            // Five of each, as the machine is shared and noisy: the median and the range.
+            let mut rates = Vec::new();
+            for _ in 0..REPEATS {
+                let n = 10_000;
+                let t = Instant::now();
+                let refs: Vec<_> = (0..n).map(|_| noop.remote()).collect();
+                sunray::get_all(&refs).unwrap();
+                rates.push(n as f64 / t.elapsed().as_secs_f64());
             }
-            println!("RTT_US {:.1}", t.elapsed().as_secs_f64() * 1e6 / m as f64);
+            println!("THROUGHPUT {}", summary(rates, 0));
+            let mut rtts = Vec::new();
+            for _ in 0..REPEATS {
+                let m = 1000;
+                let t = Instant::now();
+                for _ in 0..m {
+                    noop.remote().get().unwrap();
+                }
+                rtts.push(t.elapsed().as_secs_f64() * 1e6 / m as f64);
+            }
+            println!("RTT_US {}", summary(rtts, 1));
         }
         "rtt" => {
             // The round trip alone, longer, for profiling (`--role rtt` on a cluster).
@@ -265,11 +283,11 @@ fn main() {
     };
     let out = run("tasks");
     println!(
-        "no-op tasks, 10,000 submitted then gathered: {:>8} tasks/s",
+        "no-op tasks, 10,000 submitted then gathered: {} tasks/s (median of {REPEATS}, range)",
         get(&out, "THROUGHPUT")
     );
     println!(
-        "round trip, get(f.remote()) x 1,000:  {:>8} us mean",
+        "round trip, get(f.remote()) x 1,000:  {} us mean (median of {REPEATS}, range)",
         get(&out, "RTT_US")
     );
     println!(

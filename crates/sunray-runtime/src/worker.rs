@@ -28,7 +28,7 @@ pub struct TaskContext {
 }
 
 static CONTEXT: Mutex<Option<TaskContext>> = Mutex::new(None);
-static CONN: Mutex<Option<UnixStream>> = Mutex::new(None);
+static CONN: Mutex<Option<Conn>> = Mutex::new(None);
 
 /// Is this process a worker started by a node agent?
 pub fn is_worker() -> bool {
@@ -40,20 +40,60 @@ pub fn current_task() -> Option<TaskContext> {
     CONTEXT.lock().unwrap().clone()
 }
 
-fn write_frame(s: &mut UnixStream, body: &[u8]) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(4 + body.len());
-    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    buf.extend_from_slice(body);
-    s.write_all(&buf)
+/// The connection to the node agent. One `read` takes every frame that has arrived (the
+/// next task is often there already), kept in `buf[start..end]` until asked for.
+struct Conn {
+    s: UnixStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
 }
 
-fn read_frame(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
-    wait_readable(s);
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len)?;
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body)?;
-    Ok(body)
+impl Conn {
+    fn new(s: UnixStream) -> Conn {
+        Conn {
+            s,
+            buf: vec![0; 64 * 1024],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn write_frame(&mut self, body: &[u8]) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(4 + body.len());
+        buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        buf.extend_from_slice(body);
+        self.s.write_all(&buf)
+    }
+
+    fn read_frame(&mut self) -> std::io::Result<Vec<u8>> {
+        loop {
+            let have = &self.buf[self.start..self.end];
+            let need = match have.get(..4) {
+                Some(len) => 4 + u32::from_be_bytes(len.try_into().unwrap()) as usize,
+                None => 4,
+            };
+            if have.len() >= need {
+                let body = have[4..need].to_vec();
+                self.start += need;
+                return Ok(body);
+            }
+            // Room for the whole frame after what is buffered.
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.buf.len() < need {
+                self.buf.resize(need, 0);
+            }
+            wait_readable(&self.s);
+            match self.s.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// Sleeps until `s` has data. A thread blocked in `read` on a Unix stream socket is
@@ -76,11 +116,14 @@ fn wait_readable(s: &UnixStream) {
 pub fn ask_owner<Q: Serialize, A: DeserializeOwned>(msg: &Q) -> Result<A, String> {
     let task = current_task().ok_or("not inside a sunray task")?.task_id;
     let mut guard = CONN.lock().unwrap();
-    let s = guard.as_mut().ok_or("not inside a sunray worker")?;
+    let conn = guard.as_mut().ok_or("not inside a sunray worker")?;
     let data = Bytes::from(postcard::to_allocvec(msg).map_err(|e| e.to_string())?);
-    write_frame(s, &encode(&WorkerToNode::Message { task, data })).map_err(|e| e.to_string())?;
+    conn.write_frame(&encode(&WorkerToNode::Message { task, data }))
+        .map_err(|e| e.to_string())?;
     loop {
-        let body = read_frame(s).map_err(|e| format!("node connection lost: {e}"))?;
+        let body = conn
+            .read_frame()
+            .map_err(|e| format!("node connection lost: {e}"))?;
         match decode::<NodeToWorker>(&body).map_err(|e| e.to_string())? {
             NodeToWorker::Reply { task: t, data } if t == task => {
                 return postcard::from_bytes(&data).map_err(|e| e.to_string())
@@ -110,17 +153,25 @@ fn serve(invoke: Invoke, registry_hash: &str) -> Result<(), String> {
         .ok_or("no worker id")?;
     let token = std::env::var(env::WORKER_TOKEN).unwrap_or_default();
     let expected_registry = std::env::var(env::WORKER_REGISTRY).unwrap_or_default();
-    let mut s = UnixStream::connect(&path).map_err(|e| format!("cannot connect to {path}: {e}"))?;
-    write_frame(&mut s, &encode(&WorkerToNode::Hello { worker_id, token }))
+    let s = UnixStream::connect(&path).map_err(|e| format!("cannot connect to {path}: {e}"))?;
+    let mut conn = Conn::new(s);
+    conn.write_frame(&encode(&WorkerToNode::Hello { worker_id, token }))
         .map_err(|e| e.to_string())?;
     let mismatch = (!expected_registry.is_empty() && expected_registry != registry_hash).then(|| {
         format!(
             "this worker's executable registers other remote functions than the driver's (registry {registry_hash} vs {expected_registry}): run the same build everywhere"
         )
     });
-    *CONN.lock().unwrap() = Some(s.try_clone().map_err(|e| e.to_string())?);
+    // Shared with `ask_owner`, which a running task calls.
+    *CONN.lock().unwrap() = Some(conn);
     loop {
-        let body = match read_frame(&mut s) {
+        let next = CONN
+            .lock()
+            .unwrap()
+            .as_mut()
+            .expect("set above")
+            .read_frame();
+        let body = match next {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(format!("node connection: {e}")),
@@ -137,7 +188,11 @@ fn serve(invoke: Invoke, registry_hash: &str) -> Result<(), String> {
         };
         let msg = encode(&WorkerToNode::Done { task: id, outcome });
         let mut guard = CONN.lock().unwrap();
-        write_frame(guard.as_mut().expect("set above"), &msg).map_err(|e| e.to_string())?;
+        guard
+            .as_mut()
+            .expect("set above")
+            .write_frame(&msg)
+            .map_err(|e| e.to_string())?;
     }
 }
 
@@ -193,5 +248,44 @@ fn run_one(invoke: Invoke, task: WorkerTask) -> Result<Bytes, TaskError> {
                 format!("panicked: {msg}"),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_come_back_whole_however_the_bytes_arrive() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut node = Conn::new(a);
+        let mut worker = Conn::new(b);
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        // Two frames in one write, then a frame larger than the buffer written in pieces
+        // from another thread while the worker reads.
+        let mut two = Vec::new();
+        for body in [&b"run 1"[..], &b"run 2"[..]] {
+            two.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            two.extend_from_slice(body);
+        }
+        node.s.write_all(&two).unwrap();
+        let big2 = big.clone();
+        let writer = std::thread::spawn(move || {
+            let mut frame = (big2.len() as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&big2);
+            for piece in frame.chunks(7_000) {
+                node.s.write_all(piece).unwrap();
+            }
+            node.write_frame(b"last").unwrap();
+        });
+        assert_eq!(worker.read_frame().unwrap(), b"run 1");
+        assert_eq!(worker.read_frame().unwrap(), b"run 2");
+        assert_eq!(worker.read_frame().unwrap(), big);
+        assert_eq!(worker.read_frame().unwrap(), b"last");
+        writer.join().unwrap();
+        assert_eq!(
+            worker.read_frame().unwrap_err().kind(),
+            std::io::ErrorKind::UnexpectedEof
+        );
     }
 }
