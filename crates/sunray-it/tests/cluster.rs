@@ -238,6 +238,17 @@ fn a_node_killed_under_pipelined_short_tasks_loses_no_result() {
     );
 }
 
+/// Pipelined short tasks are sent ahead to the worker that runs their predecessor: when
+/// that worker dies, those it had been sent run on another, and every result comes back.
+#[test]
+fn a_worker_killed_with_tasks_sent_ahead_loses_no_result() {
+    let c = Cluster::start(1.0, &[("127.0.0.2", 1.0, 0)]);
+    let marker = c.tmp.join("died-once");
+    let out = c.driver(&["burst_die", "20000", marker.to_str().unwrap()]);
+    assert!(marker.exists(), "a worker died mid-burst");
+    assert_eq!(lines(&out, "CHECKED "), ["20000"]);
+}
+
 /// Two drivers' short tasks share pipelines on the same node; one driver dies mid-run
 /// and the other's tasks all finish.
 #[test]

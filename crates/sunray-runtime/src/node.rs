@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use sunray_proto::{
     Assignment, BinaryInfo, ClientId, ErrorKind, HeadToNode, HelloReply, NodeId, NodeRegistration,
-    NodeToHead, NodeToWorker, Outcome, Role, TaskError, TaskId, WorkerTask, WorkerToNode,
+    NodeToHead, NodeToWorker, Outcome, Role, TaskError, TaskId, TaskSpec, WorkerTask, WorkerToNode,
 };
 use sunray_sched::{Allocation, NodeLedger, ResourceSet, Successors};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -129,6 +129,10 @@ struct Agent {
     queue: VecDeque<Queued>,
     /// Pipelined tasks, each waiting for the task it follows (running or waiting here).
     successors: Successors<Assignment>,
+    /// Pipelined tasks already sent to the worker that runs their predecessor (they stay
+    /// in `successors` until it ends): the worker goes from one to the next without
+    /// waiting, and the node reads several `Done`s per wake-up.
+    prefetched: HashMap<TaskId, u64>,
     jobs: HashMap<ClientId, Job>,
     workers: HashMap<u64, Worker>,
     next_worker: u64,
@@ -163,6 +167,7 @@ pub async fn run(cfg: NodeConfig, link: NodeLink) -> Result<(), Error> {
         events: ev_tx,
         queue: VecDeque::new(),
         successors: Successors::default(),
+        prefetched: HashMap::new(),
         jobs: HashMap::new(),
         workers: HashMap::new(),
         next_worker: 1,
@@ -259,6 +264,7 @@ impl Agent {
                     match a.after {
                         Some(p) if self.is_here(p) => {
                             self.successors.insert(p, a.spec.id, a.client, a);
+                            self.prefetch_after(p);
                         }
                         // The predecessor ended already: its resources are free.
                         _ => self.queue.push_back(Queued { a, alloc: None }),
@@ -267,7 +273,9 @@ impl Agent {
             }
             HeadToNode::EndJob { client } => {
                 self.jobs.remove(&client);
-                self.successors.remove_owner(client);
+                for a in self.successors.remove_owner(client) {
+                    self.prefetched.remove(&a.spec.id);
+                }
                 let (gone, kept) = std::mem::take(&mut self.queue)
                     .into_iter()
                     .partition(|q| q.a.client == client);
@@ -311,20 +319,13 @@ impl Agent {
                 let Some(w) = self.workers.get_mut(&id) else {
                     return;
                 };
-                if let Some(a) = w.pending.take() {
-                    let wt = WorkerTask {
-                        spec: a.spec,
-                        node_id: self.id,
-                        node_ip: self.cfg.ip.clone(),
-                        gpu_ids: w
-                            .gpus
-                            .iter()
-                            .map(|i| self.cfg.gpu_ids[*i].clone())
-                            .collect(),
-                    };
-                    let _ = tx.send(NodeToWorker::Run(wt));
+                let (pending, gpus) = (w.pending.take(), w.gpus.clone());
+                w.tx = Some(tx.clone());
+                if let Some(a) = pending {
+                    let task = a.spec.id;
+                    let _ = tx.send(NodeToWorker::Run(self.worker_task(a.spec, &gpus)));
+                    self.prefetch_after(task);
                 }
-                w.tx = Some(tx);
             }
             Ev::FromWorker(id, msg) => match msg {
                 WorkerToNode::Done { task, outcome } => {
@@ -357,6 +358,8 @@ impl Agent {
                     return;
                 };
                 debug!("worker {id} exited: {status}");
+                // What it had prefetched runs elsewhere (it never started, or died with it).
+                self.prefetched.retain(|_, on| *on != id);
                 if let Some(r) = w.running {
                     self.task_ended(r.task, Some(r.alloc));
                     let (kind, message) = if w.tx.is_some() {
@@ -445,18 +448,15 @@ impl Agent {
                 .max_by_key(|(_, w)| w.idle_since)
                 .map(|(id, _)| *id);
             if let Some(id) = idle {
+                let wt = self.worker_task(a.spec, &gpus);
                 let w = self.workers.get_mut(&id).expect("found above");
-                let wt = WorkerTask {
-                    spec: a.spec,
-                    node_id: self.id,
-                    node_ip: self.cfg.ip.clone(),
-                    gpu_ids: gpus.iter().map(|i| self.cfg.gpu_ids[*i].clone()).collect(),
-                };
                 let _ =
                     w.tx.as_ref()
                         .expect("connected")
                         .send(NodeToWorker::Run(wt));
+                let task = running.task;
                 w.running = Some(running);
+                self.prefetch_after(task);
             } else {
                 self.make_room();
                 let registry = self
@@ -482,13 +482,73 @@ impl Agent {
     /// `task` ended here (or will never run here): the task pipelined after it starts on
     /// its resources (first in the queue), or they are free again.
     fn task_ended(&mut self, task: TaskId, alloc: Option<Allocation>) {
-        match self.successors.take_after(task) {
-            Some(next) => self.queue.push_front(Queued { a: next, alloc }),
-            None => {
-                if let Some(alloc) = alloc {
-                    self.ledger.release(&alloc);
-                }
+        let Some(next) = self.successors.take_after(task) else {
+            if let Some(alloc) = alloc {
+                self.ledger.release(&alloc);
             }
+            return;
+        };
+        let id = next.spec.id;
+        // A prefetched task follows a task of its worker, which just ended there; its
+        // worker has it already (and starts it now, if not already).
+        let on_worker = self
+            .prefetched
+            .remove(&id)
+            .and_then(|w| self.workers.get_mut(&w));
+        match (on_worker, alloc) {
+            (Some(w), Some(alloc)) => {
+                debug_assert!(
+                    w.running.is_none(),
+                    "a prefetched task follows its worker's"
+                );
+                w.running = Some(Running {
+                    task: id,
+                    function: next.spec.function,
+                    alloc,
+                })
+            }
+            (_, alloc) => self.queue.push_front(Queued { a: next, alloc }),
+        }
+    }
+
+    /// Sends the tasks pipelined after `task` to the worker that runs `task` (or has it
+    /// already), as far along the chain as they belong to that worker's driver.
+    fn prefetch_after(&mut self, task: TaskId) {
+        let worker = self.prefetched.get(&task).copied().or_else(|| {
+            self.workers
+                .iter()
+                .find(|(_, w)| w.running.as_ref().is_some_and(|r| r.task == task))
+                .map(|(id, _)| *id)
+        });
+        let Some(w) = worker.and_then(|id| self.workers.get(&id)) else {
+            return;
+        };
+        let (Some(tx), client, gpus) = (w.tx.clone(), w.client, w.gpus.clone()) else {
+            return;
+        };
+        let id = worker.expect("found above");
+        let mut t = task;
+        while let Some((next, a)) = self.successors.next_after(t) {
+            if !self.prefetched.contains_key(&next) {
+                if a.client != client {
+                    return;
+                }
+                let wt = self.worker_task(a.spec.clone(), &gpus);
+                if tx.send(NodeToWorker::Run(wt)).is_err() {
+                    return;
+                }
+                self.prefetched.insert(next, id);
+            }
+            t = next;
+        }
+    }
+
+    fn worker_task(&self, spec: TaskSpec, gpus: &[usize]) -> WorkerTask {
+        WorkerTask {
+            spec,
+            node_id: self.id,
+            node_ip: self.cfg.ip.clone(),
+            gpu_ids: gpus.iter().map(|i| self.cfg.gpu_ids[*i].clone()).collect(),
         }
     }
 

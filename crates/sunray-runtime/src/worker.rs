@@ -1,6 +1,7 @@
 //! The worker loop: a process started by a node agent runs tasks one at a time over a
 //! Unix socket. Plain blocking I/O: a worker needs no async runtime.
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::panic::AssertUnwindSafe;
@@ -47,6 +48,9 @@ struct Conn {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Tasks that arrived while a running task waited for its driver's answer (the node
+    /// sends pipelined tasks ahead).
+    set_aside: VecDeque<Vec<u8>>,
 }
 
 impl Conn {
@@ -56,6 +60,15 @@ impl Conn {
             buf: vec![0; 64 * 1024],
             start: 0,
             end: 0,
+            set_aside: VecDeque::new(),
+        }
+    }
+
+    /// The next frame for the task loop: one set aside, else one read.
+    fn next_frame(&mut self) -> std::io::Result<Vec<u8>> {
+        match self.set_aside.pop_front() {
+            Some(f) => Ok(f),
+            None => self.read_frame(),
         }
     }
 
@@ -128,7 +141,8 @@ pub fn ask_owner<Q: Serialize, A: DeserializeOwned>(msg: &Q) -> Result<A, String
             NodeToWorker::Reply { task: t, data } if t == task => {
                 return postcard::from_bytes(&data).map_err(|e| e.to_string())
             }
-            _ => continue,
+            NodeToWorker::Run(_) => conn.set_aside.push_back(body),
+            NodeToWorker::Reply { .. } => {}
         }
     }
 }
@@ -170,7 +184,7 @@ fn serve(invoke: Invoke, registry_hash: &str) -> Result<(), String> {
             .unwrap()
             .as_mut()
             .expect("set above")
-            .read_frame();
+            .next_frame();
         let body = match next {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),

@@ -36,6 +36,11 @@ impl<T> Successors<T> {
         self.before.contains_key(&task)
     }
 
+    /// The task that follows `task`, if any, without taking it.
+    pub fn next_after(&self, task: TaskId) -> Option<(TaskId, &T)> {
+        self.after.get(&task).map(|(t, _, item)| (*t, item))
+    }
+
     /// `task` ended (or will never run): the task that follows it, now free to start.
     pub fn take_after(&mut self, task: TaskId) -> Option<T> {
         let (next, _, item) = self.after.remove(&task)?;

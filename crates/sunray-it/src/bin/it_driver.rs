@@ -62,6 +62,20 @@ fn square(i: u64, sleep_us: u64) -> (u64, String) {
     (i * i, sunray::get_runtime_context().node_ip)
 }
 
+/// Kills its own worker the first time it runs (`marker` records that it did).
+#[sunray::remote]
+fn square_or_die(i: u64, marker: String) -> (u64, String) {
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&marker)
+        .is_ok()
+    {
+        std::process::exit(3);
+    }
+    (i * i, sunray::get_runtime_context().node_ip)
+}
+
 /// What CUDA itself sees from inside a task (GPU machines only; needs python3 + torch).
 #[sunray::remote]
 fn cuda_probe() -> String {
@@ -124,6 +138,20 @@ fn main() {
             for (ip, k) in per_ip {
                 println!("RAN {ip} {k}");
             }
+        }
+        Some("burst_die") => {
+            // Like burst, with task n/2 killing its worker once (path in argument 3).
+            let marker = args.get(3).cloned().expect("a marker path");
+            let refs: Vec<_> = (0..n as u64)
+                .map(|i| match i == n as u64 / 2 {
+                    true => square_or_die.remote(i, marker.clone()),
+                    false => square.remote(i, 0),
+                })
+                .collect();
+            for (i, (sq, _)) in sunray::get_all(&refs).unwrap().into_iter().enumerate() {
+                assert_eq!(sq, (i * i) as u64, "result of task {i}");
+            }
+            println!("CHECKED {n}");
         }
         Some("hold") => {
             // Holds n results of 1 KB until a line on stdin, drops them, then idles
