@@ -213,21 +213,21 @@ fn announce(line: &str, daemon: bool, session: &Session) {
     }
 }
 
+/// Prints how to use the cluster; a closed stdout (`| head -1`) is no error: the
+/// cluster runs either way.
 fn print_ready(line: &str) {
+    use std::io::Write;
     let parts: Vec<&str> = line.splitn(5, ' ').collect();
     let (kind, addr, dir, res) = (parts[1], parts[2], parts[3], parts.get(4).unwrap_or(&""));
-    if kind == "head" {
-        println!("sunray head started: {addr} ({res})");
-        println!("  session directory: {dir} (token, logs)");
-        println!("  join a node:       sunray start --address {addr}");
-        println!(
-            "  from another host: SUNRAY_TOKEN=$(cat {dir}/token) sunray start --address {addr}"
-        );
-        println!("  run a driver:      SUNRAY_ADDRESS={addr} <your program>");
-        println!("  status / stop:     sunray status   /   sunray stop");
+    let text = if kind == "head" {
+        format!(
+            "sunray head started: {addr} ({res})\n  session directory: {dir} (token, logs)\n  join a node:       sunray start --address {addr}\n  from another host: SUNRAY_TOKEN=$(cat {dir}/token) sunray start --address {addr}\n  run a driver:      SUNRAY_ADDRESS={addr} <your program>\n  status / stop:     sunray status   /   sunray stop\n"
+        )
     } else {
-        println!("sunray node joined {addr} ({res}); session directory {dir}");
-    }
+        format!("sunray node joined {addr} ({res}); session directory {dir}\n")
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// Starts `sunray start … --daemon-child` in a new session and returns once it is ready.
