@@ -19,8 +19,6 @@ use sunray_proto::{
 };
 use tokio::sync::mpsc;
 
-use tokio::io::{AsyncRead, AsyncWrite};
-
 use crate::{detect, head, session, wire, Error};
 
 /// The process-wide runtime that runs connections (and an embedded cluster, if any):
@@ -311,12 +309,13 @@ impl Sender {
     }
 
     fn release(&self, id: ObjectId) {
-        let mut r = self.released.lock().unwrap();
-        r.push(id);
-        if r.len() >= RELEASE_BATCH {
-            let batch = std::mem::take(&mut *r);
-            drop(r);
-            let _ = self.outbox.send(vec![DriverToHead::Release(batch)]);
+        let full = {
+            let mut r = self.released.lock().unwrap();
+            r.push(id);
+            r.len() >= RELEASE_BATCH
+        };
+        if full {
+            self.flush();
         }
     }
 
@@ -363,7 +362,7 @@ impl<T: std::io::Write + std::os::fd::AsRawFd + Send> BlockingWrite for T {}
 /// A connection the driver takes over from the runtime once the handshake is done: a
 /// plain socket (non-blocking, as `into_std` leaves it) that user threads write to and
 /// read from.
-trait Connection: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
+trait Connection: Sized {
     type Std: BlockingWrite + ReadFd + 'static;
     fn into_std(self) -> std::io::Result<Self::Std>;
     fn try_clone(s: &Self::Std) -> std::io::Result<Self::Std>;
