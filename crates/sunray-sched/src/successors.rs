@@ -96,10 +96,13 @@ mod tests {
         s.insert(1, 2, 7, "two");
         s.insert(2, 3, 7, "three");
         s.insert(3, 4, 8, "four");
+        assert_eq!(s.next_after(2), Some((3, &"three")), "a peek takes nothing");
+        assert_eq!(s.len(), 3);
         let mut dropped = s.remove_owner(7);
         dropped.sort();
         assert_eq!(dropped, vec!["three", "two"]);
         assert!(s.is_waiting(4) && !s.is_waiting(2));
+        assert_eq!(s.next_after(1), Some((4, &"four")), "the chain closed up");
         assert_eq!(s.take_after(1), Some("four"));
         assert!(s.is_empty());
     }
