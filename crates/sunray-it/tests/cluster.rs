@@ -551,3 +551,43 @@ fn task_output_reaches_a_driver_that_waits_for_nothing() {
     drop(drv.stdin.take());
     assert!(drv.wait().unwrap().success());
 }
+
+/// Two heads of one user on one port, on two loopback addresses: a driver reaches the
+/// one its address names, through that head's local socket.
+#[test]
+fn drivers_reach_the_head_their_address_names_when_two_share_a_port() {
+    let c = Cluster::start(1.0, &[]);
+    let port = c.address.rsplit_once(':').unwrap().1.to_string();
+    let mut other = c
+        .sunray(&[
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            &port,
+            "--node-ip-address",
+            "127.0.0.2",
+            "--num-cpus",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_line(&mut other, "sunray head started:");
+    for ip in ["127.0.0.1", "127.0.0.2"] {
+        let out = c
+            .driver_cmd(&["spread", "2"])
+            .env("SUNRAY_ADDRESS", format!("{ip}:{port}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(lines(&out, "IP "), [ip, ip], "the head at {ip} ran them");
+    }
+    other.kill().unwrap();
+    other.wait().unwrap();
+}

@@ -204,8 +204,14 @@ pub fn find_token(address: &str) -> Option<String> {
 }
 
 /// The session directory of a live head of this user on this host listening on
-/// `address`'s port (the newest, if several).
+/// `address`: the newest whose address is exactly `address`, else, when `address`
+/// names this host (localhost, a loopback or unspecified address), the newest on its
+/// port.
 pub fn local_head_session(address: &str) -> Option<PathBuf> {
+    head_session(address, true).or_else(|| head_session(address, false))
+}
+
+fn head_session(address: &str, exact: bool) -> Option<PathBuf> {
     let (host, port) = split_host_port(address)?;
     list_sessions()
         .into_iter()
@@ -214,7 +220,8 @@ pub fn local_head_session(address: &str) -> Option<PathBuf> {
             let Some((h, p)) = info.address.as_deref().and_then(split_host_port) else {
                 return false;
             };
-            p == port && (h == host || is_local_host(host)) && pid_alive(info.pid)
+            let same_host = h == host || (!exact && is_local_host(host));
+            p == port && same_host && pid_alive(info.pid)
         })
         .map(|(dir, _)| dir)
 }
@@ -225,8 +232,11 @@ pub fn local_head_socket(address: &str) -> Option<PathBuf> {
     if std::env::var(env::LOCAL_SOCKET).is_ok_and(|v| v == "0") {
         return None;
     }
+    // Only the head that advertises exactly this address: two heads may share a port on
+    // two loopback addresses, and a socket found loosely would reach the wrong one
+    // (where a token found loosely is merely refused).
     let path = Session {
-        dir: local_head_session(address)?,
+        dir: head_session(address, true)?,
     }
     .head_socket();
     path.exists().then_some(path)
