@@ -347,16 +347,9 @@ fn wrong_token_is_refused_on_both_sides() {
 #[test]
 fn drivers_on_the_head_host_use_its_local_socket_and_tcp_still_works() {
     let c = Cluster::start(2.0, &[("127.0.0.2", 2.0, 0)]);
-    let tcp = c
-        .driver_cmd(&["spread", "8"])
-        .env("SUNRAY_LOCAL_SOCKET", "0")
-        .output()
-        .unwrap();
-    assert!(
-        tcp.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tcp.stderr)
-    );
+    let mut tcp = c.driver_cmd(&["spread", "8"]);
+    tcp.env("SUNRAY_LOCAL_SOCKET", "0");
+    let tcp = run_ok(tcp);
     let local = c.driver(&["spread", "8"]);
     for out in [&tcp, &local] {
         assert_eq!(lines(out, "IP ").len(), 8, "every result came back");
@@ -576,16 +569,9 @@ fn drivers_reach_the_head_their_address_names_when_two_share_a_port() {
         .unwrap();
     wait_line(&mut other, "sunray head started:");
     for ip in ["127.0.0.1", "127.0.0.2"] {
-        let out = c
-            .driver_cmd(&["spread", "2"])
-            .env("SUNRAY_ADDRESS", format!("{ip}:{port}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut cmd = c.driver_cmd(&["spread", "2"]);
+        cmd.env("SUNRAY_ADDRESS", format!("{ip}:{port}"));
+        let out = run_ok(cmd);
         assert_eq!(lines(&out, "IP "), [ip, ip], "the head at {ip} ran them");
     }
     other.kill().unwrap();

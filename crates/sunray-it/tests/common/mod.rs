@@ -171,15 +171,20 @@ impl Cluster {
     }
 
     pub fn driver(&self, args: &[&str]) -> Output {
-        let out = self.driver_cmd(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "driver {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        run_ok(self.driver_cmd(args))
     }
+}
+
+/// Runs `cmd` to its end; it must succeed.
+pub fn run_ok(mut cmd: Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 impl Drop for Cluster {
