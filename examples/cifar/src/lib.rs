@@ -1,7 +1,7 @@
 //! The seed's second program in Rust: a CIFAR-10 CNN (burn), its data, its training
 //! loop; `examples/tune_cifar.rs` tunes it with sunray-tune.
 
-pub mod conv;
+pub mod cpu;
 pub mod data;
 pub mod model;
 pub mod train;
