@@ -104,16 +104,11 @@ fn planes(x: &FlexTensor) -> [usize; 3] {
     [s[0] * s[1], s[2], s[3]]
 }
 
-/// The convolution on Flex, keeping the patch matrices when a backward pass will need them.
-fn conv_forward(
-    x: &FlexTensor,
-    weight: &FlexTensor,
-    bias: &FlexTensor,
-    keep_cols: bool,
-) -> (FlexTensor, Option<Vec<f32>>) {
+/// The convolution on Flex.
+fn conv_forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
     let s = conv_shape(x, weight);
-    let (y, cols) = conv::forward(&s, &values(x), &values(weight), &values(bias), keep_cols);
-    (tensor(y, s.out_dims()), cols)
+    let y = conv::forward(&s, &values(x), &values(weight), &values(bias));
+    tensor(y, s.out_dims())
 }
 
 fn pool_forward(x: &FlexTensor) -> (FlexTensor, Vec<u8>) {
@@ -125,7 +120,7 @@ fn pool_forward(x: &FlexTensor) -> (FlexTensor, Vec<u8>) {
 
 impl CnnOps for Flex {
     fn conv2d_valid(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
-        conv_forward(&x, &weight, &bias, false).0
+        conv_forward(&x, &weight, &bias)
     }
 
     fn relu_max_pool2(x: FlexTensor) -> FlexTensor {
@@ -140,9 +135,8 @@ struct ConvBackward;
 #[derive(Clone, Debug)]
 struct ConvState {
     shape: ConvShape,
+    x: FlexTensor,
     weight: FlexTensor,
-    /// The forward pass's patch matrices, one per image.
-    cols: Arc<Vec<f32>>,
 }
 
 impl Backward<Flex, 3> for ConvBackward {
@@ -153,11 +147,16 @@ impl Backward<Flex, 3> for ConvBackward {
         let dy = grads.consume::<Flex>(&ops.node);
         let ConvState {
             shape: s,
+            x,
             weight,
-            cols,
         } = ops.state;
-        let (dw, db, dx) =
-            conv::backward(&s, &cols, &values(&weight), &values(&dy), node_x.is_some());
+        let (dw, db, dx) = conv::backward(
+            &s,
+            &values(&x),
+            &values(&weight),
+            &values(&dy),
+            node_x.is_some(),
+        );
         if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(
                 node.id,
@@ -213,15 +212,11 @@ impl<C: CheckpointStrategy> CnnOps for Autodiff<Flex, C> {
         );
         match ConvBackward.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (y, cols) = conv_forward(&x, &weight, &bias, true);
-                let state = ConvState {
-                    shape: conv_shape(&x, &weight),
-                    weight,
-                    cols: Arc::new(cols.expect("kept")),
-                };
-                prep.finish(state, y)
+                let y = conv_forward(&x, &weight, &bias);
+                let shape = conv_shape(&x, &weight);
+                prep.finish(ConvState { shape, x, weight }, y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(conv_forward(&x, &weight, &bias, false).0),
+            OpsKind::UnTracked(prep) => prep.finish(conv_forward(&x, &weight, &bias)),
         }
     }
 
