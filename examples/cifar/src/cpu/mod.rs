@@ -7,8 +7,8 @@
 //! kernel, which was most of a small batch's training time; and its max-pool with
 //! indices was a fifth of a batch of 16 (docs/ARCHITECTURE.md, "Where burn's time
 //! goes"). The kernels are in [`conv`] and [`pool`] (plain slices); this module only
-//! moves tensors in and out and records the backward steps.
-//! Other backends (CUDA) run burn's own operations: the trait's default bodies.
+//! moves tensors in and out and records the backward steps. On other devices (CUDA)
+//! the model runs burn's own layers.
 
 pub mod conv;
 pub mod pool;
@@ -25,6 +25,8 @@ use burn::prelude::*;
 
 use conv::ConvShape;
 
+/// The operations, on the flex backend with and without autodiff. Called on another
+/// backend they panic: the model calls them only on the CPU (`model.rs`).
 #[backend_extension(Flex, Autodiff)]
 pub trait CnnOps: Backend {
     /// Valid (unpadded), stride-1 convolution of `x` `[n, c, h, w]` by `weight`
@@ -33,15 +35,10 @@ pub trait CnnOps: Backend {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        let options = burn::tensor::ops::ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
-        Self::conv2d(x, weight, Some(bias), options)
-    }
+    ) -> FloatTensor<Self>;
 
     /// ReLU then 2×2 max-pool with stride 2 of `x` `[n, c, h, w]`.
-    fn relu_max_pool2(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::max_pool2d(Self::relu(x), [2, 2], [2, 2], [0, 0], [1, 1], false)
-    }
+    fn relu_max_pool2(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// [`CnnOps::conv2d_valid`] on high-level tensors.
@@ -83,6 +80,11 @@ fn conv_shape(x: &FlexTensor, weight: &FlexTensor) -> ConvShape {
 
 /// The tensor's values as one contiguous `f32` slice (copied only when strided).
 fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    assert_eq!(
+        t.dtype(),
+        burn::tensor::DType::F32,
+        "the CPU kernels take f32 tensors"
+    );
     match t.as_slice::<f32>() {
         Some(v) => v.into(),
         None => t.to_contiguous().as_slice::<f32>().unwrap().to_vec().into(),
