@@ -1,6 +1,7 @@
 //! Valid (unpadded), stride-1 convolution as im2col + matrix products, forward and
-//! backward, on plain slices: every pass is one patch copy and one matrix product per
-//! image, as PyTorch does. The seed's model has no other convolution.
+//! backward, on plain slices: each pass copies a run of images' patches into a matrix
+//! that fits the core's cache and makes one matrix product of it. The seed's model has
+//! no other convolution.
 
 use std::cell::RefCell;
 
