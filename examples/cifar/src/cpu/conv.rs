@@ -60,7 +60,7 @@ impl ConvShape {
 /// (`ld` = images × pixels) make one matrix, hence one matrix product for all of them.
 fn im2col(s: &ConvShape, image: &[f32], col: &mut [f32], ld: usize) {
     // The CNN's two output widths get copies of a known length, inlined as a few vector
-    // moves: a call to memcpy per 28 or 10 values was a fifth of a batch's step.
+    // moves instead of a call to memcpy per 28 or 10 values: 5-10 % faster steps.
     match s.out_width() {
         28 => im2col_rows::<28>(s, image, col, ld),
         10 => im2col_rows::<10>(s, image, col, ld),
