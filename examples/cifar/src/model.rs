@@ -3,7 +3,7 @@
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
@@ -48,8 +48,13 @@ impl Net {
             x.device().as_dispatch().clone().inner(),
             burn::backend::DispatchDevice::Flex(_)
         );
+        // The kernels do valid, stride-1 convolutions: the model's, as built in `new`.
+        let plain = conv.stride == [1, 1]
+            && conv.dilation == [1, 1]
+            && conv.groups == 1
+            && matches!(conv.padding, PaddingConfig2d::Valid);
         match &conv.bias {
-            Some(bias) if on_cpu => {
+            Some(bias) if on_cpu && plain => {
                 cpu::relu_max_pool2(cpu::conv2d_valid(x, conv.weight.val(), bias.val()))
             }
             _ => self.pool.forward(relu(conv.forward(x))),
