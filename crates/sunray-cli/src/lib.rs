@@ -59,6 +59,7 @@ pub(crate) fn init_logging(default: &str) {
 /// The head to talk to: the flag, `$SUNRAY_ADDRESS`, or the only head on this host.
 pub(crate) fn resolve_address(given: Option<String>) -> anyhow::Result<String> {
     if let Some(a) = given.or_else(sunray_runtime::session::address_from_env) {
+        sunray_runtime::wire::check_address(&a).map_err(anyhow::Error::msg)?;
         return Ok(a);
     }
     let heads = sunray_runtime::session::local_head_addresses();
@@ -74,14 +75,43 @@ pub(crate) fn resolve_address(given: Option<String>) -> anyhow::Result<String> {
     }
 }
 
-pub(crate) fn resolve_token(given: Option<String>, address: &str) -> anyhow::Result<String> {
+/// The token for `address`: `--token-file`, `--token`/`$SUNRAY_TOKEN`, or this host's
+/// session directory. Without one, says whether the address is wrong or nothing
+/// answers there before blaming the token.
+pub(crate) fn resolve_token(
+    given: Option<String>,
+    file: Option<&std::path::Path>,
+    address: &str,
+) -> anyhow::Result<String> {
+    if let Some(f) = file {
+        return read_token_file(f);
+    }
     given
+        .filter(|t| !t.is_empty())
         .or_else(|| sunray_runtime::session::find_token(address))
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "no token for the cluster at {address}: pass --token or set SUNRAY_TOKEN (the head's session directory holds it in a file named token)"
-            )
-        })
+        .ok_or_else(|| anyhow::anyhow!(sunray_runtime::wire::explain_missing_token(address)))
+}
+
+/// Reads a token from a file (surrounding white space ignored).
+pub(crate) fn read_token_file(f: &std::path::Path) -> anyhow::Result<String> {
+    let t = std::fs::read_to_string(f)
+        .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", f.display()))?;
+    let t = t.trim().to_string();
+    anyhow::ensure!(!t.is_empty(), "the token file {} is empty", f.display());
+    Ok(t)
+}
+
+/// The error a background `sunray` printed, as one line: its `sunray: error:` line
+/// without the prefix (the caller adds its own), else the last line it printed.
+pub(crate) fn child_error(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    lines
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("sunray: error: "))
+        .or(lines.last().copied())
+        .unwrap_or("it exited without saying why")
+        .to_string()
 }
 
 /// SIGTERM, SIGINT or SIGHUP.
@@ -118,13 +148,19 @@ pub(crate) fn redirect_output(path: &std::path::Path) {
 /// Re-runs this executable with `args` in a new session (detached from the terminal and
 /// the job step) and waits for its first line: `Ok(rest)` for `READY rest`, else
 /// `Err(what it printed on stderr)`.
-pub(crate) fn spawn_detached(args: &[String]) -> anyhow::Result<Result<String, String>> {
+pub(crate) fn spawn_detached(
+    args: &[String],
+    token: Option<&str>,
+) -> anyhow::Result<Result<String, String>> {
     use anyhow::Context;
     use std::io::{BufRead, Read};
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
     let exe = std::env::current_exe().context("cannot locate the sunray executable")?;
     let mut cmd = Command::new(exe);
+    if let Some(t) = token {
+        cmd.env(sunray_runtime::env::TOKEN, t);
+    }
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

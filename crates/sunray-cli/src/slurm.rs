@@ -146,13 +146,10 @@ fn job() -> anyhow::Result<Job> {
 
 /// Per-user, per-job directory for session files and logs: short, so that Unix socket
 /// paths inside it stay well under the 108-byte limit.
-fn job_dir(job: &str) -> PathBuf {
-    std::env::var_os("SUNRAY_TMPDIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(format!("/tmp/sunray-{}", unsafe { libc::getuid() }))
-                .join(format!("j{job}"))
-        })
+/// `j<job>` in this user's sunray directory (see `session::base_dir`), which is created
+/// if needed; the job's head keeps its session inside.
+fn job_dir(job: &str) -> anyhow::Result<PathBuf> {
+    Ok(sunray_runtime::session::ensure_base_dir()?.join(format!("j{job}")))
 }
 
 fn env_cpus() -> Option<f64> {
@@ -202,7 +199,7 @@ fn supervise(
 ) -> anyhow::Result<i32> {
     crate::init_logging("warn");
     let job = job()?;
-    let dir = job_dir(&job.id);
+    let dir = job_dir(&job.id)?;
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let others: Vec<String> = job
         .nodes
@@ -328,9 +325,7 @@ async fn start_head(exe: &Path, a: &ClusterArgs, ip: IpAddr, dir: &Path) -> anyh
         }
         _ => bail!(
             "the sunray head did not start: {}",
-            std::fs::read_to_string(dir.join("head.log"))
-                .unwrap_or_default()
-                .trim()
+            crate::child_error(&std::fs::read_to_string(dir.join("head.log")).unwrap_or_default())
         ),
     }
 }
@@ -462,8 +457,9 @@ fn up() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let at = args.iter().position(|x| x == "up").expect("subcommand up");
     args[at] = "supervise".into();
-    let rest = crate::spawn_detached(&args)?
-        .map_err(|err| anyhow::anyhow!("the cluster did not start:\n{err}"))?;
+    let rest = crate::spawn_detached(&args, None)?.map_err(|err| {
+        anyhow::anyhow!("the cluster did not start: {}", crate::child_error(&err))
+    })?;
     let mut parts = rest.split_whitespace();
     let (address, session) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     println!(
@@ -478,7 +474,7 @@ fn up() -> anyhow::Result<()> {
 
 fn down() -> anyhow::Result<()> {
     let job = job()?;
-    let dir = job_dir(&job.id);
+    let dir = job_dir(&job.id)?;
     let pidfile = dir.join("supervisor.pid");
     let pid: i32 = std::fs::read_to_string(&pidfile)
         .ok()
@@ -514,11 +510,12 @@ fn add_nodes(a: AddNodesArgs) -> anyhow::Result<()> {
         bail!("--nodes must be at least 1");
     }
     let address = crate::resolve_address(a.address)?;
-    let token = crate::resolve_token(None, &address)?;
+    let token = crate::resolve_token(None, None, &address)?;
     let exe = std::env::current_exe()?;
-    let dir = std::env::var("SLURM_JOB_ID")
-        .map(|j| job_dir(&j))
-        .unwrap_or_else(|_| sunray_runtime::session::base_dir());
+    let dir = match std::env::var("SLURM_JOB_ID") {
+        Ok(j) => job_dir(&j)?,
+        Err(_) => sunray_runtime::session::ensure_base_dir()?,
+    };
     std::fs::create_dir_all(&dir)?;
     let script = dir.join(format!("add-nodes-{}.sh", std::process::id()));
     std::fs::write(

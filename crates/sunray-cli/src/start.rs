@@ -7,7 +7,7 @@ use sunray_proto::{NodeRegistration, Resources};
 use sunray_runtime::detect;
 use sunray_runtime::local::{self, HeadOptions};
 use sunray_runtime::node::{self, NodeConfig};
-use sunray_runtime::session::{self, Session, SessionInfo};
+use sunray_runtime::session::{Session, SessionInfo};
 
 #[derive(Args, Clone)]
 pub struct StartArgs {
@@ -24,17 +24,25 @@ pub struct StartArgs {
     #[arg(long = "node-ip-address")]
     node_ip_address: Option<IpAddr>,
     /// CPUs this node offers (default: the CPUs of this host).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_cpus)]
     num_cpus: Option<f64>,
     /// GPUs this node offers (default: CUDA_VISIBLE_DEVICES or the NVIDIA driver's list).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_gpus)]
     num_gpus: Option<u32>,
     /// Custom resources, as JSON: '{"name": amount}'.
     #[arg(long)]
     resources: Option<String>,
-    /// Cluster token (head: use this one instead of a new one; node: the head's).
+    /// Cluster token (head: use this one instead of a new one; node: the head's). Other
+    /// users can read a command line: prefer --token-file or SUNRAY_TOKEN.
     #[arg(long, env = "SUNRAY_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Read the cluster token from this file (as --token).
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
+    /// Seconds of silence after which a peer counts as gone: the head declares a node
+    /// dead, a node gives up on its head.
+    #[arg(long, env = "SUNRAY_HEARTBEAT_TIMEOUT", value_parser = parse_timeout)]
+    heartbeat_timeout: Option<f64>,
     /// Stay in the foreground until signalled.
     #[arg(long)]
     block: bool,
@@ -55,9 +63,38 @@ impl StartArgs {
             num_gpus,
             resources: None,
             token: std::env::var("SUNRAY_TOKEN").ok(),
+            token_file: None,
+            heartbeat_timeout: None,
             block: true,
             daemon_child: false,
         }
+    }
+}
+
+/// Most CPUs a node may offer.
+const MAX_CPUS: f64 = 1e6;
+
+fn parse_cpus(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if !(v.is_finite() && (0.0..=MAX_CPUS).contains(&v)) {
+        return Err(format!("the number of CPUs must be from 0 to {MAX_CPUS:e}, got {s}"));
+    }
+    Ok(v)
+}
+
+fn parse_gpus(s: &str) -> Result<u32, String> {
+    let max = sunray_proto::limits::MAX_GPUS_PER_NODE;
+    match s.trim().parse::<i64>() {
+        Ok(v) if (0..=max as i64).contains(&v) => Ok(v as u32),
+        Ok(_) => Err(format!("the number of GPUs must be a whole number from 0 to {max}, got {s}")),
+        Err(_) => Err(format!("the number of GPUs must be a whole number from 0 to {max}, got {s:?}")),
+    }
+}
+
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 1.0 && v <= 1e6 => Ok(v),
+        _ => Err(format!("the heartbeat timeout is a number of seconds from 1 to 1e6, got {s}")),
     }
 }
 
@@ -74,17 +111,17 @@ fn node_resources(a: &StartArgs) -> anyhow::Result<(Resources, Vec<String>)> {
         })?,
     };
     for (k, v) in &custom {
-        if !(v.is_finite() && *v >= 0.0) {
-            bail!("--resources: amount of {k} must be a non-negative number, got {v}");
+        if !(v.is_finite() && (0.0..=sunray_proto::limits::MAX_AMOUNT).contains(v)) {
+            bail!(
+                "--resources: amount of {k} must be a number from 0 to {:e}, got {v}",
+                sunray_proto::limits::MAX_AMOUNT
+            );
         }
         if ["CPU", "GPU", "memory"].contains(&k.as_str()) {
             bail!("--resources: use --num-cpus / --num-gpus for {k}");
         }
     }
     let cpu = a.num_cpus.unwrap_or(detect::cpus() as f64);
-    if !(cpu.is_finite() && cpu >= 0.0) {
-        bail!("--num-cpus must be a non-negative number, got {cpu}");
-    }
     Ok((
         Resources {
             cpu,
@@ -96,12 +133,19 @@ fn node_resources(a: &StartArgs) -> anyhow::Result<(Resources, Vec<String>)> {
     ))
 }
 
-pub fn run(a: StartArgs) -> anyhow::Result<()> {
+pub fn run(mut a: StartArgs) -> anyhow::Result<()> {
+    if let Some(f) = &a.token_file {
+        a.token = Some(crate::read_token_file(f)?);
+    }
+    let (resources, gpu_ids) = node_resources(&a)?;
+    if let Some(t) = a.heartbeat_timeout {
+        // Read by the runtime (and inherited by the background process).
+        std::env::set_var(sunray_runtime::env::HEARTBEAT_TIMEOUT, t.to_string());
+    }
     if !a.block && !a.daemon_child {
         return spawn_background(&a);
     }
     crate::init_logging("info");
-    let (resources, gpu_ids) = node_resources(&a)?;
     // One thread: the head and node agent are actors passing messages; on small nodes a
     // single thread avoids cross-thread wake-ups on every hop.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -140,12 +184,12 @@ pub fn run(a: StartArgs) -> anyhow::Result<()> {
             started.session.remove();
         } else {
             let address = a.address.clone().expect("clap requires it");
-            let token = crate::resolve_token(a.token.clone(), &address)?;
+            sunray_runtime::wire::check_address(&address).map_err(anyhow::Error::msg)?;
+            let token = crate::resolve_token(a.token.clone(), None, &address)?;
             let node_ip = match a.node_ip_address {
                 Some(ip) => ip,
                 None => detect::local_ip_towards(&address).unwrap_or_else(detect::default_ip),
             };
-            let session = Session::create("node")?;
             let reg = NodeRegistration {
                 ip: node_ip.to_string(),
                 hostname: detect::hostname(),
@@ -154,13 +198,16 @@ pub fn run(a: StartArgs) -> anyhow::Result<()> {
                 gpu_ids: gpu_ids.clone(),
             };
             let link = node::join(&address, a.node_ip_address, &token, reg).await?;
-            session.write_info(&SessionInfo {
-                kind: "node".into(),
-                pid: std::process::id(),
-                address: None,
-                node_ip: node_ip.to_string(),
-                started_unix_ms: session::now_unix_ms(),
-            })?;
+            // Only once the head took this node: a failed start leaves nothing behind.
+            let session = Session::create("node")?;
+            if let Err(e) = session.write_info(&SessionInfo::of_this_process(
+                "node",
+                None,
+                node_ip.to_string(),
+            )) {
+                session.remove();
+                return Err(e.into());
+            }
             announce(
                 &format!(
                     "READY node {} {} {}",
@@ -231,17 +278,68 @@ fn print_ready(line: &str) {
 }
 
 /// Starts `sunray start … --daemon-child` in a new session and returns once it is ready.
+/// The token reaches it through the environment, never its command line (which every
+/// user of the host can read).
 fn spawn_background(a: &StartArgs) -> anyhow::Result<()> {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args = without_secrets(std::env::args().skip(1));
     args.push("--daemon-child".into());
-    match crate::spawn_detached(&args)? {
+    match crate::spawn_detached(&args, a.token.as_deref())? {
         Ok(ready) => {
             print_ready(&format!("READY {ready}"));
             Ok(())
         }
         Err(err) => bail!(
-            "the sunray {} did not start:\n{err}",
-            if a.head { "head" } else { "node" }
+            "the sunray {} did not start: {}",
+            if a.head { "head" } else { "node" },
+            crate::child_error(&err)
         ),
+    }
+}
+
+/// The arguments less `--token X`, `--token=X` and `--token-file F` (the token goes
+/// through the environment instead).
+fn without_secrets(args: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip_next = false;
+    for arg in args {
+        if std::mem::take(&mut skip_next) {
+            continue;
+        }
+        match arg.as_str() {
+            "--token" | "--token-file" => skip_next = true,
+            a if a.starts_with("--token=") || a.starts_with("--token-file=") => {}
+            _ => out.push(arg),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_dropped_from_the_background_command_line() {
+        let args = [
+            "start", "--head", "--token", "s3cret", "--port", "0", "--token=s3cret",
+            "--token-file", "/f", "--token-file=/f", "--block",
+        ]
+        .map(String::from);
+        assert_eq!(
+            without_secrets(args.into_iter()),
+            ["start", "--head", "--port", "0", "--block"]
+        );
+    }
+
+    #[test]
+    fn resource_flags_are_range_checked() {
+        assert_eq!(parse_cpus("2.5"), Ok(2.5));
+        for bad in ["1e300", "-3", "nan", "inf", "x"] {
+            assert!(parse_cpus(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_gpus("4"), Ok(4));
+        for bad in ["-1", "1e12", "5000", "1.5"] {
+            assert!(parse_gpus(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -14,6 +14,9 @@ pub struct StatusArgs {
     /// Cluster token (default: found in this host's session directory).
     #[arg(long, env = "SUNRAY_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Read the cluster token from this file.
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
     /// Block until this many nodes are alive.
     #[arg(long)]
     wait_for_nodes: Option<u32>,
@@ -25,7 +28,7 @@ pub struct StatusArgs {
 pub fn run(a: StatusArgs) -> anyhow::Result<()> {
     crate::init_logging("warn");
     let address = crate::resolve_address(a.address)?;
-    let token = crate::resolve_token(a.token, &address)?;
+    let token = crate::resolve_token(a.token, a.token_file.as_deref(), &address)?;
     let view = runtime()
         .block_on(async {
             match a.wait_for_nodes {

@@ -1,7 +1,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use sunray_runtime::session::{list_sessions, pid_alive};
+use sunray_runtime::session::{is_stale, list_sessions, SessionInfo};
 
 #[derive(Args)]
 pub struct StopArgs {
@@ -14,12 +14,16 @@ pub struct StopArgs {
 }
 
 /// Stops the heads and nodes of this user on this host; embedded clusters of running
-/// programs are left alone (they end with their program).
+/// programs are left alone (they end with their program). A process is signalled only
+/// while it is provably the one that wrote the session (same pid, start time and
+/// executable): a pid reused by another program is never touched.
 pub fn run(a: StopArgs) -> anyhow::Result<()> {
-    let mut targets = Vec::new();
+    let mut targets: Vec<(std::path::PathBuf, SessionInfo)> = Vec::new();
     for (dir, info) in list_sessions() {
-        if !pid_alive(info.pid) {
-            std::fs::remove_dir_all(&dir).ok(); // stale
+        if !info.process_alive() {
+            if is_stale(&dir) {
+                std::fs::remove_dir_all(&dir).ok();
+            }
             continue;
         }
         if info.kind == "head" || info.kind == "node" {
@@ -32,26 +36,23 @@ pub fn run(a: StopArgs) -> anyhow::Result<()> {
         libc::SIGTERM
     };
     for (_, info) in &targets {
-        unsafe {
-            libc::kill(info.pid as i32, sig);
-        }
+        signal(info, sig);
     }
     let deadline = Instant::now() + Duration::from_secs_f64(a.grace_period.max(0.0));
     let mut killed = 0;
     for (dir, info) in &targets {
-        while pid_alive(info.pid) && Instant::now() < deadline {
+        while info.process_alive() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        if pid_alive(info.pid) {
-            unsafe {
-                libc::kill(info.pid as i32, libc::SIGKILL);
-            }
+        if signal(info, libc::SIGKILL) {
             killed += 1;
-            while pid_alive(info.pid) {
+            while info.process_alive() {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        std::fs::remove_dir_all(dir).ok();
+        if is_stale(dir) {
+            std::fs::remove_dir_all(dir).ok();
+        }
     }
     match targets.len() {
         0 => println!("no sunray processes to stop on this host"),
@@ -66,4 +67,14 @@ pub fn run(a: StopArgs) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+/// Sends `sig` to the session's process if it is still that process; whether it was.
+fn signal(info: &SessionInfo, sig: i32) -> bool {
+    // Checked right before the signal: the window for a pid to be reused in between is
+    // the time of one system call.
+    if !info.process_alive() {
+        return false;
+    }
+    unsafe { libc::kill(info.pid as i32, sig) == 0 }
 }

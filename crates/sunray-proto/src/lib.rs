@@ -1,19 +1,39 @@
 //! Wire messages of sunray and the protocol version.
 //!
 //! Every connection carries length-delimited frames (4-byte big-endian length, then a
-//! postcard-encoded message). The first frame from the connecting side is a [`Hello`]
-//! carrying the protocol version and the cluster token; the accepting side answers with a
-//! [`HelloReply`]. Nothing else lives in this crate, so that every process agrees on the
-//! bytes.
+//! postcard-encoded message). The handshake is a mutual challenge–response over the
+//! cluster token, which never crosses the wire: the connecting side sends a [`Hello`]
+//! (protocol version, a fresh nonce, its role); the head answers
+//! [`HelloReply::Challenge`] (its own nonce and a proof that it knows the token); the
+//! client answers [`ClientProof`]; the head answers `Welcome` or `Refused`. See
+//! [`auth`]. Everything a peer sends is checked by [`limits`] before it is acted on.
+//! Nothing else lives in this crate, so that every process agrees on the bytes.
 
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-/// Bumped on every incompatible change of a message below.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub mod auth;
+pub mod limits;
 
-/// Largest frame accepted (a driver's executable travels as one frame).
-pub const MAX_FRAME_BYTES: usize = 1 << 30;
+/// Bumped on every incompatible change of a message below. The first field of
+/// [`Hello`] stays a `u32` version in every protocol, so that a head can refuse an older
+/// or newer peer with a message it understands ([`HelloReply::Refused`] keeps its place).
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// Largest frame a peer may send before it has authenticated: a [`Hello`] with an
+/// executable path of `PATH_MAX` fits with room to spare. Nobody can make the head
+/// allocate more than this without the token.
+pub const MAX_HELLO_BYTES: usize = 16 * 1024;
+
+/// Default for the largest frame an authenticated peer may send (an object `put` travels
+/// as one frame); see `SUNRAY_MAX_MESSAGE_MB`.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 30;
+
+/// Executables travel in pieces of this size (uploads and fetches), never as one frame.
+pub const BINARY_CHUNK_BYTES: usize = 4 << 20;
+
+/// A random value used once, in the handshake.
+pub type Nonce = [u8; 32];
 
 pub type NodeId = u32;
 /// A connected driver (a "job" in Ray's words).
@@ -71,9 +91,18 @@ pub struct BinaryInfo {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hello {
+    /// Always the first field (see [`PROTOCOL_VERSION`]).
     pub version: u32,
-    pub token: String,
+    /// Fresh for each connection: the head's proof covers it, so a recorded proof
+    /// cannot be replayed to this client.
+    pub nonce: Nonce,
     pub role: Role,
+}
+
+/// The client's answer to [`HelloReply::Challenge`]: proof that it knows the token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientProof {
+    pub proof: [u8; 32],
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,9 +140,24 @@ pub enum HelloReply {
         /// so the driver must upload it (nodes fetch it from the head).
         upload_binary: bool,
     },
+    /// Kept second in every protocol version: old peers decode it.
     Refused {
         reason: String,
     },
+    /// The head's nonce and its proof that it knows the token (see [`auth`]).
+    Challenge {
+        nonce: Nonce,
+        proof: [u8; 32],
+    },
+}
+
+/// One piece of an executable sent by the head to a node that fetches it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum BinaryChunk {
+    Data(Bytes),
+    /// Sent after the last piece.
+    End,
+    Missing(String),
 }
 
 /// One argument of a task: a serialised value, or the id of an object the head must
@@ -145,6 +189,8 @@ pub enum ErrorKind {
     NodeDied,
     /// The worker's executable does not contain the function.
     FunctionNotFound,
+    /// The head refused the task as submitted (an invalid resource request).
+    Invalid,
     /// An argument could not be decoded (driver and worker disagree on types).
     BadArguments,
     /// A task this one depends on failed.
@@ -172,6 +218,7 @@ impl std::fmt::Display for TaskError {
             ErrorKind::WorkerDied => "lost its worker process",
             ErrorKind::NodeDied => "lost its node",
             ErrorKind::FunctionNotFound => "cannot run: function not found in the worker",
+            ErrorKind::Invalid => "was refused by the head",
             ErrorKind::BadArguments => "cannot run: bad arguments",
             ErrorKind::DependencyFailed => "cannot run: a dependency failed",
             ErrorKind::ObjectLost => "cannot run: object lost",
@@ -201,9 +248,11 @@ pub enum DriverToHead {
         task: TaskId,
         data: Bytes,
     },
+    /// One piece of the driver's executable, in order; `last` ends the upload.
     UploadBinary {
         hash: String,
         data: Bytes,
+        last: bool,
     },
     Query(Query),
 }
@@ -223,6 +272,9 @@ pub enum HeadToDriver {
     },
     Warning(String),
     QueryReply(ClusterView),
+    /// Sent every second: a driver that hears nothing for its timeout knows the head
+    /// is gone or stopped, even when no result is due.
+    Heartbeat,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -287,6 +339,8 @@ pub enum HeadToNode {
         data: Bytes,
     },
     Shutdown,
+    /// Sent every second (see [`HeadToDriver::Heartbeat`]).
+    Heartbeat,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

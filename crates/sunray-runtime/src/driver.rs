@@ -116,7 +116,13 @@ struct ReadHalf {
     buf: bytes::BytesMut,
     codec: tokio_util::codec::LengthDelimitedCodec,
     address: String,
+    /// When the head was last heard from; it sends a heartbeat every second, so a long
+    /// silence means it is gone or stopped (see `crate::heartbeat_timeout`).
+    last_heard: Instant,
 }
+
+/// A reader waits at most this long at a time, then checks that the head still talks.
+const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 
 trait ReadFd: std::io::Read + std::os::fd::AsRawFd + Send {}
 impl<T: std::io::Read + std::os::fd::AsRawFd + Send> ReadFd for T {}
@@ -173,11 +179,20 @@ impl ReadHalf {
             return Ok(());
         }
         let fd = self.sock.as_raw_fd();
+        let timeout = Some(timeout.map_or(LIVENESS_CHECK, |t| t.min(LIVENESS_CHECK)));
         let ready = match also {
             Some(a) => poll_readable(&[fd, a], timeout),
             None => spin_then_poll(fd, timeout),
         };
         if !ready {
+            let limit = crate::heartbeat_timeout();
+            if self.last_heard.elapsed() > limit {
+                return Err(format!(
+                    "head at {} has not answered for {} s (stopped, hung, or its host is down)",
+                    self.address,
+                    limit.as_secs_f64()
+                ));
+            }
             return Ok(());
         }
         loop {
@@ -193,7 +208,10 @@ impl ReadHalf {
                     self.handle_buffered(shared)?;
                     return Err(format!("head at {}: connection closed", self.address));
                 }
-                Ok(n) => unsafe { self.buf.set_len(self.buf.len() + n) },
+                Ok(n) => {
+                    unsafe { self.buf.set_len(self.buf.len() + n) };
+                    self.last_heard = Instant::now();
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(format!("head at {}: read error: {e}", self.address)),
@@ -339,6 +357,33 @@ pub struct Client {
 
 const SELF_EXE: &str = "/proc/self/exe";
 
+/// Sends this executable to the head in pieces (`BINARY_CHUNK_BYTES` each).
+fn upload_self(outbox: &Outbox, hash: &str) -> Result<(), String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(SELF_EXE).map_err(|e| format!("cannot read {SELF_EXE}: {e}"))?;
+    let mut next = Vec::new();
+    loop {
+        let mut piece = Vec::with_capacity(sunray_proto::BINARY_CHUNK_BYTES);
+        (&mut f)
+            .take(sunray_proto::BINARY_CHUNK_BYTES as u64)
+            .read_to_end(&mut piece)
+            .map_err(|e| format!("cannot read {SELF_EXE}: {e}"))?;
+        // A piece is sent once the next is read, so that the last one says so.
+        let last = piece.is_empty();
+        if !next.is_empty() || last {
+            outbox.send(vec![DriverToHead::UploadBinary {
+                hash: hash.to_string(),
+                data: Bytes::from(std::mem::take(&mut next)),
+                last,
+            }])?;
+        }
+        if last {
+            return Ok(());
+        }
+        next = piece;
+    }
+}
+
 /// Describes the running executable, so that nodes can start it as a worker.
 pub fn this_binary(registry_hash: &str) -> Result<BinaryInfo, Error> {
     let path =
@@ -435,17 +480,10 @@ impl Client {
             C::try_clone(&std_stream).map_err(|e| Error::io("cannot clone the connection", e))?;
         let outbox = Outbox::Socket(Mutex::new(Box::new(writer)));
         if upload_binary {
-            let data = std::fs::read(SELF_EXE)
-                .map_err(|e| Error::io(format!("cannot read {SELF_EXE}"), e))?;
-            outbox
-                .send(vec![DriverToHead::UploadBinary {
-                    hash: binary.hash.clone(),
-                    data: Bytes::from(data),
-                }])
-                .map_err(|e| Error::Disconnected {
-                    address: address.into(),
-                    reason: e.to_string(),
-                })?;
+            upload_self(&outbox, &binary.hash).map_err(|reason| Error::Disconnected {
+                address: address.into(),
+                reason,
+            })?;
         }
         let (wake_tx, wake_rx) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| Error::io("cannot create a socket pair", e))?;
@@ -457,8 +495,9 @@ impl Client {
         shared.state.lock().unwrap().reader = Some(ReadHalf {
             sock: Box::new(std_stream),
             buf: parts.read_buf,
-            codec: wire::codec(),
+            codec: wire::authenticated_codec(),
             address: address.to_string(),
+            last_heard: Instant::now(),
         });
         // The reader's hand-over socket is the other end of the pair.
         let s2 = shared.clone();
@@ -745,6 +784,7 @@ fn on_message(shared: &Shared, m: HeadToDriver) {
             }
         }
         HeadToDriver::Warning(w) => eprintln!("sunray: warning: {w}"),
+        HeadToDriver::Heartbeat => {}
     }
 }
 

@@ -11,21 +11,19 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use sunray_proto::{
-    object_owner, Arg, Assignment, BinaryInfo, ClientId, ClusterView, DriverToHead, ErrorKind,
-    HeadToDriver, HeadToNode, HelloReply, NodeId, NodeRegistration, NodeToHead, NodeView, ObjectId,
-    Outcome, Query, Resources, Role, TaskError, TaskId, TaskSpec,
+    limits, object_owner, Arg, Assignment, BinaryChunk, BinaryInfo, ClientId, ClusterView,
+    DriverToHead, ErrorKind, HeadToDriver, HeadToNode, HelloReply, NodeId, NodeRegistration,
+    NodeToHead, NodeView, ObjectId, Outcome, Query, Resources, Role, TaskError, TaskId, TaskSpec,
 };
 use sunray_sched::{Pipelining, ResourceSet, Scheduler};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::detect;
 use crate::wire::{self, FramedIo};
 
-/// A node whose heartbeats stop for this long is declared dead.
-pub const NODE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn to_request(r: &Resources) -> ResourceSet {
     let mut s = ResourceSet::new(r.cpu, r.gpu, r.memory);
@@ -76,11 +74,30 @@ pub struct HeadShared {
     pub bin_dir: PathBuf,
     /// Signalled when someone asks the cluster to shut down.
     pub shutdown: Notify,
+    /// One permit per connection in its handshake (see [`MAX_HANDSHAKES`]).
+    handshakes: Arc<Semaphore>,
+    refused_handshakes: std::sync::atomic::AtomicU64,
 }
 
 impl HeadShared {
     pub fn next_id(&self) -> u32 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A handshake slot for a new connection, or None (the connection is closed): too
+    /// many peers are in their handshake. Logged once per 100 refusals.
+    fn handshake_permit(&self, peer: &str) -> Option<OwnedSemaphorePermit> {
+        let permit = self.handshakes.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            let n = self.refused_handshakes.fetch_add(1, Ordering::Relaxed);
+            if n % 100 == 0 {
+                warn!(
+                    "closed a connection from {peer}: {MAX_HANDSHAKES} others are in their handshake ({} closed so far)",
+                    n + 1
+                );
+            }
+        }
+        permit
     }
 }
 
@@ -93,6 +110,8 @@ pub fn start(token: String, bin_dir: PathBuf) -> Arc<HeadShared> {
         next_id: AtomicU32::new(1),
         bin_dir,
         shutdown: Notify::new(),
+        handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+        refused_handshakes: Default::default(),
     });
     tokio::spawn(run_actor(rx));
     let ticker = tx;
@@ -131,15 +150,23 @@ async fn run_actor(mut rx: mpsc::UnboundedReceiver<Event>) {
     }
 }
 
+/// Most connections that may be in their handshake at once: beyond this, new ones are
+/// closed at once, so that peers without the token cannot hold the head's memory or
+/// file descriptors (each handshake also ends within `wire::HELLO_TIMEOUT`).
+pub const MAX_HANDSHAKES: usize = 64;
+
 /// Accepts TCP connections forever.
 pub async fn serve(listener: TcpListener, shared: Arc<HeadShared>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Some(permit) = shared.handshake_permit(&peer.to_string()) else {
+                    continue;
+                };
                 stream.set_nodelay(true).ok();
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    handle_conn(stream, peer.to_string(), Some(peer.ip()), shared).await;
+                    handle_conn(stream, peer.to_string(), Some(peer.ip()), shared, permit).await;
                 });
             }
             Err(e) => {
@@ -157,9 +184,12 @@ pub async fn serve_unix(listener: UnixListener, shared: Arc<HeadShared>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                let Some(permit) = shared.handshake_permit("the local socket") else {
+                    continue;
+                };
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    handle_conn(stream, "local socket".into(), None, shared).await;
+                    handle_conn(stream, "local socket".into(), None, shared, permit).await;
                 });
             }
             Err(e) => {
@@ -176,14 +206,43 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(io: &mut FramedIo<S>, reason:
         .await;
 }
 
+/// Why a peer's role is refused before it joins, if it is.
+fn check_role(role: &Role) -> Result<(), String> {
+    match role {
+        Role::Driver {
+            binary, hostname, ..
+        } => {
+            limits::check_binary(binary)?;
+            if hostname.len() > limits::MAX_NAME {
+                return Err("the driver's hostname is too long".into());
+            }
+            Ok(())
+        }
+        Role::Node(reg) => limits::check_registration(reg),
+        Role::Query => Ok(()),
+        Role::FetchBinary { hash } => {
+            if limits::is_binary_hash(hash) {
+                Ok(())
+            } else {
+                Err("an executable is fetched by its hash: 32 hex digits".into())
+            }
+        }
+    }
+}
+
 /// Serves one connection; `peer_ip` is None for the local socket (a driver there is on
-/// the head's host, whose node is its home).
-async fn handle_conn<S>(stream: S, peer: String, peer_ip: Option<IpAddr>, shared: Arc<HeadShared>)
-where
+/// the head's host, whose node is its home). `permit` is held until the handshake ends.
+async fn handle_conn<S>(
+    stream: S,
+    peer: String,
+    peer_ip: Option<IpAddr>,
+    shared: Arc<HeadShared>,
+    permit: OwnedSemaphorePermit,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut io = wire::framed(stream);
-    let hello = match wire::read_hello(&mut io).await {
+    let hello = match wire::accept_hello(&mut io, &shared.token).await {
         Ok(h) => h,
         Err(e) => {
             warn!("refused connection from {peer}: {e}");
@@ -191,7 +250,8 @@ where
             return;
         }
     };
-    if let Err(reason) = wire::check_hello(&hello, &shared.token) {
+    drop(permit);
+    if let Err(reason) = check_role(&hello.role) {
         warn!("refused connection from {peer}: {reason}");
         refuse(&mut io, reason).await;
         return;
@@ -223,16 +283,26 @@ where
             });
             tokio::spawn(wire::pump_out(sink, rx));
             let events = shared.events.clone();
-            let bin_dir = shared.bin_dir.clone();
+            let mut upload = Upload::new(shared.bin_dir.clone());
+            let mut violation = None;
             let why = wire::pump_in(stream, |msg: DriverToHead| {
-                if let DriverToHead::UploadBinary { hash, data } = msg {
-                    store_binary(&bin_dir, &hash, &data);
+                if let Err(e) = limits::check_driver_message(client, &msg) {
+                    violation = Some(e);
+                    return false;
+                }
+                if let DriverToHead::UploadBinary { hash, data, last } = msg {
+                    if let Err(e) = upload.piece(&hash, &data, last) {
+                        warn!("driver {client}'s executable upload failed: {e}");
+                    }
                     return true;
                 }
                 events.send(Event::FromDriver(client, msg)).is_ok()
             })
             .await;
-            debug!("driver {client} left: {why}");
+            match violation {
+                Some(v) => warn!("dropped driver {client} ({peer}): {v}"),
+                None => debug!("driver {client} left: {why}"),
+            }
             let _ = shared.events.send(Event::DriverLeft(client));
         }
         Role::Node(reg) => {
@@ -296,18 +366,109 @@ where
             }
         }
         Role::FetchBinary { hash } => {
-            let path = shared.bin_dir.join(&hash);
-            let data: Result<Vec<u8>, String> = std::fs::read(&path)
-                .map_err(|e| format!("the head has no executable with hash {hash}: {e}"));
             let reply = HelloReply::Welcome {
                 client_id: 0,
                 node_id: None,
                 upload_binary: false,
             };
             if io.send(sunray_proto::encode(&reply)).await.is_ok() {
-                let _ = io.send(sunray_proto::encode(&data)).await;
+                send_binary(&mut io, &shared.bin_dir.join(&hash), &hash).await;
             }
         }
+    }
+}
+
+/// Sends an executable in pieces of `BINARY_CHUNK_BYTES`, then `End` (or `Missing`);
+/// the file is read off the runtime's thread.
+async fn send_binary<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut FramedIo<S>,
+    path: &std::path::Path,
+    hash: &str,
+) {
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            let why = format!("the head has no executable with hash {hash}: {e}");
+            let _ = io.send(sunray_proto::encode(&BinaryChunk::Missing(why))).await;
+            return;
+        }
+    };
+    while let Some(mut f) = file.take() {
+        let read = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut buf = Vec::with_capacity(sunray_proto::BINARY_CHUNK_BYTES);
+            let r = (&mut f)
+                .take(sunray_proto::BINARY_CHUNK_BYTES as u64)
+                .read_to_end(&mut buf);
+            (f, r.map(|_| buf))
+        })
+        .await;
+        let piece = match read {
+            Ok((f, Ok(buf))) => {
+                file = Some(f);
+                if buf.is_empty() {
+                    BinaryChunk::End
+                } else {
+                    BinaryChunk::Data(Bytes::from(buf))
+                }
+            }
+            Ok((_, Err(e))) => {
+                BinaryChunk::Missing(format!("the head cannot read executable {hash}: {e}"))
+            }
+            Err(e) => BinaryChunk::Missing(format!("reading executable {hash}: {e}")),
+        };
+        let more = matches!(piece, BinaryChunk::Data(_));
+        if io.send(sunray_proto::encode(&piece)).await.is_err() || !more {
+            return;
+        }
+    }
+}
+
+/// A driver's executable arriving in pieces: written to a temporary file as they come,
+/// hashed on the way, and put in place under its hash only when the hash matches.
+struct Upload {
+    dir: PathBuf,
+    current: Option<(String, std::fs::File, xxhash_rust::xxh3::Xxh3)>,
+}
+
+impl Upload {
+    fn new(dir: PathBuf) -> Upload {
+        Upload { dir, current: None }
+    }
+
+    fn piece(&mut self, hash: &str, data: &[u8], last: bool) -> Result<(), String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = self.dir.join(format!("{hash}.upload"));
+        if self.current.as_ref().is_none_or(|(h, _, _)| h != hash) {
+            std::fs::create_dir_all(&self.dir)
+                .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o755)
+                .open(&tmp)
+                .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+            self.current = Some((hash.to_string(), f, xxhash_rust::xxh3::Xxh3::new()));
+        }
+        let (_, file, hasher) = self.current.as_mut().expect("set above");
+        hasher.update(data);
+        if let Err(e) = file.write_all(data) {
+            self.current = None;
+            std::fs::remove_file(&tmp).ok();
+            return Err(format!("cannot write {}: {e}", tmp.display()));
+        }
+        if !last {
+            return Ok(());
+        }
+        let (_, _, hasher) = self.current.take().expect("set above");
+        if format!("{:032x}", hasher.digest128()) != hash {
+            std::fs::remove_file(&tmp).ok();
+            return Err(format!("the uploaded executable does not match its hash {hash}"));
+        }
+        std::fs::rename(&tmp, self.dir.join(hash))
+            .map_err(|e| format!("cannot store the uploaded executable: {e}"))
     }
 }
 
@@ -334,25 +495,6 @@ async fn head_has_binary(shared: &HeadShared, binary: &BinaryInfo) -> bool {
     })
     .await
     .unwrap_or(false)
-}
-
-fn store_binary(dir: &std::path::Path, hash: &str, data: &Bytes) {
-    if detect::hash_bytes(data) != hash {
-        warn!("uploaded executable does not match its hash {hash}; ignored");
-        return;
-    }
-    std::fs::create_dir_all(dir).ok();
-    let tmp = dir.join(format!("{hash}.tmp"));
-    use std::os::unix::fs::PermissionsExt;
-    let stored = std::fs::write(&tmp, data)
-        .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)))
-        .and_then(|_| std::fs::rename(&tmp, dir.join(hash)));
-    if let Err(e) = stored {
-        warn!(
-            "cannot store the uploaded executable in {}: {e}",
-            dir.display()
-        );
-    }
 }
 
 struct DriverConn {
@@ -471,14 +613,24 @@ impl HeadState {
             },
             Event::Tick => {
                 let now = Instant::now();
+                let timeout = crate::heartbeat_timeout();
+                for d in self.drivers.values() {
+                    let _ = d.tx.send(HeadToDriver::Heartbeat);
+                }
+                for n in self.nodes.values().filter(|n| !n.is_head) {
+                    let _ = n.tx.send(HeadToNode::Heartbeat);
+                }
                 let silent: Vec<NodeId> = self
                     .nodes
                     .iter()
-                    .filter(|(_, n)| !n.is_head && now - n.last_seen > NODE_TIMEOUT)
+                    .filter(|(_, n)| !n.is_head && now - n.last_seen > timeout)
                     .map(|(id, _)| *id)
                     .collect();
                 for n in silent {
-                    self.node_left(n, "no heartbeat for 10 s");
+                    self.node_left(
+                        n,
+                        &format!("it has not answered for {} s", timeout.as_secs_f64()),
+                    );
                 }
                 self.node_waiters.retain(|(_, tx)| !tx.is_closed());
             }
@@ -613,6 +765,15 @@ impl HeadState {
 
     fn submit(&mut self, client: ClientId, mut spec: TaskSpec) {
         let id = spec.id;
+        if self.tasks.contains_key(&id) {
+            if let Some(d) = self.drivers.get(&client) {
+                let _ = d.tx.send(HeadToDriver::Warning(format!(
+                    "task id {id:#x} was submitted twice; the second is ignored"
+                )));
+            }
+            return;
+        }
+        let invalid = limits::check_request(&spec.resources).err();
         self.objects.insert(
             id,
             Object {
@@ -622,8 +783,11 @@ impl HeadState {
             },
         );
         let mut deps_left = 0;
-        let mut failure = None;
+        let mut failure = invalid.map(|why| (ErrorKind::Invalid, why));
         for arg in spec.args.iter_mut() {
+            if failure.is_some() {
+                break;
+            }
             let Arg::Ref(oid) = arg else { continue };
             let oid = *oid;
             match self.objects.get_mut(&oid) {
@@ -694,6 +858,9 @@ impl HeadState {
                 }
             }
             NodeToHead::TaskMessage { task, data } => {
+                if self.sched.running_on(task) != Some(node) {
+                    return; // not this node's task (any more)
+                }
                 if let Some(t) = self.tasks.get(&task) {
                     if let Some(d) = self.drivers.get(&t.owner) {
                         let _ = d.tx.send(HeadToDriver::TaskMessage { task, data });

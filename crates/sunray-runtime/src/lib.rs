@@ -31,4 +31,23 @@ pub mod env {
     pub const WORKER_ID: &str = "SUNRAY_WORKER_ID";
     pub const WORKER_TOKEN: &str = "SUNRAY_WORKER_TOKEN";
     pub const WORKER_REGISTRY: &str = "SUNRAY_WORKER_REGISTRY";
+    /// Seconds without a word from a peer after which it counts as gone (default 30):
+    /// the head declares a silent node dead; a node or driver gives up on a silent head.
+    pub const HEARTBEAT_TIMEOUT: &str = "SUNRAY_HEARTBEAT_TIMEOUT";
+    /// Largest message, in MiB, an authenticated peer may send (default 1024).
+    pub const MAX_MESSAGE_MB: &str = "SUNRAY_MAX_MESSAGE_MB";
+}
+
+/// Default of [`env::HEARTBEAT_TIMEOUT`].
+pub const DEFAULT_HEARTBEAT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a peer may stay silent (see [`env::HEARTBEAT_TIMEOUT`]); heartbeats go every
+/// second, so anything above a few seconds tolerates a busy peer.
+pub fn heartbeat_timeout() -> std::time::Duration {
+    std::env::var(env::HEARTBEAT_TIMEOUT)
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(|s| std::time::Duration::from_secs_f64(s.min(1e6)))
+        .unwrap_or(DEFAULT_HEARTBEAT_TIMEOUT)
 }

@@ -54,9 +54,18 @@ pub struct StartedHead {
     pub node: tokio::task::JoinHandle<()>,
 }
 
-/// Binds the port, starts the head and its own node; returns once both take work.
+/// Binds the port, starts the head and its own node; returns once both take work. On
+/// failure nothing is left behind (the session directory is removed).
 pub async fn start_head(opts: HeadOptions) -> Result<StartedHead, Error> {
     let session = Session::create(&opts.kind)?;
+    let started = start_in(opts, session.clone()).await;
+    if started.is_err() {
+        session.remove();
+    }
+    started
+}
+
+async fn start_in(opts: HeadOptions, session: Session) -> Result<StartedHead, Error> {
     let token = opts.token.clone().unwrap_or_else(session::new_token);
     session.write_token(&token)?;
     let bind = SocketAddr::new(
@@ -135,19 +144,18 @@ pub async fn start_head(opts: HeadOptions) -> Result<StartedHead, Error> {
         node_id,
         to_head,
         from_head,
+        silent_head: Default::default(),
     };
     let node = tokio::spawn(async move {
         if let Err(e) = node::run(cfg, link).await {
             tracing::error!("node agent failed: {e}");
         }
     });
-    session.write_info(&SessionInfo {
-        kind: opts.kind.clone(),
-        pid: std::process::id(),
-        address: Some(address.clone()),
-        node_ip: opts.node_ip.to_string(),
-        started_unix_ms: session::now_unix_ms(),
-    })?;
+    session.write_info(&SessionInfo::of_this_process(
+        &opts.kind,
+        Some(address.clone()),
+        opts.node_ip.to_string(),
+    ))?;
     Ok(StartedHead {
         address,
         token,

@@ -2,6 +2,7 @@
 //! driver's own executable in worker mode), with a local resource ledger choosing GPU ids.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use sunray_proto::{
-    Assignment, BinaryInfo, ClientId, ErrorKind, HeadToNode, HelloReply, NodeId, NodeRegistration,
+    Assignment, BinaryChunk, BinaryInfo, ClientId, ErrorKind, HeadToNode, HelloReply, NodeId, NodeRegistration,
     NodeToHead, NodeToWorker, Outcome, Role, TaskError, TaskId, TaskSpec, WorkerTask, WorkerToNode,
 };
 use sunray_sched::{Allocation, NodeLedger, ResourceSet, Successors};
@@ -29,6 +30,8 @@ pub struct NodeLink {
     pub node_id: NodeId,
     pub to_head: mpsc::UnboundedSender<NodeToHead>,
     pub from_head: mpsc::UnboundedReceiver<HeadToNode>,
+    /// Why the head went silent, when that ended the link (`from_head` then closes).
+    pub silent_head: Arc<Mutex<Option<String>>>,
 }
 
 pub struct NodeConfig {
@@ -64,9 +67,22 @@ pub async fn join(
     let (in_tx, from_head) = mpsc::unbounded_channel::<HeadToNode>();
     tokio::spawn(wire::pump_out(sink, out_rx));
     let addr = address.to_string();
+    let silent_head = Arc::new(Mutex::new(None));
+    let silent = silent_head.clone();
     tokio::spawn(async move {
-        let why = wire::pump_in(stream, |m: HeadToNode| in_tx.send(m).is_ok()).await;
+        // The head sends a heartbeat every second: silence means it is gone or stopped.
+        let limit = crate::heartbeat_timeout();
+        let why = wire::pump_in_within(stream, Some(limit), |m: HeadToNode| {
+            in_tx.send(m).is_ok()
+        })
+        .await;
         warn!("connection to head {addr} ended: {why}");
+        if why.starts_with(wire::SILENT) {
+            *silent.lock().unwrap() = Some(format!(
+                "head at {addr} has not answered for {} s (stopped, hung, or its host is down)",
+                limit.as_secs_f64()
+            ));
+        }
     });
     let hb = to_head.clone();
     tokio::spawn(async move {
@@ -82,6 +98,7 @@ pub async fn join(
         node_id,
         to_head,
         from_head,
+        silent_head,
     })
 }
 
@@ -181,6 +198,13 @@ pub async fn run(cfg: NodeConfig, link: NodeLink) -> Result<(), Error> {
         tokio::select! {
             n = from_head.recv_many(&mut head_batch, 64) => {
                 if n == 0 {
+                    if let Some(why) = link.silent_head.lock().unwrap().take() {
+                        agent.kill_all();
+                        return Err(Error::Disconnected {
+                            address: agent.cfg.head_address.clone(),
+                            reason: why,
+                        });
+                    }
                     info!("head connection closed; node {} stops", agent.id);
                     break;
                 }
@@ -227,6 +251,7 @@ async fn serve_worker(
             return;
         }
     };
+    wire::authenticated(&mut io);
     let (sink, stream) = io.split();
     let (tx, rx) = mpsc::unbounded_channel::<NodeToWorker>();
     if events.send(Ev::WorkerConnected(worker_id, tx)).is_err() {
@@ -289,6 +314,7 @@ impl Agent {
                     }
                 }
             }
+            HeadToNode::Heartbeat => {}
             HeadToNode::TaskReply { task, data } => {
                 if let Some(w) = self
                     .workers
@@ -703,6 +729,7 @@ async fn locate_binary(
     token: &str,
     bin_dir: PathBuf,
 ) -> Result<PathBuf, String> {
+    sunray_proto::limits::check_binary(b)?;
     let local = PathBuf::from(&b.path);
     let cached = bin_dir.join(&b.hash);
     let (l2, c2, want) = (local.clone(), cached.clone(), b.hash.clone());
@@ -735,16 +762,18 @@ async fn locate_binary(
     )
     .await
     .map_err(|e| format!("cannot fetch the driver's executable from the head: {e}"))?;
-    let frame = io
-        .next()
-        .await
-        .ok_or("head closed the connection while sending the executable")?
-        .map_err(|e| format!("fetching the executable: {e}"))?;
-    let data: Result<Vec<u8>, String> =
-        sunray_proto::decode(&frame).map_err(|e| format!("fetching the executable: {e}"))?;
-    let data = data?;
-    if detect::hash_bytes(&data) != b.hash {
-        return Err("the executable fetched from the head does not match its hash".into());
+    let mut data = Vec::with_capacity(b.size.min(1 << 32) as usize);
+    loop {
+        let frame = io
+            .next()
+            .await
+            .ok_or("head closed the connection while sending the executable")?
+            .map_err(|e| format!("fetching the executable: {e}"))?;
+        match sunray_proto::decode(&frame).map_err(|e| format!("fetching the executable: {e}"))? {
+            BinaryChunk::Data(piece) => data.extend_from_slice(&piece),
+            BinaryChunk::End => break,
+            BinaryChunk::Missing(why) => return Err(why),
+        }
     }
     std::fs::create_dir_all(&bin_dir)
         .map_err(|e| format!("cannot create {}: {e}", bin_dir.display()))?;

@@ -1,14 +1,17 @@
 //! Session directories: one per `sunray start` (or embedded cluster), holding the token
 //! (mode 0600), the address, the pid, logs and the workers' socket.
 //!
-//! They live under `/tmp/sunray-<uid>/` (or `$SUNRAY_TMPDIR`), short enough for Unix
-//! socket paths. A driver or node on the same host finds the token of the head it
+//! They live under `/tmp/sunray-<uid>/` (or `$SUNRAY_TMPDIR/sunray-<uid>/`), short
+//! enough for Unix socket paths. sunray creates that directory (mode 0700) and refuses
+//! one it did not create (another owner, or open to others); it never changes the mode of
+//! a directory, and it removes only session directories that carry its marker and whose
+//! process is provably gone. A driver or node on the same host finds the token of the head it
 //! connects to here, so no flag is needed; across hosts, `$SUNRAY_SESSION_DIR` (a shared
 //! directory) or `--token`/`$SUNRAY_TOKEN` pass it.
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -24,6 +27,93 @@ pub struct SessionInfo {
     pub address: Option<String>,
     pub node_ip: String,
     pub started_unix_ms: u64,
+    /// The process's start time (`/proc/<pid>/stat`, clock ticks since boot): a pid
+    /// reused by another process has another start time.
+    #[serde(default)]
+    pub start_time: Option<u64>,
+    /// The process's executable, as `/proc/<pid>/exe` names it.
+    #[serde(default)]
+    pub exe: Option<String>,
+}
+
+impl SessionInfo {
+    /// Info of a session of this process.
+    pub fn of_this_process(kind: &str, address: Option<String>, node_ip: String) -> SessionInfo {
+        let me = ProcessId::current();
+        SessionInfo {
+            kind: kind.into(),
+            pid: me.pid,
+            address,
+            node_ip,
+            started_unix_ms: now_unix_ms(),
+            start_time: me.start_time,
+            exe: me.exe,
+        }
+    }
+
+    /// Is the process that wrote this info still running (the same process, not one
+    /// that reuses its pid)?
+    pub fn process_alive(&self) -> bool {
+        ProcessId {
+            pid: self.pid,
+            start_time: self.start_time,
+            exe: self.exe.clone(),
+        }
+        .is_running()
+    }
+}
+
+/// A process as identified across pid reuse: pid, start time and executable.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProcessId {
+    pub pid: u32,
+    pub start_time: Option<u64>,
+    pub exe: Option<String>,
+}
+
+impl ProcessId {
+    pub fn current() -> ProcessId {
+        let pid = std::process::id();
+        ProcessId {
+            pid,
+            start_time: process_start_time(pid),
+            exe: process_exe(pid),
+        }
+    }
+
+    /// Whether this very process runs: the pid is alive and, where recorded, has the
+    /// same start time and executable (a rebuilt executable keeps its path).
+    pub fn is_running(&self) -> bool {
+        if !pid_alive(self.pid) {
+            return false;
+        }
+        if let Some(t) = self.start_time {
+            if process_start_time(self.pid) != Some(t) {
+                return false;
+            }
+        }
+        match (&self.exe, process_exe(self.pid)) {
+            (Some(want), Some(now)) => *want == now,
+            // Another user's process: /proc/<pid>/exe is unreadable; the start time
+            // decided already.
+            _ => true,
+        }
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks after boot.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces and parentheses) start with
+    // field 3, the state; the start time is field 22.
+    let (_, rest) = s.rsplit_once(')')?;
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+fn process_exe(pid: u32) -> Option<String> {
+    let p = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let s = p.to_string_lossy();
+    Some(s.strip_suffix(" (deleted)").unwrap_or(&s).to_string())
 }
 
 #[derive(Debug, Clone)]
@@ -31,24 +121,71 @@ pub struct Session {
     pub dir: PathBuf,
 }
 
-/// The per-user directory holding every session of this host.
+/// Written into every session directory when it is created: only directories that
+/// carry it are ever removed as stale.
+pub const MARKER: &str = ".sunray-session";
+
+/// The per-user directory holding every session of this host: `sunray-<uid>` in
+/// `$SUNRAY_TMPDIR`, else in `/tmp`.
 pub fn base_dir() -> PathBuf {
-    if let Ok(d) = std::env::var(env::TMPDIR) {
-        return PathBuf::from(d);
-    }
     let uid = unsafe { libc::getuid() };
-    PathBuf::from(format!("/tmp/sunray-{uid}"))
+    let parent = std::env::var_os(env::TMPDIR)
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    parent.join(format!("sunray-{uid}"))
 }
 
-fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
-    fs::create_dir_all(dir).map_err(|e| {
-        Error::io(
-            format!("cannot create session directory {}", dir.display()),
-            e,
-        )
-    })?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .map_err(|e| Error::io(format!("cannot protect {}", dir.display()), e))
+/// [`base_dir`], created (or checked) as [`Session::create`] does: for other files of
+/// sunray's that live beside the sessions.
+pub fn ensure_base_dir() -> Result<PathBuf, Error> {
+    let base = base_dir();
+    ensure_base(&base)?;
+    Ok(base)
+}
+
+/// Creates `base` (mode 0700) if it is missing; an existing one must be a directory of
+/// this user that nobody else may enter. Nothing about an existing directory is changed.
+fn ensure_base(base: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match fs::DirBuilder::new().mode(0o700).create(base) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                format!(" (does {} exist?)", base.parent().unwrap_or(base).display())
+            } else {
+                String::new()
+            };
+            return Err(Error::io(
+                format!("cannot create session directory {}{hint}", base.display()),
+                e,
+            ));
+        }
+    }
+    let meta = fs::symlink_metadata(base)
+        .map_err(|e| Error::io(format!("cannot inspect {}", base.display()), e))?;
+    let uid = unsafe { libc::getuid() };
+    let problem = if !meta.file_type().is_dir() {
+        Some("it is not a directory".to_string())
+    } else if meta.uid() != uid {
+        Some(format!("it belongs to uid {}, not to you (uid {uid})", meta.uid()))
+    } else if meta.mode() & 0o077 != 0 {
+        Some(format!(
+            "others may enter it (mode {:o}; sunray creates it as 700)",
+            meta.mode() & 0o777
+        ))
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(p) => Err(Error::Config(format!(
+            "{} cannot hold sunray's sessions: {p}; remove it, or set {} to another directory",
+            base.display(),
+            env::TMPDIR
+        ))),
+    }
 }
 
 /// A new random token (32 bytes, hex).
@@ -59,18 +196,32 @@ pub fn new_token() -> String {
 }
 
 impl Session {
-    /// Creates `<base>/<kind>-<pid>`, first removing the directories of sessions whose
-    /// process is gone (a killed driver's embedded cluster, a crashed head).
+    /// Creates `<base>/<kind>-<pid>` with sunray's marker, first removing the
+    /// directories of sessions whose process is gone (a killed driver's embedded
+    /// cluster, a crashed head).
     pub fn create(kind: &str) -> Result<Session, Error> {
+        use std::os::unix::fs::DirBuilderExt;
         let base = base_dir();
-        ensure_private_dir(&base)?;
+        ensure_base(&base)?;
         remove_stale(&base);
         let dir = base.join(format!("{kind}-{}", std::process::id()));
-        if dir.exists() {
-            fs::remove_dir_all(&dir).ok();
+        let made = fs::DirBuilder::new().mode(0o700).create(&dir);
+        if let Err(e) = made {
+            return Err(Error::io(
+                format!("cannot create session directory {}", dir.display()),
+                e,
+            ));
         }
-        ensure_private_dir(&dir)?;
-        Ok(Session { dir })
+        let marker = serde_json::to_vec(&ProcessId::current()).expect("serialisable");
+        let session = Session { dir };
+        if let Err(e) = fs::write(session.dir.join(MARKER), marker) {
+            session.remove();
+            return Err(Error::io(
+                format!("cannot write {}", session.dir.join(MARKER).display()),
+                e,
+            ));
+        }
+        Ok(session)
     }
 
     pub fn write_info(&self, info: &SessionInfo) -> Result<(), Error> {
@@ -108,21 +259,30 @@ impl Session {
     }
 }
 
-/// Removes `<kind>-<pid>` session directories under `base` whose process is dead.
+/// Removes the session directories under `base` that carry sunray's marker and whose
+/// process is gone (dead, or its pid taken by another process). Anything else is left
+/// alone.
 pub fn remove_stale(base: &Path) {
     let Ok(rd) = fs::read_dir(base) else { return };
     for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some((kind, pid)) = name.rsplit_once('-') else {
-            continue;
-        };
-        let is_session = !kind.is_empty() && kind.chars().all(|c| c.is_ascii_lowercase());
-        match pid.parse::<u32>() {
-            Ok(pid) if is_session && pid != std::process::id() && !pid_alive(pid) => {
-                fs::remove_dir_all(e.path()).ok();
-            }
-            _ => {}
+        if is_stale(&e.path()) {
+            fs::remove_dir_all(e.path()).ok();
         }
+    }
+}
+
+/// A directory (not a link) holding sunray's marker, whose process no longer runs.
+pub fn is_stale(dir: &Path) -> bool {
+    let is_dir = fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_dir());
+    if !is_dir {
+        return false;
+    }
+    match fs::read(dir.join(MARKER))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<ProcessId>(&b).ok())
+    {
+        Some(owner) => owner.pid != std::process::id() && !owner.is_running(),
+        None => false,
     }
 }
 
@@ -221,7 +381,7 @@ fn head_session(address: &str, exact: bool) -> Option<PathBuf> {
                 return false;
             };
             let same_host = h == host || (!exact && is_local_host(host));
-            p == port && same_host && pid_alive(info.pid)
+            p == port && same_host && info.process_alive()
         })
         .map(|(dir, _)| dir)
 }
@@ -246,7 +406,7 @@ pub fn local_head_socket(address: &str) -> Option<PathBuf> {
 pub fn local_head_addresses() -> Vec<String> {
     list_sessions()
         .into_iter()
-        .filter(|(_, i)| i.kind == "head" && pid_alive(i.pid))
+        .filter(|(_, i)| i.kind == "head" && i.process_alive())
         .filter_map(|(_, i)| i.address)
         .collect()
 }
@@ -283,21 +443,50 @@ mod tests {
         assert_eq!(split_host_port("nohost"), None);
     }
 
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sunray-{name}-{}", std::process::id()));
+        fs::remove_dir_all(&d).ok();
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn mark(dir: &Path, owner: &ProcessId) {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join(MARKER), serde_json::to_vec(owner).unwrap()).unwrap();
+    }
+
     #[test]
-    fn sessions_of_dead_processes_are_removed_and_others_kept() {
-        let base = std::env::temp_dir().join(format!("sunray-stale-{}", std::process::id()));
-        fs::create_dir_all(&base).unwrap();
+    fn only_marked_sessions_of_gone_processes_are_removed() {
+        let base = scratch("stale");
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
         child.wait().unwrap();
-        let me = std::process::id();
-        for name in [
-            format!("local-{dead}"),
-            format!("head-{me}"),
-            format!("j{dead}"),
-            "notes".into(),
+        let mut live = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let live_id = ProcessId {
+            pid: live.id(),
+            start_time: process_start_time(live.id()),
+            exe: process_exe(live.id()),
+        };
+        let gone = |pid| ProcessId {
+            pid,
+            start_time: None,
+            exe: None,
+        };
+        mark(&base.join(format!("local-{dead}")), &gone(dead));
+        // The live pid, but another start time: the pid was reused.
+        let reused = ProcessId {
+            start_time: live_id.start_time.map(|t| t + 1),
+            ..live_id.clone()
+        };
+        mark(&base.join("head-reused"), &reused);
+        mark(&base.join("node-live"), &live_id);
+        // Not sunray's: no marker, whatever the name says.
+        for d in [
+            format!("node-{dead}"),
+            "backup-999999/important".into(),
+            "photos-2023".into(),
         ] {
-            fs::create_dir_all(base.join(name)).unwrap();
+            fs::create_dir_all(base.join(d)).unwrap();
         }
         remove_stale(&base);
         let mut left: Vec<String> = fs::read_dir(&base)
@@ -309,12 +498,55 @@ mod tests {
         assert_eq!(
             left,
             [
-                format!("head-{me}"),
-                format!("j{dead}"),
-                "notes".to_string()
+                "backup-999999".to_string(),
+                format!("node-{dead}"),
+                "node-live".into(),
+                "photos-2023".into(),
             ]
         );
+        assert!(base.join("backup-999999/important").is_dir());
+        live.kill().ok();
+        live.wait().ok();
         fs::remove_dir_all(&base).ok();
+    }
+
+    #[test]
+    fn a_base_directory_open_to_others_is_refused_and_left_as_it_was() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = scratch("base");
+        let open = parent.join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = ensure_base(&open).unwrap_err().to_string();
+        assert!(e.contains("others may enter it"), "{e}");
+        let mode = fs::metadata(&open).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o1777);
+        let link = parent.join("link");
+        std::os::unix::fs::symlink(&open, &link).unwrap();
+        assert!(ensure_base(&link).unwrap_err().to_string().contains("not a directory"));
+        let fresh = parent.join("fresh");
+        ensure_base(&fresh).unwrap();
+        let mode = fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        ensure_base(&fresh).unwrap();
+        fs::remove_dir_all(&parent).ok();
+    }
+
+    #[test]
+    fn a_process_is_known_by_its_start_time_and_executable() {
+        let me = ProcessId::current();
+        assert!(me.start_time.is_some() && me.exe.is_some());
+        assert!(me.is_running());
+        let other_start = ProcessId {
+            start_time: me.start_time.map(|t| t + 1),
+            ..me.clone()
+        };
+        assert!(!other_start.is_running());
+        let other_exe = ProcessId {
+            exe: Some("/usr/bin/true".into()),
+            ..me.clone()
+        };
+        assert!(!other_exe.is_running());
     }
 
     #[test]

@@ -1,32 +1,64 @@
 //! Framed connections and the authenticated handshake.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{stream::SplitSink, SinkExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
-use sunray_proto::{decode, encode, Hello, HelloReply, Role, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use sunray_proto::{
+    auth, decode, encode, ClientProof, Hello, HelloReply, Nonce, Role, DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_HELLO_BYTES, PROTOCOL_VERSION,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream, UnixStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use crate::Error;
+use crate::{env, Error};
 
 pub type FramedIo<S> = Framed<S, LengthDelimitedCodec>;
 
-/// How long a peer may take to say hello.
+/// How long a peer may take to complete the handshake.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest frame an authenticated peer may send: `$SUNRAY_MAX_MESSAGE_MB` MiB, else
+/// [`DEFAULT_MAX_MESSAGE_BYTES`]. Read once per process.
+pub fn max_message_bytes() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        match std::env::var(env::MAX_MESSAGE_MB)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            Some(mb) if mb > 0 => mb.saturating_mul(1 << 20),
+            _ => DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    })
+}
+
+/// The codec of a connection that has not authenticated yet: frames of a hello's size.
 pub fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_FRAME_BYTES)
+        .max_frame_length(MAX_HELLO_BYTES)
+        .new_codec()
+}
+
+/// The codec of an authenticated connection.
+pub fn authenticated_codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(max_message_bytes())
         .new_codec()
 }
 
 pub fn framed<S: AsyncRead + AsyncWrite>(io: S) -> FramedIo<S> {
     Framed::new(io, codec())
+}
+
+/// Lifts the frame limit of a connection once its peer has authenticated.
+pub fn authenticated<S>(io: &mut FramedIo<S>) {
+    io.codec_mut().set_max_frame_length(max_message_bytes());
 }
 
 /// Compares tokens in time independent of where they differ.
@@ -39,6 +71,48 @@ pub fn token_matches(given: &str, expected: &str) -> bool {
     diff == 0
 }
 
+fn nonce() -> Nonce {
+    let mut n = [0u8; 32];
+    getrandom::fill(&mut n).expect("the OS random source works");
+    n
+}
+
+/// Checks that `address` reads as HOST:PORT.
+pub fn check_address(address: &str) -> Result<(), String> {
+    let bad = || {
+        format!("invalid address {address:?}: expected HOST:PORT, like 127.0.0.1:6379")
+    };
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && !host.is_empty() => Ok(()),
+        _ => Err(bad()),
+    }
+}
+
+/// What to tell a user who has no token for `address`: that the address is invalid,
+/// that nothing answers there, or (only when a head answers) that its token is missing.
+/// Blocks up to 3 s.
+pub fn explain_missing_token(address: &str) -> String {
+    use std::net::ToSocketAddrs;
+    if let Err(e) = check_address(address) {
+        return e;
+    }
+    let target = match address.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(t)) => t,
+        Ok(None) => return format!("cannot reach head at {address}: the name resolves to no address"),
+        Err(e) => return format!("cannot reach head at {address}: {e}"),
+    };
+    match std::net::TcpStream::connect_timeout(&target, Duration::from_secs(3)) {
+        Err(e) => format!(
+            "nothing answers at {address} ({e}): is the head running there (`sunray start --head`)?"
+        ),
+        Ok(_) => format!(
+            "no token for the cluster at {address}: pass --token-file, --token or SUNRAY_TOKEN (the head's session directory holds it in a file named token)"
+        ),
+    }
+}
+
 /// Connects to the head, optionally from a given local IP (so that nodes on one host
 /// show distinct addresses), and completes the handshake.
 pub async fn connect(
@@ -47,9 +121,10 @@ pub async fn connect(
     token: &str,
     role: Role,
 ) -> Result<(FramedIo<TcpStream>, HelloReply), Error> {
-    let unreachable = |source| Error::Unreachable {
+    check_address(address).map_err(Error::Config)?;
+    let unreachable = |cause| Error::Unreachable {
         address: address.to_string(),
-        source,
+        cause,
     };
     let target: SocketAddr = tokio::net::lookup_host(address)
         .await
@@ -95,36 +170,90 @@ pub async fn connect_unix(
 ) -> Result<(FramedIo<UnixStream>, HelloReply), Error> {
     let stream = UnixStream::connect(path)
         .await
-        .map_err(|source| Error::Unreachable {
+        .map_err(|cause| Error::Unreachable {
             address: format!("{address} (local socket {})", path.display()),
-            source,
+            cause,
         })?;
     handshake(framed(stream), address, token, role).await
 }
 
-/// Says hello with `token` and reads the head's answer; a refusal is an error.
+/// The client's side of the handshake (see `sunray_proto::auth`): proves it knows
+/// `token` without sending it and checks that the head knows it too; a refusal is an
+/// error.
 async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: FramedIo<S>,
     address: &str,
     token: &str,
     role: Role,
 ) -> Result<(FramedIo<S>, HelloReply), Error> {
-    let unreachable = |source| Error::Unreachable {
-        address: address.to_string(),
-        source,
-    };
-    let hello = Hello {
+    let hello = encode(&Hello {
         version: PROTOCOL_VERSION,
-        token: token.to_string(),
+        nonce: nonce(),
         role,
+    });
+    let unreachable = |cause| Error::Unreachable {
+        address: address.to_string(),
+        cause,
     };
-    io.send(encode(&hello)).await.map_err(unreachable)?;
+    io.send(hello.clone()).await.map_err(unreachable)?;
+    let (head_nonce, head_proof) = match read_reply(&mut io, address).await? {
+        HelloReply::Challenge { nonce, proof } => (nonce, proof),
+        HelloReply::Refused { reason } => {
+            return Err(Error::Refused {
+                address: address.to_string(),
+                reason,
+            })
+        }
+        HelloReply::Welcome { .. } => {
+            return Err(Error::Protocol {
+                peer: address.to_string(),
+                message: "the head welcomed us without a challenge (is this a sunray head of the same version?)".into(),
+            })
+        }
+    };
+    let transcript = auth::Transcript::new(&hello, &head_nonce);
+    let head_knows_token = auth::verify_head(token, &transcript, &head_proof);
+    // The proof goes even when the head's did not check: with a wrong token, the head
+    // then says so (and logs it), which is the clearer message.
+    let proof = ClientProof {
+        proof: auth::client_proof(token, &transcript),
+    };
+    io.send(encode(&proof)).await.map_err(unreachable)?;
+    match read_reply(&mut io, address).await? {
+        HelloReply::Refused { reason } => Err(Error::Refused {
+            address: address.to_string(),
+            reason,
+        }),
+        reply @ HelloReply::Welcome { .. } if head_knows_token => {
+            authenticated(&mut io);
+            Ok((io, reply))
+        }
+        HelloReply::Welcome { .. } => Err(Error::Refused {
+            address: address.to_string(),
+            reason: "the head could not prove it knows the cluster token: this is not the head you meant, or its token differs from yours".into(),
+        }),
+        HelloReply::Challenge { .. } => Err(Error::Protocol {
+            peer: address.to_string(),
+            message: "the head sent a second challenge".into(),
+        }),
+    }
+}
+
+async fn read_reply<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut FramedIo<S>,
+    address: &str,
+) -> Result<HelloReply, Error> {
     let reply = tokio::time::timeout(HELLO_TIMEOUT, io.next())
         .await
         .map_err(|_| Error::Timeout(format!("head at {address} did not answer the handshake")))?;
     let frame = match reply {
         Some(Ok(f)) => f,
-        Some(Err(e)) => return Err(unreachable(e)),
+        Some(Err(e)) => {
+            return Err(Error::Unreachable {
+                address: address.to_string(),
+                cause: e,
+            })
+        }
         None => {
             return Err(Error::Refused {
                 address: address.to_string(),
@@ -132,46 +261,70 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             })
         }
     };
-    let reply: HelloReply = decode(&frame).map_err(|e| Error::Protocol {
+    decode(&frame).map_err(|e| Error::Protocol {
         peer: address.to_string(),
         message: format!("{e} (is this a sunray head of the same version?)"),
-    })?;
-    if let HelloReply::Refused { reason } = &reply {
-        return Err(Error::Refused {
-            address: address.to_string(),
-            reason: reason.clone(),
-        });
-    }
-    Ok((io, reply))
+    })
 }
 
-/// Reads the first frame of an accepted connection as a [`Hello`].
-pub async fn read_hello<S: AsyncRead + AsyncWrite + Unpin>(
+/// The head's side of the handshake: reads the hello (a frame of at most
+/// `MAX_HELLO_BYTES`), checks the protocol version, challenges the peer and checks its
+/// proof. `Err` is the reason to send back with `Refused` (and to log). On success the
+/// connection takes authenticated frames.
+pub async fn accept_hello<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut FramedIo<S>,
+    token: &str,
 ) -> Result<Hello, String> {
-    match tokio::time::timeout(HELLO_TIMEOUT, io.next()).await {
-        Err(_) => Err("no hello within 10 s".into()),
-        Ok(None) => Err("closed before hello".into()),
-        Ok(Some(Err(e))) => Err(format!("read error before hello: {e}")),
-        Ok(Some(Ok(frame))) => decode::<Hello>(&frame).map_err(|e| format!("malformed hello: {e}")),
-    }
+    tokio::time::timeout(HELLO_TIMEOUT, accept_hello_inner(io, token))
+        .await
+        .map_err(|_| format!("no complete handshake within {} s", HELLO_TIMEOUT.as_secs()))?
 }
 
-/// Checks version and token; the reason is sent to the peer and logged on this side.
-pub fn check_hello(hello: &Hello, token: &str) -> Result<(), String> {
-    if hello.version != sunray_proto::PROTOCOL_VERSION {
+async fn accept_hello_inner<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut FramedIo<S>,
+    token: &str,
+) -> Result<Hello, String> {
+    let frame = next_frame(io, "hello").await?;
+    // The version comes first in every protocol's hello: check it before the rest, so
+    // that an older or newer peer is told what is wrong.
+    let (version, _) = postcard::take_from_bytes::<u32>(&frame)
+        .map_err(|e| format!("malformed hello: {e}"))?;
+    if version != PROTOCOL_VERSION {
         return Err(format!(
-            "protocol version {} does not match the head's {}: use the same sunray version everywhere",
-            hello.version, PROTOCOL_VERSION
+            "protocol version {version} does not match the head's {PROTOCOL_VERSION}: use the same sunray version everywhere"
         ));
     }
-    if !token_matches(&hello.token, token) {
+    let hello: Hello = decode(&frame).map_err(|e| format!("malformed hello: {e}"))?;
+    let head_nonce = nonce();
+    let transcript = auth::Transcript::new(&frame, &head_nonce);
+    let challenge = HelloReply::Challenge {
+        nonce: head_nonce,
+        proof: auth::head_proof(token, &transcript),
+    };
+    io.send(encode(&challenge))
+        .await
+        .map_err(|e| format!("write error during the handshake: {e}"))?;
+    let answer = next_frame(io, "proof").await?;
+    let proof: ClientProof = decode(&answer).map_err(|e| format!("malformed proof: {e}"))?;
+    if !auth::verify_client(token, &transcript, &proof.proof) {
         return Err(
-            "wrong cluster token: pass the token printed by `sunray start --head` with --token or SUNRAY_TOKEN"
+            "wrong cluster token: pass the token printed by `sunray start --head` with --token-file, --token or SUNRAY_TOKEN"
                 .into(),
         );
     }
-    Ok(())
+    authenticated(io);
+    Ok(hello)
+}
+
+async fn next_frame<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut FramedIo<S>,
+    what: &str,
+) -> Result<bytes::BytesMut, String> {
+    match io.next().await {
+        None => Err(format!("closed before the {what}")),
+        Some(Err(e)) => Err(format!("read error before the {what}: {e}")),
+        Some(Ok(frame)) => Ok(frame),
+    }
 }
 
 /// Sends every message of `rx` to `sink`, batching whatever is queued into one flush.
@@ -207,14 +360,35 @@ pub async fn pump_out<S, T>(
 }
 
 /// Reads messages of `stream` until it ends; returns why it ended.
-pub async fn pump_in<St, T, F>(mut stream: St, mut f: F) -> String
+pub async fn pump_in<St, T, F>(stream: St, f: F) -> String
+where
+    St: futures_util::Stream<Item = Result<bytes::BytesMut, std::io::Error>> + Unpin,
+    T: DeserializeOwned,
+    F: FnMut(T) -> bool,
+{
+    pump_in_within(stream, None, f).await
+}
+
+/// How [`pump_in_within`]'s reason starts when the peer went silent.
+pub const SILENT: &str = "silent for";
+
+/// [`pump_in`], ending when no frame arrives within `silence` (the peer sends
+/// heartbeats, so it is gone or stopped).
+pub async fn pump_in_within<St, T, F>(mut stream: St, silence: Option<Duration>, mut f: F) -> String
 where
     St: futures_util::Stream<Item = Result<bytes::BytesMut, std::io::Error>> + Unpin,
     T: DeserializeOwned,
     F: FnMut(T) -> bool,
 {
     loop {
-        match stream.next().await {
+        let next = match silence {
+            None => stream.next().await,
+            Some(limit) => match tokio::time::timeout(limit, stream.next()).await {
+                Ok(next) => next,
+                Err(_) => return format!("{SILENT} {} s", limit.as_secs_f64()),
+            },
+        };
+        match next {
             None => return "connection closed".into(),
             Some(Err(e)) => return format!("read error: {e}"),
             Some(Ok(frame)) => match decode::<T>(&frame) {
@@ -265,6 +439,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_must_read_as_host_and_port() {
+        for ok in ["127.0.0.1:6379", "[::1]:80", "head-node:1"] {
+            assert!(check_address(ok).is_ok(), "{ok}");
+        }
+        for bad in ["nonsense", "127.0.0.1", ":6379", "host:0", "host:99999", "host:x"] {
+            let e = check_address(bad).unwrap_err();
+            assert!(e.contains("HOST:PORT"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn token_comparison() {

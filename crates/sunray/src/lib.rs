@@ -26,7 +26,7 @@ use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
 use sunray_proto::{Arg, ObjectId, Resources, TaskError, TaskSpec};
 use sunray_runtime::driver::{Client, GetError};
-use sunray_runtime::{detect, local::HeadOptions, session};
+use sunray_runtime::{detect, local::HeadOptions, session, wire};
 
 pub use sunray_macros::remote;
 pub use sunray_proto::{ErrorKind, TaskError as RemoteError};
@@ -193,15 +193,12 @@ pub fn init_with(opts: InitOptions) -> Result<(), Error> {
     let address = opts.address.clone().or_else(session::address_from_env);
     let c = match address {
         Some(addr) => {
+            wire::check_address(&addr).map_err(Error::Runtime)?;
             let token = opts
                 .token
                 .clone()
                 .or_else(|| session::find_token(&addr))
-                .ok_or_else(|| {
-                    Error::Runtime(format!(
-                        "no token for the cluster at {addr}: pass it with SUNRAY_TOKEN (printed by `sunray start --head`), or run on a host that started a node of it"
-                    ))
-                })?;
+                .ok_or_else(|| Error::Runtime(wire::explain_missing_token(&addr)))?;
             Client::connect(&addr, &token, binary)?
         }
         None => {
