@@ -85,8 +85,11 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The pids of the sessions under `$SUNRAY_TMPDIR` = `tmp` (in `tmp/sunray-<uid>`).
 fn session_pids(tmp: &Path) -> Vec<u32> {
-    std::fs::read_dir(tmp)
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata(tmp).unwrap().uid();
+    std::fs::read_dir(tmp.join(format!("sunray-{uid}")))
         .unwrap()
         .flatten()
         .filter_map(|e| std::fs::read_to_string(e.path().join("info.json")).ok())

@@ -104,7 +104,11 @@ pub(crate) fn read_token_file(f: &std::path::Path) -> anyhow::Result<String> {
 /// The error a background `sunray` printed, as one line: its `sunray: error:` line
 /// without the prefix (the caller adds its own), else the last line it printed.
 pub(crate) fn child_error(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     lines
         .iter()
         .rev()

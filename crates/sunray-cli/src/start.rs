@@ -75,9 +75,14 @@ impl StartArgs {
 const MAX_CPUS: f64 = 1e6;
 
 fn parse_cpus(s: &str) -> Result<f64, String> {
-    let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
     if !(v.is_finite() && (0.0..=MAX_CPUS).contains(&v)) {
-        return Err(format!("the number of CPUs must be from 0 to {MAX_CPUS:e}, got {s}"));
+        return Err(format!(
+            "the number of CPUs must be from 0 to {MAX_CPUS:e}, got {s}"
+        ));
     }
     Ok(v)
 }
@@ -86,15 +91,21 @@ fn parse_gpus(s: &str) -> Result<u32, String> {
     let max = sunray_proto::limits::MAX_GPUS_PER_NODE;
     match s.trim().parse::<i64>() {
         Ok(v) if (0..=max as i64).contains(&v) => Ok(v as u32),
-        Ok(_) => Err(format!("the number of GPUs must be a whole number from 0 to {max}, got {s}")),
-        Err(_) => Err(format!("the number of GPUs must be a whole number from 0 to {max}, got {s:?}")),
+        Ok(_) => Err(format!(
+            "the number of GPUs must be a whole number from 0 to {max}, got {s}"
+        )),
+        Err(_) => Err(format!(
+            "the number of GPUs must be a whole number from 0 to {max}, got {s:?}"
+        )),
     }
 }
 
 fn parse_timeout(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 1.0 && v <= 1e6 => Ok(v),
-        _ => Err(format!("the heartbeat timeout is a number of seconds from 1 to 1e6, got {s}")),
+        Ok(v) if v.is_finite() && (1.0..=1e6).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "the heartbeat timeout is a number of seconds from 1 to 1e6, got {s}"
+        )),
     }
 }
 
@@ -321,8 +332,17 @@ mod tests {
     #[test]
     fn the_token_is_dropped_from_the_background_command_line() {
         let args = [
-            "start", "--head", "--token", "s3cret", "--port", "0", "--token=s3cret",
-            "--token-file", "/f", "--token-file=/f", "--block",
+            "start",
+            "--head",
+            "--token",
+            "s3cret",
+            "--port",
+            "0",
+            "--token=s3cret",
+            "--token-file",
+            "/f",
+            "--token-file=/f",
+            "--block",
         ]
         .map(String::from);
         assert_eq!(

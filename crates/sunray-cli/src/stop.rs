@@ -26,8 +26,17 @@ pub fn run(a: StopArgs) -> anyhow::Result<()> {
             }
             continue;
         }
-        if info.kind == "head" || info.kind == "node" {
+        if info.kind != "head" && info.kind != "node" {
+            continue;
+        }
+        if info.provably_running() {
             targets.push((dir, info));
+        } else {
+            eprintln!(
+                "sunray: left pid {} alone: {} does not prove it is the sunray process that wrote it (no start time recorded)",
+                info.pid,
+                dir.join("info.json").display()
+            );
         }
     }
     let sig = if a.force {
@@ -73,7 +82,7 @@ pub fn run(a: StopArgs) -> anyhow::Result<()> {
 fn signal(info: &SessionInfo, sig: i32) -> bool {
     // Checked right before the signal: the window for a pid to be reused in between is
     // the time of one system call.
-    if !info.process_alive() {
+    if !info.provably_running() {
         return false;
     }
     unsafe { libc::kill(info.pid as i32, sig) == 0 }

@@ -74,8 +74,16 @@ mod tests {
         let t = Transcript::new(b"hello", &[7; 32]);
         let p = client_proof("secret", &t);
         // A replay against a new head nonce, or a changed hello, fails.
-        assert!(!verify_client("secret", &Transcript::new(b"hello", &[8; 32]), &p));
-        assert!(!verify_client("secret", &Transcript::new(b"hellp", &[7; 32]), &p));
+        assert!(!verify_client(
+            "secret",
+            &Transcript::new(b"hello", &[8; 32]),
+            &p
+        ));
+        assert!(!verify_client(
+            "secret",
+            &Transcript::new(b"hellp", &[7; 32]),
+            &p
+        ));
         // The head's proof is not a client's proof.
         assert!(!verify_client("secret", &t, &head_proof("secret", &t)));
     }

@@ -13,6 +13,8 @@ use bytes::Bytes;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 pub mod auth;
+#[cfg(feature = "gen")]
+pub mod gen;
 pub mod limits;
 
 /// Bumped on every incompatible change of a message below. The first field of
@@ -141,14 +143,9 @@ pub enum HelloReply {
         upload_binary: bool,
     },
     /// Kept second in every protocol version: old peers decode it.
-    Refused {
-        reason: String,
-    },
+    Refused { reason: String },
     /// The head's nonce and its proof that it knows the token (see [`auth`]).
-    Challenge {
-        nonce: Nonce,
-        proof: [u8; 32],
-    },
+    Challenge { nonce: Nonce, proof: [u8; 32] },
 }
 
 /// One piece of an executable sent by the head to a node that fetches it.

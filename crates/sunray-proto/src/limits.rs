@@ -109,7 +109,9 @@ pub fn check_registration(reg: &NodeRegistration) -> Result<(), String> {
 /// An executable's hash as sunray writes it: 32 lowercase hex digits (xxh3-128). Only
 /// such a name is ever joined onto a directory.
 pub fn is_binary_hash(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 pub fn check_binary(b: &BinaryInfo) -> Result<(), String> {
@@ -206,7 +208,9 @@ mod tests {
         assert!(check_registration(&reg(2.0, 2)).is_ok());
         let e = check_registration(&reg(1e12, 0)).unwrap_err();
         assert!(e.contains("GPU"), "{e}");
-        assert!(check_registration(&reg(2.0, 3)).unwrap_err().contains("device ids"));
+        assert!(check_registration(&reg(2.0, 3))
+            .unwrap_err()
+            .contains("device ids"));
         assert!(check_registration(&reg(1.5, 1)).is_err());
         for bad in [f64::NAN, f64::INFINITY, -1.0, 1e300] {
             let mut r = reg(0.0, 0);

@@ -360,7 +360,8 @@ const SELF_EXE: &str = "/proc/self/exe";
 /// Sends this executable to the head in pieces (`BINARY_CHUNK_BYTES` each).
 fn upload_self(outbox: &Outbox, hash: &str) -> Result<(), String> {
     use std::io::Read;
-    let mut f = std::fs::File::open(SELF_EXE).map_err(|e| format!("cannot read {SELF_EXE}: {e}"))?;
+    let mut f =
+        std::fs::File::open(SELF_EXE).map_err(|e| format!("cannot read {SELF_EXE}: {e}"))?;
     let mut next = Vec::new();
     loop {
         let mut piece = Vec::with_capacity(sunray_proto::BINARY_CHUNK_BYTES);

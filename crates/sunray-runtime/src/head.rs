@@ -24,7 +24,6 @@ use tracing::{debug, info, warn};
 use crate::detect;
 use crate::wire::{self, FramedIo};
 
-
 pub fn to_request(r: &Resources) -> ResourceSet {
     let mut s = ResourceSet::new(r.cpu, r.gpu, r.memory);
     for (n, a) in &r.custom {
@@ -90,7 +89,7 @@ impl HeadShared {
         let permit = self.handshakes.clone().try_acquire_owned().ok();
         if permit.is_none() {
             let n = self.refused_handshakes.fetch_add(1, Ordering::Relaxed);
-            if n % 100 == 0 {
+            if n.is_multiple_of(100) {
                 warn!(
                     "closed a connection from {peer}: {MAX_HANDSHAKES} others are in their handshake ({} closed so far)",
                     n + 1
@@ -389,7 +388,9 @@ async fn send_binary<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(f) => Some(f),
         Err(e) => {
             let why = format!("the head has no executable with hash {hash}: {e}");
-            let _ = io.send(sunray_proto::encode(&BinaryChunk::Missing(why))).await;
+            let _ = io
+                .send(sunray_proto::encode(&BinaryChunk::Missing(why)))
+                .await;
             return;
         }
     };
@@ -465,7 +466,9 @@ impl Upload {
         let (_, _, hasher) = self.current.take().expect("set above");
         if format!("{:032x}", hasher.digest128()) != hash {
             std::fs::remove_file(&tmp).ok();
-            return Err(format!("the uploaded executable does not match its hash {hash}"));
+            return Err(format!(
+                "the uploaded executable does not match its hash {hash}"
+            ));
         }
         std::fs::rename(&tmp, self.dir.join(hash))
             .map_err(|e| format!("cannot store the uploaded executable: {e}"))
@@ -1054,6 +1057,175 @@ impl HeadState {
             if !n.run.is_empty() {
                 let _ = n.tx.send(HeadToNode::Run(std::mem::take(&mut n.run)));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use sunray_proto::{gen, object_id};
+
+    fn binary() -> BinaryInfo {
+        BinaryInfo {
+            path: "/bin/driver".into(),
+            hash: "0123456789abcdef0123456789abcdef".into(),
+            size: 1,
+            registry_hash: "r".into(),
+        }
+    }
+
+    fn task(client: ClientId, seq: u64) -> TaskSpec {
+        TaskSpec {
+            id: object_id(client, seq),
+            function: "m::f".into(),
+            args: vec![],
+            resources: Resources {
+                cpu: 1.0,
+                ..Default::default()
+            },
+            max_retries: 0,
+        }
+    }
+
+    /// Events a connection would hand the actor: generated messages, filtered by the
+    /// same checks the connection applies (a message that fails them drops its peer).
+    fn generated_events(
+        rng: &mut impl Rng,
+        n: usize,
+        keep: &mut Vec<Box<dyn std::any::Any>>,
+    ) -> Vec<Event> {
+        let mut events = Vec::new();
+        let (mut drivers, mut nodes) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let id = 100 + i as u32;
+            match rng.random_range(0..10) {
+                0 => {
+                    let reg = gen::registration(rng);
+                    if limits::check_registration(&reg).is_err() {
+                        continue; // refused at the handshake
+                    }
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    keep.push(Box::new(rx));
+                    nodes.push(id);
+                    events.push(Event::NodeJoined {
+                        node: id,
+                        reg,
+                        tx,
+                        is_head: rng.random(),
+                    });
+                }
+                1 => {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    keep.push(Box::new(rx));
+                    drivers.push(id);
+                    events.push(Event::DriverJoined {
+                        client: id,
+                        binary: binary(),
+                        tx,
+                        ip: None,
+                    });
+                }
+                2 if !nodes.is_empty() => {
+                    let node = nodes[rng.random_range(0..nodes.len())];
+                    events.push(Event::FromNode(node, gen::node_message(rng)));
+                }
+                3 if !drivers.is_empty() && rng.random_range(0..4) == 0 => {
+                    events.push(Event::DriverLeft(drivers.swap_remove(0)));
+                }
+                4 if !nodes.is_empty() && rng.random_range(0..4) == 0 => {
+                    events.push(Event::NodeLeft(nodes.swap_remove(0), "gone".into()));
+                }
+                5 => events.push(Event::Tick),
+                _ if !drivers.is_empty() => {
+                    let client = drivers[rng.random_range(0..drivers.len())];
+                    let msg = gen::driver_message(rng, client);
+                    if limits::check_driver_message(client, &msg).is_ok() {
+                        events.push(Event::FromDriver(client, msg));
+                    }
+                }
+                _ => {}
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn generated_events_never_panic_the_head_and_it_keeps_serving_a_driver() {
+        for seed in 0..200 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut head = HeadState {
+                sched: Scheduler::with_pipelining(PIPELINING),
+                ..HeadState::default()
+            };
+            let mut keep = Vec::new();
+            let events = generated_events(&mut rng, 300, &mut keep);
+            let mut now = 0;
+            let mut it = events.into_iter().peekable();
+            while it.peek().is_some() {
+                for ev in it.by_ref().take(rng.random_range(1..32)) {
+                    head.handle(ev);
+                }
+                now += 1_000;
+                head.sched.advance(now);
+                head.dispatch();
+                head.flush();
+            }
+            // A fresh node and driver: the driver's task runs there and comes back.
+            let (ntx, mut nrx) = mpsc::unbounded_channel();
+            let (dtx, mut drx) = mpsc::unbounded_channel();
+            let reg = NodeRegistration {
+                ip: "127.0.0.77".into(),
+                hostname: "n".into(),
+                pid: 1,
+                resources: Resources {
+                    cpu: 1e6,
+                    ..Default::default()
+                },
+                gpu_ids: vec![],
+            };
+            head.handle(Event::NodeJoined {
+                node: 1,
+                reg,
+                tx: ntx,
+                is_head: false,
+            });
+            head.handle(Event::DriverJoined {
+                client: 2,
+                binary: binary(),
+                tx: dtx,
+                ip: Some("127.0.0.77".into()),
+            });
+            let spec = task(2, 1);
+            head.handle(Event::FromDriver(
+                2,
+                DriverToHead::Submit(vec![spec.clone()]),
+            ));
+            head.dispatch();
+            head.flush();
+            let mut ran_here = false;
+            while let Ok(m) = nrx.try_recv() {
+                if let HeadToNode::Run(a) = m {
+                    ran_here |= a.iter().any(|a| a.spec.id == spec.id);
+                }
+            }
+            let on = head.sched.running_on(spec.id);
+            assert!(on.is_some(), "seed {seed}: the task was not placed");
+            let node = on.unwrap();
+            assert!(
+                ran_here || node != 1,
+                "seed {seed}: placed on node 1 but not sent"
+            );
+            head.handle(Event::FromNode(
+                node,
+                NodeToHead::Done(vec![(spec.id, Ok(Bytes::from_static(b"ok")))]),
+            ));
+            head.flush();
+            let done = std::iter::from_fn(|| drx.try_recv().ok()).any(|m| {
+                matches!(m, HeadToDriver::Done(r) if r.iter().any(|(id, o)| *id == spec.id && o.is_ok()))
+            });
+            assert!(done, "seed {seed}: the driver got no result");
         }
     }
 }

@@ -2,17 +2,18 @@
 //! driver's own executable in worker mode), with a local resource ledger choosing GPU ids.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use sunray_proto::{
-    Assignment, BinaryChunk, BinaryInfo, ClientId, ErrorKind, HeadToNode, HelloReply, NodeId, NodeRegistration,
-    NodeToHead, NodeToWorker, Outcome, Role, TaskError, TaskId, TaskSpec, WorkerTask, WorkerToNode,
+    Assignment, BinaryChunk, BinaryInfo, ClientId, ErrorKind, HeadToNode, HelloReply, NodeId,
+    NodeRegistration, NodeToHead, NodeToWorker, Outcome, Role, TaskError, TaskId, TaskSpec,
+    WorkerTask, WorkerToNode,
 };
 use sunray_sched::{Allocation, NodeLedger, ResourceSet, Successors};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -72,10 +73,8 @@ pub async fn join(
     tokio::spawn(async move {
         // The head sends a heartbeat every second: silence means it is gone or stopped.
         let limit = crate::heartbeat_timeout();
-        let why = wire::pump_in_within(stream, Some(limit), |m: HeadToNode| {
-            in_tx.send(m).is_ok()
-        })
-        .await;
+        let why =
+            wire::pump_in_within(stream, Some(limit), |m: HeadToNode| in_tx.send(m).is_ok()).await;
         warn!("connection to head {addr} ended: {why}");
         if why.starts_with(wire::SILENT) {
             *silent.lock().unwrap() = Some(format!(

@@ -61,6 +61,12 @@ impl SessionInfo {
         }
         .is_running()
     }
+
+    /// [`process_alive`](Self::process_alive), and provably so: the info records the
+    /// start time (written by this version of sunray). Only such a process is signalled.
+    pub fn provably_running(&self) -> bool {
+        self.start_time.is_some() && self.process_alive()
+    }
 }
 
 /// A process as identified across pid reuse: pid, start time and executable.
@@ -169,7 +175,10 @@ fn ensure_base(base: &Path) -> Result<(), Error> {
     let problem = if !meta.file_type().is_dir() {
         Some("it is not a directory".to_string())
     } else if meta.uid() != uid {
-        Some(format!("it belongs to uid {}, not to you (uid {uid})", meta.uid()))
+        Some(format!(
+            "it belongs to uid {}, not to you (uid {uid})",
+            meta.uid()
+        ))
     } else if meta.mode() & 0o077 != 0 {
         Some(format!(
             "others may enter it (mode {:o}; sunray creates it as 700)",
@@ -461,7 +470,10 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
         child.wait().unwrap();
-        let mut live = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let live_id = ProcessId {
             pid: live.id(),
             start_time: process_start_time(live.id()),
@@ -523,7 +535,10 @@ mod tests {
         assert_eq!(mode, 0o1777);
         let link = parent.join("link");
         std::os::unix::fs::symlink(&open, &link).unwrap();
-        assert!(ensure_base(&link).unwrap_err().to_string().contains("not a directory"));
+        assert!(ensure_base(&link)
+            .unwrap_err()
+            .to_string()
+            .contains("not a directory"));
         let fresh = parent.join("fresh");
         ensure_base(&fresh).unwrap();
         let mode = fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;

@@ -79,9 +79,7 @@ fn nonce() -> Nonce {
 
 /// Checks that `address` reads as HOST:PORT.
 pub fn check_address(address: &str) -> Result<(), String> {
-    let bad = || {
-        format!("invalid address {address:?}: expected HOST:PORT, like 127.0.0.1:6379")
-    };
+    let bad = || format!("invalid address {address:?}: expected HOST:PORT, like 127.0.0.1:6379");
     let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     match port.parse::<u16>() {
@@ -100,7 +98,9 @@ pub fn explain_missing_token(address: &str) -> String {
     }
     let target = match address.to_socket_addrs().map(|mut a| a.next()) {
         Ok(Some(t)) => t,
-        Ok(None) => return format!("cannot reach head at {address}: the name resolves to no address"),
+        Ok(None) => {
+            return format!("cannot reach head at {address}: the name resolves to no address")
+        }
         Err(e) => return format!("cannot reach head at {address}: {e}"),
     };
     match std::net::TcpStream::connect_timeout(&target, Duration::from_secs(3)) {
@@ -287,8 +287,8 @@ async fn accept_hello_inner<S: AsyncRead + AsyncWrite + Unpin>(
     let frame = next_frame(io, "hello").await?;
     // The version comes first in every protocol's hello: check it before the rest, so
     // that an older or newer peer is told what is wrong.
-    let (version, _) = postcard::take_from_bytes::<u32>(&frame)
-        .map_err(|e| format!("malformed hello: {e}"))?;
+    let (version, _) =
+        postcard::take_from_bytes::<u32>(&frame).map_err(|e| format!("malformed hello: {e}"))?;
     if version != PROTOCOL_VERSION {
         return Err(format!(
             "protocol version {version} does not match the head's {PROTOCOL_VERSION}: use the same sunray version everywhere"
@@ -445,7 +445,14 @@ mod tests {
         for ok in ["127.0.0.1:6379", "[::1]:80", "head-node:1"] {
             assert!(check_address(ok).is_ok(), "{ok}");
         }
-        for bad in ["nonsense", "127.0.0.1", ":6379", "host:0", "host:99999", "host:x"] {
+        for bad in [
+            "nonsense",
+            "127.0.0.1",
+            ":6379",
+            "host:0",
+            "host:99999",
+            "host:x",
+        ] {
             let e = check_address(bad).unwrap_err();
             assert!(e.contains("HOST:PORT"), "{bad}: {e}");
         }

@@ -270,6 +270,16 @@ fn main() {
                 other => println!("UNEXPECTED {other:?}"),
             }
         }
+        Some("bad_request") => {
+            let e = where_am_i
+                .options(sunray::TaskOptions::new().num_gpus(1.5))
+                .remote(0.0)
+                .get()
+                .unwrap_err();
+            println!("ERR {e}");
+            // The driver's connection survives a refused task.
+            println!("IP {}", where_am_i.remote(0.0).get().unwrap());
+        }
         Some("resources") => {
             println!("CLUSTER {:?}", sunray::cluster_resources().unwrap());
             println!("NODES {}", sunray::nodes().unwrap().len());

@@ -69,6 +69,15 @@ pub fn wait_line_containing(child: &mut Child, needle: &str) -> String {
 impl Cluster {
     /// A head with `head_cpus` CPUs on 127.0.0.1 and nodes (ip, cpus, gpus).
     pub fn start(head_cpus: f64, nodes: &[(&str, f64, u32)]) -> Cluster {
+        Self::start_with_env(head_cpus, nodes, &[])
+    }
+
+    /// [`Cluster::start`] with extra environment for the head and every node.
+    pub fn start_with_env(
+        head_cpus: f64,
+        nodes: &[(&str, f64, u32)],
+        env: &[(&str, &str)],
+    ) -> Cluster {
         let tmp = fresh_tmp();
         let mut head = Command::new(SUNRAY)
             .args([
@@ -82,6 +91,7 @@ impl Cluster {
             ])
             .args(["--num-cpus", &head_cpus.to_string(), "--num-gpus", "0"])
             .env("SUNRAY_TMPDIR", &tmp)
+            .envs(env.iter().copied())
             .env_remove("SUNRAY_ADDRESS")
             .env_remove("SUNRAY_TOKEN")
             .stdout(Stdio::piped())
@@ -101,7 +111,7 @@ impl Cluster {
             nodes: Vec::new(),
         };
         for (ip, cpus, gpus) in nodes {
-            c.add_node(ip, *cpus, *gpus);
+            c.add_node_with_env(ip, *cpus, *gpus, env);
         }
         let st = c
             .sunray(&[
@@ -122,6 +132,10 @@ impl Cluster {
     }
 
     pub fn add_node(&mut self, ip: &str, cpus: f64, gpus: u32) {
+        self.add_node_with_env(ip, cpus, gpus, &[])
+    }
+
+    pub fn add_node_with_env(&mut self, ip: &str, cpus: f64, gpus: u32, env: &[(&str, &str)]) {
         let mut n = self
             .sunray(&[
                 "start",
@@ -137,6 +151,7 @@ impl Cluster {
                 "--num-gpus",
                 &gpus.to_string(),
             ])
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(self.tmp.join(format!("node-{ip}.err"))).unwrap())
             .spawn()
@@ -170,9 +185,28 @@ impl Cluster {
         c
     }
 
+    /// This user's session directory of the cluster (`$SUNRAY_TMPDIR/sunray-<uid>`).
+    pub fn base(&self) -> PathBuf {
+        session_base(&self.tmp)
+    }
+
+    /// The cluster's token, from the head's session directory.
+    pub fn token(&self) -> String {
+        let head = self.base().join(format!("head-{}", self.head.id()));
+        std::fs::read_to_string(head.join("token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
     pub fn driver(&self, args: &[&str]) -> Output {
         run_ok(self.driver_cmd(args))
     }
+}
+
+/// Where sunray keeps this user's sessions when `SUNRAY_TMPDIR` is `tmp`.
+pub fn session_base(tmp: &std::path::Path) -> PathBuf {
+    tmp.join(format!("sunray-{}", unsafe { libc::getuid() }))
 }
 
 /// Runs `cmd` to its end; it must succeed.

@@ -1,0 +1,139 @@
+//! Generated messages for tests and fuzzing (feature `gen`): every variant, with the
+//! values a hostile or buggy peer sends: NaN, infinite, negative and huge amounts,
+//! foreign ids, empty and very long strings.
+
+use bytes::Bytes;
+use rand::Rng;
+
+use crate::*;
+
+/// A resource amount: usually sane, often absurd.
+pub fn amount(rng: &mut impl Rng) -> f64 {
+    match rng.random_range(0..8) {
+        0 => f64::NAN,
+        1 => f64::INFINITY,
+        2 => -rng.random::<f64>() * 10.0,
+        3 => 1e300,
+        4 => 1e12,
+        _ => rng.random_range(0.0..8.0),
+    }
+}
+
+/// A string of 0 to 5,000 printable bytes.
+pub fn string(rng: &mut impl Rng) -> String {
+    let n = *[0usize, 1, 8, 300, 5000]
+        .get(rng.random_range(0..5))
+        .unwrap();
+    (0..n)
+        .map(|_| rng.random_range(b'!'..=b'~') as char)
+        .collect()
+}
+
+/// An object id: mostly the client's own, sometimes anyone's.
+pub fn id(rng: &mut impl Rng, client: ClientId) -> u64 {
+    match rng.random_range(0..4) {
+        0 => rng.random(),
+        _ => object_id(client, rng.random_range(0..64)),
+    }
+}
+
+pub fn resources(rng: &mut impl Rng) -> Resources {
+    Resources {
+        cpu: amount(rng),
+        gpu: amount(rng),
+        memory: amount(rng),
+        custom: (0..rng.random_range(0..3))
+            .map(|_| (string(rng), amount(rng)))
+            .collect(),
+    }
+}
+
+/// Any message a driver may send.
+pub fn driver_message(rng: &mut impl Rng, client: ClientId) -> DriverToHead {
+    match rng.random_range(0..6) {
+        0 => DriverToHead::Submit(
+            (0..rng.random_range(0..4))
+                .map(|_| TaskSpec {
+                    id: id(rng, client),
+                    function: string(rng),
+                    args: (0..rng.random_range(0..3))
+                        .map(|_| match rng.random() {
+                            true => Arg::Ref(id(rng, client)),
+                            false => Arg::Value(Bytes::from(string(rng))),
+                        })
+                        .collect(),
+                    resources: resources(rng),
+                    max_retries: rng.random_range(0..3),
+                })
+                .collect(),
+        ),
+        1 => DriverToHead::Put {
+            id: id(rng, client),
+            data: Bytes::from(string(rng)),
+        },
+        2 => DriverToHead::Release((0..3).map(|_| id(rng, client)).collect()),
+        3 => DriverToHead::TaskReply {
+            task: id(rng, client),
+            data: Bytes::from(string(rng)),
+        },
+        4 => DriverToHead::UploadBinary {
+            hash: format!("{:032x}", rng.random::<u128>()),
+            data: Bytes::from(string(rng)),
+            last: rng.random(),
+        },
+        _ => DriverToHead::Query(match rng.random_range(0..2) {
+            0 => Query::Status,
+            _ => Query::WaitForNodes {
+                nodes: rng.random(),
+            },
+        }),
+    }
+}
+
+/// Any message a node may send.
+pub fn node_message(rng: &mut impl Rng) -> NodeToHead {
+    let id = rng.random_range(0..1u64 << 44);
+    match rng.random_range(0..4) {
+        0 => NodeToHead::Done(vec![(
+            id,
+            match rng.random() {
+                true => Ok(Bytes::from(string(rng))),
+                false => Err(TaskError {
+                    kind: ErrorKind::WorkerDied,
+                    function: string(rng),
+                    location: None,
+                    message: string(rng),
+                }),
+            },
+        )]),
+        1 => NodeToHead::TaskMessage {
+            task: id,
+            data: Bytes::from(string(rng)),
+        },
+        2 => NodeToHead::Log {
+            client: rng.random_range(0..8),
+            origin: string(rng),
+            lines: vec![string(rng)],
+        },
+        _ => NodeToHead::Heartbeat,
+    }
+}
+
+/// A node registration, as often absurd as sane.
+pub fn registration(rng: &mut impl Rng) -> NodeRegistration {
+    let resources = resources(rng);
+    let ids = match rng.random() {
+        true => resources.gpu.clamp(0.0, 8.0) as usize,
+        false => rng.random_range(0..4),
+    };
+    NodeRegistration {
+        ip: match rng.random_range(0..3) {
+            0 => string(rng),
+            _ => format!("127.0.0.{}", rng.random_range(2..250)),
+        },
+        hostname: string(rng),
+        pid: rng.random(),
+        resources,
+        gpu_ids: (0..ids).map(|i| i.to_string()).collect(),
+    }
+}
