@@ -11,14 +11,17 @@ TARGETS=(hello client_proof driver_to_head node_to_head registration head_to_nod
 export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
  -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
  -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks"
-cargo build --release --bins -q
+# An explicit --target keeps these flags off build scripts (as cargo-fuzz does).
+HOST=$(rustc -vV | sed -n 's/^host: //p')
+cargo build --release --bins -q --target "$HOST"
+BIN=target/$HOST/release
 total=0; crashes=0
 printf '%-16s %14s %10s %8s\n' target executions exec/s crashes
 for t in "${TARGETS[@]}"; do
   mkdir -p "corpus/$t" "artifacts/$t"
   log=$(mktemp)
   rc=0
-  "target/release/$t" -max_total_time="$SECS" -print_final_stats=1 -rss_limit_mb=2048 \
+  "$BIN/$t" -max_total_time="$SECS" -print_final_stats=1 -rss_limit_mb=2048 \
     -artifact_prefix="artifacts/$t/" "corpus/$t" >"$log" 2>&1 || rc=$?
   n=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
   c=0; [ "$rc" -ne 0 ] && c=1

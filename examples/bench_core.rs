@@ -5,6 +5,7 @@
 //! cargo build --release -p sunray-cli && cargo build --release -p sunray-examples --example bench_core
 //! target/release/examples/bench_core            # prints one line per figure
 //! bench/core.sh --ray                           # the same, with Ray measured beside it
+//! target/release/examples/bench_core --tasks 1000000   # one driver, a million tasks: rate and memory
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -77,12 +78,88 @@ fn sunray(tmp: &Path, args: &[&str]) -> std::process::Output {
 }
 
 fn rss_kb(pid: u32) -> u64 {
+    status_kb(pid, "VmRSS:")
+}
+
+/// A field of `/proc/<pid>/status` in kB (`VmRSS:` now, `VmHWM:` the peak).
+fn status_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// `--tasks N`: one driver submits N no-op tasks at once on a head with 2 CPUs and one
+/// node with 2; prints the rate, and the head's and driver's memory per task.
+fn many_tasks(n: usize) {
+    let tmp = PathBuf::from(format!("/tmp/srb-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let o = sunray(&tmp, HEAD_ARGS);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let address = text.split_whitespace().nth(3).unwrap().to_string();
+    let head_pid = session_pids(&tmp)[0];
+    sunray(
+        &tmp,
+        &[
+            "start",
+            "--address",
+            &address,
+            "--node-ip-address",
+            "127.0.0.2",
+            "--num-cpus",
+            "2",
+        ],
+    );
+    sunray(
+        &tmp,
+        &["status", "--wait-for-nodes", "2", "--timeout", "10"],
+    );
+    let idle = rss_kb(head_pid);
+    let o = Command::new(std::env::current_exe().unwrap())
+        .args(["--role", "many"])
+        .env("SUNRAY_TMPDIR", &tmp)
+        .env("SUNRAY_ADDRESS", &address)
+        .env("BENCH_TASKS", n.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "driver failed");
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let get = |key: &str| -> f64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key).map(|v| v.trim().parse().unwrap()))
+            .unwrap()
+    };
+    let peak = status_kb(head_pid, "VmHWM:");
+    // The driver has left; the head drops its objects and, at its next tick (every
+    // second), gives the memory back: wait for that, at most 5 s.
+    let t = Instant::now();
+    let mut after = rss_kb(head_pid);
+    while t.elapsed() < Duration::from_secs(5) && after > idle + 20 * 1024 {
+        std::thread::sleep(Duration::from_millis(100));
+        after = rss_kb(head_pid);
+    }
+    println!(
+        "{n} no-op tasks from one driver:   {:8.0} tasks/s (submitted in {:.2} s)",
+        get("MANY_RATE"),
+        get("MANY_SUBMIT_S")
+    );
+    println!(
+        "head memory: idle {:.1} MB, peak {:.1} MB ({:.0} bytes per task), after {:.1} MB",
+        idle as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        (peak.saturating_sub(idle) * 1024) as f64 / n as f64,
+        after as f64 / 1024.0
+    );
+    println!(
+        "driver peak memory: {:.1} MB ({:.0} bytes per outstanding ref)",
+        get("DRIVER_PEAK_KB") / 1024.0,
+        get("DRIVER_PEAK_KB") * 1024.0 / n as f64
+    );
+    sunray(&tmp, &["stop"]);
+    std::fs::remove_dir_all(&tmp).ok();
 }
 
 /// The pids of the sessions under `$SUNRAY_TMPDIR` = `tmp` (in `tmp/sunray-<uid>`).
@@ -145,6 +222,20 @@ fn driver_role(role: &str) {
                 rtts.push(t.elapsed().as_secs_f64() * 1e6 / m as f64);
             }
             println!("RTT_US {}", summary(rtts, 1));
+        }
+        "many" => {
+            // `--tasks N`: N no-op tasks submitted at once, then gathered.
+            let n: usize = std::env::var("BENCH_TASKS").unwrap().parse().unwrap();
+            sunray::get_all(&(0..200).map(|_| noop.remote()).collect::<Vec<_>>()).unwrap();
+            let t = Instant::now();
+            let refs: Vec<_> = (0..n).map(|_| noop.remote()).collect();
+            let submitted = t.elapsed().as_secs_f64();
+            sunray::get_all(&refs).unwrap();
+            let secs = t.elapsed().as_secs_f64();
+            println!("MANY_RATE {:.0}", n as f64 / secs);
+            println!("MANY_SUBMIT_S {submitted:.2}");
+            println!("DRIVER_PEAK_KB {}", status_kb(std::process::id(), "VmHWM:"));
+            drop(refs);
         }
         "rtt" => {
             // The round trip alone, longer, for profiling (`--role rtt` on a cluster).
@@ -220,6 +311,10 @@ fn main() {
     }
     if args.len() > 2 && args[1] == "--pong" {
         pong(&args[2]);
+        return;
+    }
+    if args.len() > 2 && args[1] == "--tasks" {
+        many_tasks(args[2].parse().expect("--tasks N"));
         return;
     }
     let tmp = PathBuf::from(format!("/tmp/srb-{}", std::process::id()));

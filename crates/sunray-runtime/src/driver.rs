@@ -5,7 +5,7 @@
 //! TCP; for an embedded cluster, channels into the head running on this process's
 //! runtime thread.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Condvar, Mutex, OnceLock};
@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use sunray_proto::{
     object_id, BinaryInfo, ClientId, ClusterView, DriverToHead, HeadToDriver, HelloReply, ObjectId,
-    Outcome, Query, Role, TaskError, TaskId, TaskSpec,
+    Query, Role, TaskError, TaskId, TaskSpec,
 };
 use tokio::sync::mpsc;
 
@@ -61,9 +61,12 @@ pub enum TaskEvent {
     Disconnected(String),
 }
 
-#[derive(Default)]
+/// A result as the driver keeps it: 32 bytes (errors, rare, are boxed), since a program
+/// may hold a million refs.
+type Stored = Result<Bytes, Box<TaskError>>;
+
 struct State {
-    results: HashMap<ObjectId, Outcome>,
+    results: crate::results::Results<Stored>,
     disconnected: Option<String>,
     replies: VecDeque<ClusterView>,
     events: Option<std_mpsc::Sender<TaskEvent>>,
@@ -93,15 +96,28 @@ struct Shared {
     background: Condvar,
     /// Written to make the background reader give `reader` up (it polls this too).
     handover: Option<std::os::unix::net::UnixStream>,
+    /// Told how many tasks finished, so that it sends tasks it held back (weak: the
+    /// client owns it, and the connection closes when the client goes).
+    sender: OnceLock<std::sync::Weak<Sender>>,
 }
 
 impl Shared {
-    fn new(handover: Option<std::os::unix::net::UnixStream>) -> Shared {
+    fn new(client: ClientId, handover: Option<std::os::unix::net::UnixStream>) -> Shared {
         Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                results: crate::results::Results::new(client),
+                disconnected: None,
+                replies: VecDeque::new(),
+                events: None,
+                reader: None,
+                waiting: 0,
+                background_reading: false,
+                handover_asked: false,
+            }),
             cond: Condvar::new(),
             background: Condvar::new(),
             handover,
+            sender: OnceLock::new(),
         }
     }
 }
@@ -311,12 +327,145 @@ impl Outbox {
 const RELEASE_BATCH: usize = 1024;
 const RELEASE_FLUSH: Duration = Duration::from_millis(50);
 
+/// Most tasks a driver has at the head at once. Later ones wait here, as their encoded
+/// bytes (about 50 per task), and go as results come back: the head's memory stays
+/// bounded whatever a program submits, and the order of submission is kept.
+pub const MAX_IN_FLIGHT: usize = 65_536;
+
+/// Tasks sent and not finished, and those held back.
+struct Window {
+    limit: usize,
+    in_flight: usize,
+    held: Held,
+}
+
+/// Encoded `TaskSpec`s in submission order, each after its `u32` length, in segments of
+/// `SEGMENT` bytes: memory follows what is held (a doubling buffer would hold up to twice
+/// that), and each segment is freed once sent.
+#[derive(Default)]
+struct Held {
+    segments: VecDeque<Vec<u8>>,
+    /// Read position in the first segment.
+    cursor: usize,
+    len: usize,
+}
+
+const SEGMENT: usize = 1 << 20;
+
+impl Held {
+    fn push(&mut self, body: &[u8]) {
+        let need = 4 + body.len();
+        if self
+            .segments
+            .back()
+            .is_none_or(|s| s.len() + need > s.capacity())
+        {
+            self.segments
+                .push_back(Vec::with_capacity(SEGMENT.max(need)));
+        }
+        let seg = self.segments.back_mut().expect("pushed above");
+        seg.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        seg.extend_from_slice(body);
+        self.len += 1;
+    }
+
+    /// Appends the oldest held spec to `out`.
+    fn pop_into(&mut self, out: &mut Vec<u8>) -> bool {
+        let Some(seg) = self.segments.front() else {
+            return false;
+        };
+        let at = self.cursor;
+        let n = u32::from_le_bytes(seg[at..at + 4].try_into().expect("4 bytes")) as usize;
+        out.extend_from_slice(&seg[at + 4..at + 4 + n]);
+        self.cursor += 4 + n;
+        if self.cursor == seg.len() {
+            self.segments.pop_front();
+            self.cursor = 0;
+        }
+        self.len -= 1;
+        true
+    }
+}
+
 struct Sender {
     outbox: Outbox,
     released: Mutex<Vec<ObjectId>>,
+    window: Mutex<Window>,
+}
+
+/// The body of `DriverToHead::Submit` with `n` specs whose encodings are `specs`
+/// back to back, as postcard writes it: the variant's index, the count, the elements.
+fn submit_body(n: usize, specs: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(specs.len() + 11);
+    out.push(0); // DriverToHead::Submit
+    let mut v = n as u64;
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(specs);
+    Bytes::from(out)
 }
 
 impl Sender {
+    fn new(outbox: Outbox, limit: usize) -> Sender {
+        Sender {
+            outbox,
+            released: Mutex::new(Vec::new()),
+            window: Mutex::new(Window {
+                limit,
+                in_flight: 0,
+                held: Held::default(),
+            }),
+        }
+    }
+
+    /// Sends the task now if the window has room, else holds it back.
+    fn submit(&self, spec: TaskSpec) -> Result<(), String> {
+        let mut w = self.window.lock().unwrap();
+        if w.held.len == 0 && w.in_flight < w.limit {
+            w.in_flight += 1;
+            // Under the window's lock: nothing held back can overtake it.
+            return self.send(DriverToHead::Submit(vec![spec]));
+        }
+        w.held.push(&sunray_proto::encode(&spec));
+        Ok(())
+    }
+
+    /// `n` tasks finished: sends held tasks, in order, once a quarter of the window is
+    /// free (in batches, one frame each).
+    fn finished(&self, n: usize) {
+        let mut w = self.window.lock().unwrap();
+        w.in_flight = w.in_flight.saturating_sub(n);
+        let room = w.limit - w.in_flight.min(w.limit);
+        if w.held.len == 0 || room < (w.limit / 4).max(1) {
+            return;
+        }
+        let mut specs = Vec::new();
+        let mut k = 0;
+        while k < room && w.held.pop_into(&mut specs) {
+            k += 1;
+        }
+        w.in_flight += k;
+        let _ = self.send_raw(submit_body(k, &specs));
+    }
+
+    fn send_raw(&self, body: Bytes) -> Result<(), String> {
+        match &self.outbox {
+            Outbox::Socket(s) => wire::write_frames_blocking(&mut **s.lock().unwrap(), &[&body])
+                .map_err(|e| e.to_string()),
+            Outbox::Channel(tx) => {
+                let m = sunray_proto::decode(&body).map_err(|e| e.to_string())?;
+                tx.send(m).map_err(|_| "embedded head stopped".to_string())
+            }
+        }
+    }
+
     fn send(&self, m: DriverToHead) -> Result<(), String> {
         let released = std::mem::take(&mut *self.released.lock().unwrap());
         if released.is_empty() {
@@ -492,7 +641,7 @@ impl Client {
             s.set_nonblocking(true)
                 .map_err(|e| Error::io("cannot set up a socket pair", e))?;
         }
-        let shared = Arc::new(Shared::new(Some(wake_tx)));
+        let shared = Arc::new(Shared::new(client_id, Some(wake_tx)));
         shared.state.lock().unwrap().reader = Some(ReadHalf {
             sock: Box::new(std_stream),
             buf: parts.read_buf,
@@ -534,7 +683,7 @@ impl Client {
                 }
                 let _ = events.send(head::Event::DriverLeft(client_id));
             });
-            let shared = Arc::new(Shared::new(None));
+            let shared = Arc::new(Shared::new(client_id, None));
             let s2 = shared.clone();
             tokio::spawn(async move {
                 while let Some(m) = hrx.recv().await {
@@ -556,11 +705,9 @@ impl Client {
         shared: Arc<Shared>,
         embedded: Option<crate::local::StartedHead>,
     ) -> Client {
-        let tx = Arc::new(Sender {
-            outbox,
-            released: Mutex::new(Vec::new()),
-        });
+        let tx = Arc::new(Sender::new(outbox, MAX_IN_FLIGHT));
         let weak = Arc::downgrade(&tx);
+        let _ = shared.sender.set(weak.clone());
         runtime().spawn(async move {
             let mut tick = tokio::time::interval(RELEASE_FLUSH);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -601,8 +748,11 @@ impl Client {
             .map_err(|e| GetError::Disconnected(format!("cannot send to the head: {e}")))
     }
 
+    /// Submits a task (held back while [`MAX_IN_FLIGHT`] are at the head).
     pub fn submit(&self, spec: TaskSpec) -> Result<(), GetError> {
-        self.send(DriverToHead::Submit(vec![spec]))
+        self.tx
+            .submit(spec)
+            .map_err(|e| GetError::Disconnected(format!("cannot send to the head: {e}")))
     }
 
     pub fn put(&self, data: Bytes) -> Result<ObjectId, GetError> {
@@ -694,7 +844,7 @@ impl Client {
             |st| st.results.get(&id).cloned(),
             |_| Err(GetError::Timeout),
         )?
-        .map_err(GetError::Task)
+        .map_err(|e| GetError::Task(*e))
     }
 
     /// Waits until `num_returns` of `ids` are ready (or the timeout passes); returns a
@@ -753,14 +903,21 @@ impl Client {
 fn on_message(shared: &Shared, m: HeadToDriver) {
     match m {
         HeadToDriver::Done(results) => {
+            let n = results.len();
             let mut st = shared.state.lock().unwrap();
             if let Some(tx) = &st.events {
                 for (id, _) in &results {
                     let _ = tx.send(TaskEvent::Finished(*id));
                 }
             }
-            st.results.extend(results);
+            for (id, o) in results {
+                st.results.insert(id, o.map_err(Box::new));
+            }
             shared.cond.notify_all();
+            drop(st);
+            if let Some(s) = shared.sender.get().and_then(|w| w.upgrade()) {
+                s.finished(n);
+            }
         }
         HeadToDriver::QueryReply(v) => {
             let mut st = shared.state.lock().unwrap();
@@ -811,5 +968,95 @@ pub async fn query(address: &str, token: &str, q: Query) -> Result<ClusterView, 
             address: address.into(),
             reason: "closed before answering".into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sunray_proto::{object_id, Resources};
+
+    fn spec(i: u64) -> TaskSpec {
+        TaskSpec {
+            id: object_id(1, i),
+            function: "m::f".into(),
+            args: vec![],
+            resources: Resources {
+                cpu: 1.0,
+                ..Default::default()
+            },
+            max_retries: 0,
+        }
+    }
+
+    fn sent_ids(rx: &mut mpsc::UnboundedReceiver<DriverToHead>) -> Vec<u64> {
+        let mut ids = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            if let DriverToHead::Submit(specs) = m {
+                ids.extend(specs.iter().map(|s| s.id & 0xff_ffff));
+            }
+        }
+        ids
+    }
+
+    #[test]
+    fn held_tasks_go_in_submission_order_and_never_beyond_the_window() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let s = Sender::new(Outbox::Channel(tx), 8);
+        for i in 0..30 {
+            s.submit(spec(i)).unwrap();
+        }
+        let mut sent = sent_ids(&mut rx);
+        assert_eq!(sent, (0..8).collect::<Vec<_>>());
+        let mut finished = 0;
+        // Results come back one by one: each send stays within the window.
+        while finished < 30 {
+            s.finished(1);
+            finished += 1;
+            sent.extend(sent_ids(&mut rx));
+            assert!(
+                sent.len() - finished <= 8,
+                "{} in flight",
+                sent.len() - finished
+            );
+        }
+        assert_eq!(sent, (0..30).collect::<Vec<_>>());
+        // The window is empty again: a new task goes at once.
+        s.submit(spec(30)).unwrap();
+        assert_eq!(sent_ids(&mut rx), [30]);
+    }
+
+    #[test]
+    fn held_specs_come_back_in_order_across_segments_which_are_freed() {
+        let mut h = Held::default();
+        let body = |i: u32| i.to_le_bytes().repeat(1 + (i % 7) as usize);
+        for i in 0..100_000 {
+            h.push(&body(i));
+        }
+        assert!(h.segments.len() > 1);
+        for i in 0..100_000 {
+            let mut out = Vec::new();
+            assert!(h.pop_into(&mut out));
+            assert_eq!(out, body(i));
+            assert!(h.segments.len() <= 1 + (100_000 - i as usize) * 32 / SEGMENT + 1);
+        }
+        assert!(!h.pop_into(&mut Vec::new()));
+        assert!(h.segments.is_empty());
+    }
+
+    #[test]
+    fn a_batch_of_held_tasks_is_the_frame_postcard_writes() {
+        for n in [1u64, 2, 127, 128, 300] {
+            let specs: Vec<TaskSpec> = (0..n).map(spec).collect();
+            let concat: Vec<u8> = specs
+                .iter()
+                .flat_map(|s| sunray_proto::encode(s).to_vec())
+                .collect();
+            assert_eq!(
+                submit_body(n as usize, &concat),
+                sunray_proto::encode(&DriverToHead::Submit(specs)),
+                "{n} specs"
+            );
+        }
     }
 }

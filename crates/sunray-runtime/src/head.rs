@@ -522,24 +522,28 @@ struct NodeConn {
     run: Vec<Assignment>,
 }
 
+/// A task the head knows (queued, waiting for arguments, or running). Kept small: a
+/// driver may have a window of tasks in flight (see `driver::MAX_IN_FLIGHT`).
 struct TaskEntry {
     spec: TaskSpec,
     owner: ClientId,
-    request: ResourceSet,
-    deps_left: usize,
+    deps_left: u32,
     retries_left: u32,
 }
 
+impl TaskEntry {
+    /// What the scheduler places (computed again on a retry, never stored twice).
+    fn request(&self) -> ResourceSet {
+        to_request(&self.spec.resources)
+    }
+}
+
+/// An object the head holds: 40 bytes, as every result stays here until its driver
+/// releases it (errors, rare, are boxed).
 enum ObjState {
     Pending,
     Ready(Bytes),
-    Failed(TaskError),
-}
-
-struct Object {
-    state: ObjState,
-    waiters: Vec<TaskId>,
-    released: bool,
+    Failed(Box<TaskError>),
 }
 
 #[derive(Default)]
@@ -549,7 +553,11 @@ struct HeadState {
     nodes: HashMap<NodeId, NodeConn>,
     dead_nodes: VecDeque<NodeView>,
     tasks: HashMap<TaskId, TaskEntry>,
-    objects: HashMap<ObjectId, Object>,
+    objects: HashMap<ObjectId, ObjState>,
+    /// Tasks waiting for a pending object.
+    waiters: HashMap<ObjectId, Vec<TaskId>>,
+    /// Pending objects their driver released already: dropped once they are ready.
+    released: HashSet<ObjectId>,
     node_waiters: Vec<(u32, oneshot::Sender<ClusterView>)>,
 }
 
@@ -615,6 +623,7 @@ impl HeadState {
                 }
             },
             Event::Tick => {
+                self.compact();
                 let now = Instant::now();
                 let timeout = crate::heartbeat_timeout();
                 for d in self.drivers.values() {
@@ -637,6 +646,23 @@ impl HeadState {
                 }
                 self.node_waiters.retain(|(_, tx)| !tx.is_closed());
             }
+        }
+    }
+
+    /// Gives memory back once a burst of tasks is over: maps keep their largest size
+    /// otherwise, and glibc keeps freed memory in its arenas.
+    fn compact(&mut self) {
+        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) -> bool {
+            let big = m.capacity() > 4 * m.len() + 4096;
+            if big {
+                m.shrink_to_fit();
+            }
+            big
+        }
+        let shrunk =
+            shrink(&mut self.tasks) | shrink(&mut self.objects) | shrink(&mut self.waiters);
+        if shrunk {
+            crate::release_free_memory();
         }
     }
 
@@ -713,7 +739,7 @@ impl HeadState {
             object_bytes: self
                 .objects
                 .values()
-                .map(|o| match &o.state {
+                .map(|o| match o {
                     ObjState::Ready(b) => b.len() as u64,
                     _ => 0,
                 })
@@ -729,23 +755,20 @@ impl HeadState {
                 }
             }
             DriverToHead::Put { id, data } => {
-                self.objects.insert(
-                    id,
-                    Object {
-                        state: ObjState::Ready(data),
-                        waiters: Vec::new(),
-                        released: false,
-                    },
-                );
+                if !matches!(self.objects.get(&id), Some(ObjState::Pending)) {
+                    self.objects.insert(id, ObjState::Ready(data));
+                }
             }
             DriverToHead::Release(ids) => {
                 for id in ids {
-                    if let Some(o) = self.objects.get_mut(&id) {
-                        if matches!(o.state, ObjState::Pending) || !o.waiters.is_empty() {
-                            o.released = true;
-                        } else {
+                    match self.objects.get(&id) {
+                        Some(ObjState::Pending) => {
+                            self.released.insert(id);
+                        }
+                        Some(_) => {
                             self.objects.remove(&id);
                         }
+                        None => {}
                     }
                 }
             }
@@ -777,14 +800,7 @@ impl HeadState {
             return;
         }
         let invalid = limits::check_request(&spec.resources).err();
-        self.objects.insert(
-            id,
-            Object {
-                state: ObjState::Pending,
-                waiters: Vec::new(),
-                released: false,
-            },
-        );
+        self.objects.insert(id, ObjState::Pending);
         let mut deps_left = 0;
         let mut failure = invalid.map(|why| (ErrorKind::Invalid, why));
         for arg in spec.args.iter_mut() {
@@ -802,24 +818,21 @@ impl HeadState {
                         ),
                     ));
                 }
-                Some(o) => match &o.state {
-                    ObjState::Ready(v) => *arg = Arg::Value(v.clone()),
-                    ObjState::Failed(e) => {
-                        failure = Some((ErrorKind::DependencyFailed, e.to_string()));
+                Some(ObjState::Ready(v)) => *arg = Arg::Value(v.clone()),
+                Some(ObjState::Failed(e)) => {
+                    failure = Some((ErrorKind::DependencyFailed, e.to_string()));
+                }
+                Some(ObjState::Pending) => {
+                    let w = self.waiters.entry(oid).or_default();
+                    if !w.contains(&id) {
+                        w.push(id);
                     }
-                    ObjState::Pending => {
-                        if !o.waiters.contains(&id) {
-                            o.waiters.push(id);
-                        }
-                        deps_left += 1;
-                    }
-                },
+                    deps_left += 1;
+                }
             }
         }
-        let request = to_request(&spec.resources);
         let entry = TaskEntry {
             owner: client,
-            request: request.clone(),
             deps_left,
             retries_left: spec.max_retries,
             spec,
@@ -923,7 +936,7 @@ impl HeadState {
             if t.retries_left > 0 {
                 t.retries_left -= 1;
                 warn!("{err}; retrying ({} retries left)", t.retries_left);
-                self.sched.submit_front(task, t.request.clone());
+                self.sched.submit_front(task, t.request());
                 return;
             }
         }
@@ -945,6 +958,8 @@ impl HeadState {
             self.tasks.remove(id);
         }
         self.objects.retain(|id, _| object_owner(*id) != client);
+        self.waiters.retain(|id, _| object_owner(*id) != client);
+        self.released.retain(|id| object_owner(*id) != client);
         for n in self.nodes.values_mut() {
             if n.jobs.remove(&client) {
                 let _ = n.tx.send(HeadToNode::EndJob { client });
@@ -965,12 +980,12 @@ impl HeadState {
             let Some(obj) = self.objects.get_mut(&task) else {
                 continue;
             };
-            let waiters = std::mem::take(&mut obj.waiters);
-            obj.state = match &outcome {
+            let waiters = self.waiters.remove(&task).unwrap_or_default();
+            *obj = match &outcome {
                 Ok(v) => ObjState::Ready(v.clone()),
-                Err(e) => ObjState::Failed(e.clone()),
+                Err(e) => ObjState::Failed(Box::new(e.clone())),
             };
-            if obj.released {
+            if self.released.remove(&task) {
                 self.objects.remove(&task);
             }
             for w in waiters {
@@ -1034,7 +1049,7 @@ impl HeadState {
     /// shape infeasible are not re-announced).
     fn enqueue(&mut self, id: TaskId) {
         let Some(t) = self.tasks.get(&id) else { return };
-        let (owner, request) = (t.owner, t.request.clone());
+        let (owner, request) = (t.owner, t.request());
         let mut home = None;
         if let Some(d) = self.drivers.get_mut(&owner) {
             home = d.home;

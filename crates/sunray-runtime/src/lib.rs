@@ -8,6 +8,7 @@ mod error;
 pub mod head;
 pub mod local;
 pub mod node;
+mod results;
 pub mod session;
 pub mod wire;
 pub mod worker;
@@ -50,4 +51,13 @@ pub fn heartbeat_timeout() -> std::time::Duration {
         .filter(|s| s.is_finite() && *s > 0.0)
         .map(|s| std::time::Duration::from_secs_f64(s.min(1e6)))
         .unwrap_or(DEFAULT_HEARTBEAT_TIMEOUT)
+}
+
+/// Returns the allocator's free memory to the system (glibc keeps it otherwise: a head
+/// that ran a million tasks would hold their memory for good).
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
