@@ -333,6 +333,35 @@ fn a_peer_without_the_token_cannot_make_the_head_allocate() {
     serves_a_driver(&mut c);
 }
 
+/// Item 5: authenticated messages have a limit too (`SUNRAY_MAX_MESSAGE_MB`).
+#[test]
+fn messages_beyond_the_configured_limit_are_refused_clearly() {
+    let env = [("SUNRAY_MAX_MESSAGE_MB", "1")];
+    let mut c = Cluster::start_with_env(1.0, &[], &env);
+    // A driver with the same limit refuses before sending.
+    let out = run_ok({
+        let mut d = c.driver_cmd(&["bigput", "2"]);
+        d.envs(env);
+        d
+    });
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("PUT_ERR an object of 2097156 bytes is larger than the largest message")
+            && text.contains("SUNRAY_MAX_MESSAGE_MB"),
+        "{text}"
+    );
+    // One with a larger limit is dropped by the head, which says why; others go on.
+    let out = run_ok(c.driver_cmd(&["bigput", "2"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("_ERR") && !text.contains("GOT"), "{text}");
+    let head_log = std::fs::read_to_string(c.tmp.join("head.err")).unwrap();
+    assert!(
+        head_log.contains("a message larger than the head's limit of 1 MiB"),
+        "{head_log}"
+    );
+    serves_a_driver(&mut c);
+}
+
 /// Item 6: a peer with the right token registering an absurd node is refused; the
 /// head stays up.
 #[test]
@@ -394,7 +423,7 @@ fn output_within(child: std::process::Child, limit: Duration) -> Option<std::pro
 /// Item 8: a head that stops answering (SIGSTOP) is noticed by its drivers and nodes.
 #[test]
 fn drivers_and_nodes_give_up_on_a_head_that_stops_answering() {
-    let env = [("SUNRAY_HEARTBEAT_TIMEOUT", "2")];
+    let env = [("SUNRAY_HEARTBEAT_TIMEOUT", "3")];
     let mut c = Cluster::start_with_env(1.0, &[("127.0.0.2", 1.0, 0)], &env);
     let mut d = c
         .driver_cmd(&["long", "60"])
@@ -411,7 +440,7 @@ fn drivers_and_nodes_give_up_on_a_head_that_stops_answering() {
     let err = stderr_of(&out);
     assert!(!out.status.success());
     assert!(
-        err.contains(&format!("head at {} has not answered for 2 s", c.address)),
+        err.contains(&format!("head at {} has not answered for 3 s", c.address)),
         "{err}"
     );
     assert!(stopped_at.elapsed() < Duration::from_secs(15));
@@ -420,13 +449,13 @@ fn drivers_and_nodes_give_up_on_a_head_that_stops_answering() {
     let out = output_within(node, Duration::from_secs(20)).expect("the node hangs");
     assert!(!out.status.success());
     let log = std::fs::read_to_string(c.tmp.join("node-127.0.0.2.err")).unwrap();
-    assert!(log.contains("has not answered for 2 s"), "{log}");
+    assert!(log.contains("has not answered for 3 s"), "{log}");
 }
 
 /// Item 8: a node that stops answering is declared dead by the head.
 #[test]
 fn the_head_declares_a_silent_node_dead() {
-    let env = [("SUNRAY_HEARTBEAT_TIMEOUT", "2")];
+    let env = [("SUNRAY_HEARTBEAT_TIMEOUT", "3")];
     let c = Cluster::start_with_env(1.0, &[("127.0.0.2", 1.0, 0)], &env);
     let node_pid = c.nodes[0].1.id() as i32;
     unsafe { libc::kill(node_pid, libc::SIGSTOP) };
@@ -446,7 +475,7 @@ fn the_head_declares_a_silent_node_dead() {
     unsafe { libc::kill(node_pid, libc::SIGCONT) };
     assert!(status.contains("1 nodes alive, 1 dead"), "{status}");
     let head_log = std::fs::read_to_string(c.tmp.join("head.err")).unwrap();
-    assert!(head_log.contains("has not answered for 2 s"), "{head_log}");
+    assert!(head_log.contains("has not answered for 3 s"), "{head_log}");
 }
 
 /// Copies one connection both ways between a client and `upstream`, recording what

@@ -48,6 +48,23 @@ pub enum GetError {
     Timeout,
     #[error("connection to the cluster lost: {0}")]
     Disconnected(String),
+    /// A value too large for one message (see `wire::max_message_bytes`).
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+/// Refuses a message carrying `bytes` of values beyond the largest message.
+fn check_size(bytes: usize, what: &str) -> Result<(), GetError> {
+    let max = wire::max_message_bytes();
+    // Room for the message's own fields.
+    if bytes + 4096 <= max {
+        return Ok(());
+    }
+    Err(GetError::TooLarge(format!(
+        "{what} of {bytes} bytes is larger than the largest message sunray sends ({} MiB): set {}=<MiB> for the head, its nodes and this driver to raise it",
+        max >> 20,
+        crate::env::MAX_MESSAGE_MB
+    )))
 }
 
 /// What [`Client::task_events`] delivers.
@@ -750,12 +767,22 @@ impl Client {
 
     /// Submits a task (held back while [`MAX_IN_FLIGHT`] are at the head).
     pub fn submit(&self, spec: TaskSpec) -> Result<(), GetError> {
+        let args: usize = spec
+            .args
+            .iter()
+            .map(|a| match a {
+                sunray_proto::Arg::Value(v) => v.len(),
+                sunray_proto::Arg::Ref(_) => 8,
+            })
+            .sum();
+        check_size(args, "a task's arguments")?;
         self.tx
             .submit(spec)
             .map_err(|e| GetError::Disconnected(format!("cannot send to the head: {e}")))
     }
 
     pub fn put(&self, data: Bytes) -> Result<ObjectId, GetError> {
+        check_size(data.len(), "an object")?;
         let id = self.new_object_id();
         self.shared
             .state

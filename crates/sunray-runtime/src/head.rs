@@ -274,6 +274,7 @@ async fn handle_conn<S>(
             }
             let (sink, stream) = io.split();
             let (tx, rx) = mpsc::unbounded_channel();
+            let last_word = tx.clone();
             let _ = shared.events.send(Event::DriverJoined {
                 client,
                 binary,
@@ -298,10 +299,25 @@ async fn handle_conn<S>(
                 events.send(Event::FromDriver(client, msg)).is_ok()
             })
             .await;
-            match violation {
-                Some(v) => warn!("dropped driver {client} ({peer}): {v}"),
+            let dropped = violation.or_else(|| {
+                why.contains("frame size too big").then(|| {
+                    format!(
+                        "it sent a message larger than the head's limit of {} MiB ({})",
+                        wire::max_message_bytes() >> 20,
+                        crate::env::MAX_MESSAGE_MB
+                    )
+                })
+            });
+            match dropped {
+                Some(v) => {
+                    warn!("dropped driver {client} ({peer}): {v}");
+                    let _ = last_word.send(HeadToDriver::Warning(format!(
+                        "the head dropped this driver: {v}"
+                    )));
+                }
                 None => debug!("driver {client} left: {why}"),
             }
+            drop(last_word);
             let _ = shared.events.send(Event::DriverLeft(client));
         }
         Role::Node(reg) => {

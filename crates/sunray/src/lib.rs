@@ -114,6 +114,7 @@ impl From<GetError> for Error {
             GetError::Task(t) => Error::Task(t),
             GetError::Timeout => Error::Timeout,
             GetError::Disconnected(s) => Error::Disconnected(s),
+            GetError::TooLarge(s) => Error::Runtime(s),
         }
     }
 }

@@ -270,6 +270,16 @@ fn main() {
                 other => println!("UNEXPECTED {other:?}"),
             }
         }
+        Some("bigput") => {
+            // `bigput MB`: puts MB MiB, then reads it back.
+            match sunray::put(&vec![7u8; n << 20]) {
+                Err(e) => println!("PUT_ERR {e}"),
+                Ok(r) => match r.get() {
+                    Ok(v) => println!("GOT {}", v.len()),
+                    Err(e) => println!("GET_ERR {e}"),
+                },
+            }
+        }
         Some("bad_request") => {
             let e = where_am_i
                 .options(sunray::TaskOptions::new().num_gpus(1.5))
