@@ -21,6 +21,9 @@ pub struct Results<T> {
     /// Page number of `pages[0]`.
     first: u64,
     pages: VecDeque<Option<Page<T>>>,
+    /// An emptied page kept for the next one: a loop of `get(f.remote())` fills and
+    /// empties one page over and over, and must not allocate 160 KiB per round trip.
+    spare: Option<Page<T>>,
     foreign: HashMap<ObjectId, T>,
     len: usize,
 }
@@ -31,6 +34,7 @@ impl<T> Results<T> {
             client,
             first: 0,
             pages: VecDeque::new(),
+            spare: None,
             foreign: HashMap::new(),
             len: 0,
         }
@@ -70,10 +74,13 @@ impl<T> Results<T> {
         while self.pages.len() <= i {
             self.pages.push_back(None);
         }
-        let p = self.pages[i].get_or_insert_with(|| Page {
-            slots: (0..PAGE).map(|_| None).collect(),
-            used: 0,
-        });
+        if self.pages[i].is_none() {
+            self.pages[i] = Some(self.spare.take().unwrap_or_else(|| Page {
+                slots: (0..PAGE).map(|_| None).collect(),
+                used: 0,
+            }));
+        }
+        let p = self.pages[i].as_mut().expect("set above");
         if p.slots[slot].replace(v).is_none() {
             p.used += 1;
             self.len += 1;
@@ -106,7 +113,9 @@ impl<T> Results<T> {
         p.used -= 1;
         self.len -= 1;
         if p.used == 0 {
-            self.pages[i] = None;
+            if let Some(empty) = self.pages[i].take() {
+                self.spare.get_or_insert(empty);
+            }
             while matches!(self.pages.front(), Some(None)) {
                 self.pages.pop_front();
                 self.first += 1;
