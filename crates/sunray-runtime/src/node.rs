@@ -761,7 +761,8 @@ async fn locate_binary(
     )
     .await
     .map_err(|e| format!("cannot fetch the driver's executable from the head: {e}"))?;
-    let mut data = Vec::with_capacity(b.size.min(1 << 32) as usize);
+    // The size is the head's word: a hint, never an allocation taken on trust.
+    let mut data = Vec::with_capacity(b.size.min(64 << 20) as usize);
     loop {
         let frame = io
             .next()

@@ -199,10 +199,16 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let (head_nonce, head_proof) = match read_reply(&mut io, address).await? {
         HelloReply::Challenge { nonce, proof } => (nonce, proof),
         HelloReply::Refused { reason } => {
+            // A head before protocol 4 cannot read this hello at all.
+            let hint = if reason.starts_with("malformed hello") {
+                " (the head may run another sunray version: use the same version everywhere)"
+            } else {
+                ""
+            };
             return Err(Error::Refused {
                 address: address.to_string(),
-                reason,
-            })
+                reason: format!("{reason}{hint}"),
+            });
         }
         HelloReply::Welcome { .. } => {
             return Err(Error::Protocol {
