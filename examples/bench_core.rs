@@ -91,31 +91,33 @@ fn status_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A head and one joined node (127.0.0.2), each with 2 CPUs, as in the Ray reference;
+/// returns the head's address once both take work.
+fn two_node_cluster(tmp: &Path) -> String {
+    let o = sunray(tmp, HEAD_ARGS);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let address = text.split_whitespace().nth(3).unwrap().to_string();
+    let node = [
+        "start",
+        "--address",
+        &address,
+        "--node-ip-address",
+        "127.0.0.2",
+        "--num-cpus",
+        "2",
+    ];
+    sunray(tmp, &node);
+    sunray(tmp, &["status", "--wait-for-nodes", "2", "--timeout", "10"]);
+    address
+}
+
 /// `--tasks N`: one driver submits N no-op tasks at once on a head with 2 CPUs and one
 /// node with 2; prints the rate, and the head's and driver's memory per task.
 fn many_tasks(n: usize) {
     let tmp = PathBuf::from(format!("/tmp/srb-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    let o = sunray(&tmp, HEAD_ARGS);
-    let text = String::from_utf8_lossy(&o.stdout).to_string();
-    let address = text.split_whitespace().nth(3).unwrap().to_string();
-    let head_pid = session_pids(&tmp)[0];
-    sunray(
-        &tmp,
-        &[
-            "start",
-            "--address",
-            &address,
-            "--node-ip-address",
-            "127.0.0.2",
-            "--num-cpus",
-            "2",
-        ],
-    );
-    sunray(
-        &tmp,
-        &["status", "--wait-for-nodes", "2", "--timeout", "10"],
-    );
+    let address = two_node_cluster(&tmp);
+    let head_pid = head_pid(&tmp);
     let idle = rss_kb(head_pid);
     let o = Command::new(std::env::current_exe().unwrap())
         .args(["--role", "many"])
@@ -175,6 +177,17 @@ fn session_pids(tmp: &Path) -> Vec<u32> {
             Some(v.pid)
         })
         .collect()
+}
+
+/// The pid of the head's session (its directory is `head-<pid>`).
+fn head_pid(tmp: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata(tmp).unwrap().uid();
+    std::fs::read_dir(tmp.join(format!("sunray-{uid}")))
+        .unwrap()
+        .flatten()
+        .find_map(|e| e.file_name().to_str()?.strip_prefix("head-")?.parse().ok())
+        .expect("a head runs")
 }
 
 /// Just enough JSON reading for info.json's pid (keeps this example's dependencies small).
@@ -334,25 +347,7 @@ fn main() {
     );
 
     // 2. a head and one joined node, each with 2 CPUs, as in the Ray reference
-    let o = sunray(&tmp, HEAD_ARGS);
-    let text = String::from_utf8_lossy(&o.stdout).to_string();
-    let address = text.split_whitespace().nth(3).unwrap().to_string();
-    sunray(
-        &tmp,
-        &[
-            "start",
-            "--address",
-            &address,
-            "--node-ip-address",
-            "127.0.0.2",
-            "--num-cpus",
-            "2",
-        ],
-    );
-    sunray(
-        &tmp,
-        &["status", "--wait-for-nodes", "2", "--timeout", "10"],
-    );
+    let address = two_node_cluster(&tmp);
     std::thread::sleep(Duration::from_millis(300)); // let start-up allocations settle
     let pids = session_pids(&tmp);
     let rss: u64 = pids.iter().map(|p| rss_kb(*p)).sum();

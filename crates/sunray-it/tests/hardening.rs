@@ -73,14 +73,7 @@ fn sunray_tmpdir_is_a_parent_that_sunray_never_changes_or_empties() {
     std::fs::create_dir_all(x.join("photos-2023")).unwrap();
     std::fs::create_dir_all(x.join("local-1")).unwrap();
     std::fs::set_permissions(&x, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let sunray = |args: &[&str]| {
-        let mut c = Command::new(SUNRAY);
-        c.args(args)
-            .env("SUNRAY_TMPDIR", &x)
-            .env_remove("SUNRAY_ADDRESS")
-            .env_remove("SUNRAY_TOKEN");
-        c
-    };
+    let sunray = |args: &[&str]| sunray_in(&x, args);
     let o = sunray(&[
         "start",
         "--head",
@@ -187,14 +180,7 @@ fn the_token_is_never_on_a_command_line() {
     let token = format!("tok{nanos:x}{:x}", std::process::id());
     let token_file = tmp.join("token.txt");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
-    let sunray = |args: &[&str]| {
-        let mut c = Command::new(SUNRAY);
-        c.args(args)
-            .env("SUNRAY_TMPDIR", &tmp)
-            .env_remove("SUNRAY_ADDRESS")
-            .env_remove("SUNRAY_TOKEN");
-        c
-    };
+    let sunray = |args: &[&str]| sunray_in(&tmp, args);
     let o = sunray(&[
         "start",
         "--head",

@@ -204,6 +204,16 @@ impl Cluster {
     }
 }
 
+/// The `sunray` command with `SUNRAY_TMPDIR` = `tmp` and no cluster from the environment.
+pub fn sunray_in(tmp: &std::path::Path, args: &[&str]) -> Command {
+    let mut c = Command::new(SUNRAY);
+    c.args(args)
+        .env("SUNRAY_TMPDIR", tmp)
+        .env_remove("SUNRAY_ADDRESS")
+        .env_remove("SUNRAY_TOKEN");
+    c
+}
+
 /// Where sunray keeps this user's sessions when `SUNRAY_TMPDIR` is `tmp`.
 pub fn session_base(tmp: &std::path::Path) -> PathBuf {
     tmp.join(format!("sunray-{}", unsafe { libc::getuid() }))

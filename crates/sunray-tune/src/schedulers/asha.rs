@@ -27,8 +27,11 @@ struct Bracket {
 
 impl Bracket {
     fn new(min_t: f64, max_t: f64, rf: f64, s: usize) -> Self {
-        let max_rungs = ((max_t / min_t).ln() / rf.ln() + 1.0 + 1e-9) as usize;
-        let rungs = (0..max_rungs.saturating_sub(s))
+        // Ray's expression to the letter, rounding included: `int(log(max_t / min_t) /
+        // log(rf) - s + 1)`. So 243/1/3 has 5 rungs (log gives 4.999…, no rung at max_t)
+        // while 729/1/3 has 7 (log gives 6.0 exactly).
+        let rungs_here = ((max_t / min_t).ln() / rf.ln() - s as f64 + 1.0) as usize;
+        let rungs = (0..rungs_here)
             .rev()
             .map(|k| Rung {
                 milestone: min_t * rf.powi((k + s) as i32),
@@ -193,8 +196,10 @@ impl TrialScheduler for Asha {
             return Decision::Continue;
         };
         if self.stop_last_trials && t >= self.max_t {
-            // Still recorded, so later trials are compared against it.
+            // Still recorded, so later trials are compared against it; counted as
+            // stopped, as Ray counts it.
             self.brackets[b].on_result(trial, t, score, self.reduction_factor);
+            self.num_stopped += 1;
             return Decision::Stop;
         }
         let d = self.brackets[b].on_result(trial, t, score, self.reduction_factor);
@@ -315,11 +320,32 @@ mod tests {
             a.on_trial_result("A", &res(3, "loss", 0.1)),
             Decision::Continue
         );
-        // max_t ends the trial whatever its score.
+        // max_t ends the trial whatever its score, and counts as a stop (as in Ray).
         assert_eq!(a.on_trial_result("A", &res(8, "loss", 0.1)), Decision::Stop);
-        assert_eq!(a.num_stopped, 3);
+        assert_eq!(a.num_stopped, 4);
         let s = a.status().join("\n");
         assert!(s.contains("Iter 1: 1.10000 (4 trials)"), "{s}");
+    }
+
+    #[test]
+    fn rungs_are_counted_as_ray_counts_them() {
+        let milestones = |max_t: f64, rf: f64, s: usize| -> Vec<f64> {
+            Bracket::new(1.0, max_t, rf, s)
+                .rungs
+                .iter()
+                .map(|r| r.milestone)
+                .collect()
+        };
+        // Worked by hand from Ray's `int(np.log(max_t / min_t) / np.log(rf) - s + 1)`.
+        assert_eq!(milestones(243.0, 3.0, 0), [81.0, 27.0, 9.0, 3.0, 1.0]);
+        assert_eq!(milestones(243.0, 3.0, 1), [81.0, 27.0, 9.0, 3.0]);
+        assert_eq!(
+            milestones(729.0, 3.0, 0),
+            [729.0, 243.0, 81.0, 27.0, 9.0, 3.0, 1.0]
+        );
+        assert_eq!(milestones(486.0, 2.0, 0).len(), 9);
+        assert_eq!(milestones(8.0, 2.0, 0), [8.0, 4.0, 2.0, 1.0]);
+        assert_eq!(milestones(8.0, 2.0, 5), Vec::<f64>::new());
     }
 
     #[test]
