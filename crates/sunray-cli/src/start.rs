@@ -36,8 +36,8 @@ pub struct StartArgs {
     /// users can read a command line: prefer --token-file or SUNRAY_TOKEN.
     #[arg(long, env = "SUNRAY_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Read the cluster token from this file (as --token).
-    #[arg(long, conflicts_with = "token")]
+    /// Read the cluster token from this file (as --token; it wins over SUNRAY_TOKEN).
+    #[arg(long)]
     token_file: Option<std::path::PathBuf>,
     /// Seconds of silence after which a peer counts as gone: the head declares a node
     /// dead, a node gives up on its head.

@@ -14,8 +14,8 @@ pub struct StatusArgs {
     /// Cluster token (default: found in this host's session directory).
     #[arg(long, env = "SUNRAY_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Read the cluster token from this file.
-    #[arg(long, conflicts_with = "token")]
+    /// Read the cluster token from this file (it wins over --token and SUNRAY_TOKEN).
+    #[arg(long)]
     token_file: Option<std::path::PathBuf>,
     /// Block until this many nodes are alive.
     #[arg(long)]

@@ -114,6 +114,29 @@ fn sunray_tmpdir_is_a_parent_that_sunray_never_changes_or_empties() {
     std::fs::remove_dir_all(&tmp).ok();
 }
 
+/// Item 1, on a Slurm node: `SUNRAY_TMPDIR` names a job directory this host has not made
+/// yet; the node creates it (private) and joins.
+#[test]
+fn a_node_creates_a_missing_sunray_tmpdir_and_joins() {
+    let mut c = Cluster::start(1.0, &[]);
+    let missing = c.tmp.join("elsewhere/j123");
+    let mut node = Command::new(SUNRAY)
+        .args(["start", "--address", &c.address, "--block"])
+        .args(["--node-ip-address", "127.0.0.2", "--num-cpus", "1"])
+        .env("SUNRAY_TMPDIR", &missing)
+        .env("SUNRAY_TOKEN", c.token())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_line(&mut node, "sunray node joined");
+    let mode = std::fs::metadata(&missing).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    assert!(session_base(&missing).is_dir());
+    c.nodes.push(("127.0.0.2".into(), node));
+    serves_a_driver(&mut c);
+}
+
 /// Item 2: a session whose pid now belongs to another program: `stop` leaves it alone.
 #[test]
 fn stop_never_signals_a_process_that_took_a_stale_sessions_pid() {
@@ -316,6 +339,16 @@ fn a_peer_without_the_token_cannot_make_the_head_allocate() {
         );
     }
     drop(idle);
+    // The head frees their slots as it sees them close (nothing announces it): a status
+    // query gets through once it has.
+    let t = Instant::now();
+    while !c.sunray(&["status"]).output().unwrap().status.success() {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the head never took connections again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     serves_a_driver(&mut c);
 }
 

@@ -84,6 +84,8 @@ type Stored = Result<Bytes, Box<TaskError>>;
 
 struct State {
     results: crate::results::Results<Stored>,
+    /// Released before their result came: it is dropped when it comes.
+    tombstones: std::collections::HashSet<ObjectId>,
     disconnected: Option<String>,
     replies: VecDeque<ClusterView>,
     events: Option<std_mpsc::Sender<TaskEvent>>,
@@ -123,6 +125,7 @@ impl Shared {
         Shared {
             state: Mutex::new(State {
                 results: crate::results::Results::new(client),
+                tombstones: Default::default(),
                 disconnected: None,
                 replies: VecDeque::new(),
                 events: None,
@@ -356,9 +359,11 @@ struct Window {
     held: Held,
 }
 
-/// Encoded `TaskSpec`s in submission order, each after its `u32` length, in segments of
-/// `SEGMENT` bytes: memory follows what is held (a doubling buffer would hold up to twice
-/// that), and each segment is freed once sent.
+/// What waits behind the window, in order: encoded `TaskSpec`s and releases of objects
+/// (a release must not overtake a held task that names the object). Each record is a
+/// `u32` tag-or-length (`RELEASE` for a release, then its 8-byte id; else the spec's
+/// length, then the spec), in segments of `SEGMENT` bytes: memory follows what is held
+/// (a doubling buffer would hold up to twice that), and each segment is freed once sent.
 #[derive(Default)]
 struct Held {
     segments: VecDeque<Vec<u8>>,
@@ -368,9 +373,18 @@ struct Held {
 }
 
 const SEGMENT: usize = 1 << 20;
+const RELEASE: u32 = u32::MAX;
+
+/// A record taken from [`Held`].
+#[derive(Debug, PartialEq)]
+enum Popped {
+    /// A spec, appended to the caller's buffer.
+    Spec,
+    Release(ObjectId),
+}
 
 impl Held {
-    fn push(&mut self, body: &[u8]) {
+    fn push_record(&mut self, tag: u32, body: &[u8]) {
         let need = 4 + body.len();
         if self
             .segments
@@ -381,26 +395,45 @@ impl Held {
                 .push_back(Vec::with_capacity(SEGMENT.max(need)));
         }
         let seg = self.segments.back_mut().expect("pushed above");
-        seg.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        seg.extend_from_slice(&tag.to_le_bytes());
         seg.extend_from_slice(body);
         self.len += 1;
     }
 
-    /// Appends the oldest held spec to `out`.
-    fn pop_into(&mut self, out: &mut Vec<u8>) -> bool {
-        let Some(seg) = self.segments.front() else {
-            return false;
-        };
+    fn push(&mut self, spec: &[u8]) {
+        self.push_record(spec.len() as u32, spec);
+    }
+
+    fn push_release(&mut self, id: ObjectId) {
+        self.push_record(RELEASE, &id.to_le_bytes());
+    }
+
+    /// The size of the next record's spec, if it is one.
+    fn next_spec_len(&self) -> Option<usize> {
+        let seg = self.segments.front()?;
+        let tag = u32::from_le_bytes(seg[self.cursor..self.cursor + 4].try_into().ok()?);
+        (tag != RELEASE).then_some(tag as usize)
+    }
+
+    /// Takes the oldest record; a spec is appended to `out`.
+    fn pop_into(&mut self, out: &mut Vec<u8>) -> Option<Popped> {
+        let seg = self.segments.front()?;
         let at = self.cursor;
-        let n = u32::from_le_bytes(seg[at..at + 4].try_into().expect("4 bytes")) as usize;
-        out.extend_from_slice(&seg[at + 4..at + 4 + n]);
+        let tag = u32::from_le_bytes(seg[at..at + 4].try_into().expect("4 bytes"));
+        let (popped, n) = if tag == RELEASE {
+            let id = u64::from_le_bytes(seg[at + 4..at + 12].try_into().expect("8 bytes"));
+            (Popped::Release(id), 8)
+        } else {
+            out.extend_from_slice(&seg[at + 4..at + 4 + tag as usize]);
+            (Popped::Spec, tag as usize)
+        };
         self.cursor += 4 + n;
         if self.cursor == seg.len() {
             self.segments.pop_front();
             self.cursor = 0;
         }
         self.len -= 1;
-        true
+        Some(popped)
     }
 }
 
@@ -454,22 +487,68 @@ impl Sender {
         Ok(())
     }
 
-    /// `n` tasks finished: sends held tasks, in order, once a quarter of the window is
-    /// free (in batches, one frame each).
+    /// `n` tasks finished: sends held records once a quarter of the window is free.
     fn finished(&self, n: usize) {
         let mut w = self.window.lock().unwrap();
         w.in_flight = w.in_flight.saturating_sub(n);
-        let room = w.limit - w.in_flight.min(w.limit);
-        if w.held.len == 0 || room < (w.limit / 4).max(1) {
+        let quarter = (w.limit / 4).max(1);
+        self.send_held(&mut w, quarter);
+    }
+
+    /// Sends whatever the window has room for (the periodic flush: tasks that never
+    /// finish must not keep the rest waiting for a quarter of the window).
+    fn drain(&self) {
+        let mut w = self.window.lock().unwrap();
+        self.send_held(&mut w, 1);
+    }
+
+    /// Sends held records in order while the window has room (at least `min_room` to
+    /// start): runs of specs as `Submit` frames of at most half the largest message,
+    /// runs of releases as `Release`.
+    fn send_held(&self, w: &mut Window, min_room: usize) {
+        let mut room = w.limit - w.in_flight.min(w.limit);
+        if w.held.len == 0 || room < min_room {
             return;
         }
-        let mut specs = Vec::new();
-        let mut k = 0;
-        while k < room && w.held.pop_into(&mut specs) {
-            k += 1;
+        let max_bytes = wire::max_message_bytes() / 2;
+        let (mut specs, mut k, mut releases) = (Vec::new(), 0usize, Vec::new());
+        let flush_specs = |specs: &mut Vec<u8>, k: &mut usize, w: &mut Window| {
+            if *k > 0 {
+                w.in_flight += *k;
+                let _ = self.send_raw(submit_body(*k, specs));
+                specs.clear();
+                *k = 0;
+            }
+        };
+        loop {
+            let next = w.held.next_spec_len();
+            if next.is_some() && room == 0 {
+                break;
+            }
+            if next.is_some_and(|n| k > 0 && specs.len() + n > max_bytes) {
+                flush_specs(&mut specs, &mut k, w);
+            }
+            if next.is_some() && !releases.is_empty() {
+                let _ = self
+                    .outbox
+                    .send(vec![DriverToHead::Release(std::mem::take(&mut releases))]);
+            }
+            match w.held.pop_into(&mut specs) {
+                None => break,
+                Some(Popped::Spec) => {
+                    k += 1;
+                    room -= 1;
+                }
+                Some(Popped::Release(id)) => {
+                    flush_specs(&mut specs, &mut k, w);
+                    releases.push(id);
+                }
+            }
         }
-        w.in_flight += k;
-        let _ = self.send_raw(submit_body(k, &specs));
+        flush_specs(&mut specs, &mut k, w);
+        if !releases.is_empty() {
+            let _ = self.outbox.send(vec![DriverToHead::Release(releases)]);
+        }
     }
 
     fn send_raw(&self, body: Bytes) -> Result<(), String> {
@@ -493,6 +572,14 @@ impl Sender {
     }
 
     fn release(&self, id: ObjectId) {
+        {
+            let mut w = self.window.lock().unwrap();
+            if w.held.len > 0 {
+                // Behind the held tasks, one of which may name the object.
+                w.held.push_release(id);
+                return;
+            }
+        }
         let full = {
             let mut r = self.released.lock().unwrap();
             r.push(id);
@@ -731,7 +818,10 @@ impl Client {
             loop {
                 tick.tick().await;
                 match weak.upgrade() {
-                    Some(tx) => tx.flush(),
+                    Some(tx) => {
+                        tx.flush();
+                        tx.drain();
+                    }
                     None => return,
                 }
             }
@@ -796,7 +886,12 @@ impl Client {
 
     /// Forgets an object here and (soon, see `RELEASE_BATCH`) at the head.
     pub fn release(&self, id: ObjectId) {
-        self.shared.state.lock().unwrap().results.remove(&id);
+        {
+            let mut st = self.shared.state.lock().unwrap();
+            if st.results.remove(&id).is_none() {
+                st.tombstones.insert(id);
+            }
+        }
         self.tx.release(id);
     }
 
@@ -938,7 +1033,9 @@ fn on_message(shared: &Shared, m: HeadToDriver) {
                 }
             }
             for (id, o) in results {
-                st.results.insert(id, o.map_err(Box::new));
+                if !st.tombstones.remove(&id) {
+                    st.results.insert(id, o.map_err(Box::new));
+                }
             }
             shared.cond.notify_all();
             drop(st);
@@ -1063,12 +1160,57 @@ mod tests {
         assert!(h.segments.len() > 1);
         for i in 0..100_000 {
             let mut out = Vec::new();
-            assert!(h.pop_into(&mut out));
+            assert_eq!(h.pop_into(&mut out), Some(Popped::Spec));
             assert_eq!(out, body(i));
             assert!(h.segments.len() <= 1 + (100_000 - i as usize) * 32 / SEGMENT + 1);
         }
-        assert!(!h.pop_into(&mut Vec::new()));
+        assert_eq!(h.pop_into(&mut Vec::new()), None);
         assert!(h.segments.is_empty());
+    }
+
+    #[test]
+    fn a_release_never_overtakes_a_held_task() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let s = Sender::new(Outbox::Channel(tx), 4);
+        for i in 0..6 {
+            s.submit(spec(i)).unwrap();
+        }
+        // Task 5 (held) names object 100; the driver drops its ref now.
+        s.release(object_id(1, 100));
+        s.submit(spec(6)).unwrap();
+        let mut order = Vec::new();
+        let mut drain = |rx: &mut mpsc::UnboundedReceiver<DriverToHead>| {
+            while let Ok(m) = rx.try_recv() {
+                match m {
+                    DriverToHead::Submit(v) => {
+                        order.extend(v.iter().map(|t| format!("t{}", t.id & 0xff)))
+                    }
+                    DriverToHead::Release(ids) => {
+                        order.extend(ids.iter().map(|i| format!("r{}", i & 0xff)))
+                    }
+                    _ => {}
+                }
+            }
+        };
+        drain(&mut rx);
+        s.finished(4);
+        drain(&mut rx);
+        assert_eq!(order, ["t0", "t1", "t2", "t3", "t4", "t5", "r100", "t6"]);
+    }
+
+    #[test]
+    fn tasks_the_window_is_full_of_forever_do_not_hold_the_rest_back() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let s = Sender::new(Outbox::Channel(tx), 8);
+        for i in 0..10 {
+            s.submit(spec(i)).unwrap();
+        }
+        assert_eq!(sent_ids(&mut rx).len(), 8);
+        // One finishes; 7 never do. Below a quarter of room, the periodic drain sends.
+        s.finished(1);
+        assert!(sent_ids(&mut rx).is_empty());
+        s.drain();
+        assert_eq!(sent_ids(&mut rx), [8]);
     }
 
     #[test]

@@ -73,9 +73,14 @@ pub struct HeadShared {
     pub bin_dir: PathBuf,
     /// Signalled when someone asks the cluster to shut down.
     pub shutdown: Notify,
-    /// One permit per connection in its handshake (see [`MAX_HANDSHAKES`]).
+    /// One permit per TCP connection in its handshake (see [`MAX_HANDSHAKES`]).
     handshakes: Arc<Semaphore>,
+    /// The same for the local socket, apart: remote peers cannot crowd out local ones.
+    local_handshakes: Arc<Semaphore>,
     refused_handshakes: std::sync::atomic::AtomicU64,
+    /// Refused handshakes so far: the log names the first ones, then every hundredth
+    /// (anyone who can connect could fill the session's log otherwise).
+    refusals: std::sync::atomic::AtomicU64,
 }
 
 impl HeadShared {
@@ -85,8 +90,13 @@ impl HeadShared {
 
     /// A handshake slot for a new connection, or None (the connection is closed): too
     /// many peers are in their handshake. Logged once per 100 refusals.
-    fn handshake_permit(&self, peer: &str) -> Option<OwnedSemaphorePermit> {
-        let permit = self.handshakes.clone().try_acquire_owned().ok();
+    fn handshake_permit(&self, peer: &str, local: bool) -> Option<OwnedSemaphorePermit> {
+        let pool = if local {
+            &self.local_handshakes
+        } else {
+            &self.handshakes
+        };
+        let permit = pool.clone().try_acquire_owned().ok();
         if permit.is_none() {
             let n = self.refused_handshakes.fetch_add(1, Ordering::Relaxed);
             if n.is_multiple_of(100) {
@@ -97,6 +107,13 @@ impl HeadShared {
             }
         }
         permit
+    }
+
+    fn log_refusal(&self, peer: &str, reason: &str) {
+        let n = self.refusals.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= 20 || n.is_multiple_of(100) {
+            warn!("refused connection from {peer}: {reason} ({n} refused so far)");
+        }
     }
 }
 
@@ -110,7 +127,9 @@ pub fn start(token: String, bin_dir: PathBuf) -> Arc<HeadShared> {
         bin_dir,
         shutdown: Notify::new(),
         handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+        local_handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
         refused_handshakes: Default::default(),
+        refusals: Default::default(),
     });
     tokio::spawn(run_actor(rx));
     let ticker = tx;
@@ -159,7 +178,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<HeadShared>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let Some(permit) = shared.handshake_permit(&peer.to_string()) else {
+                let Some(permit) = shared.handshake_permit(&peer.to_string(), false) else {
                     continue;
                 };
                 stream.set_nodelay(true).ok();
@@ -183,7 +202,7 @@ pub async fn serve_unix(listener: UnixListener, shared: Arc<HeadShared>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let Some(permit) = shared.handshake_permit("the local socket") else {
+                let Some(permit) = shared.handshake_permit("the local socket", true) else {
                     continue;
                 };
                 let shared = shared.clone();
@@ -244,14 +263,14 @@ async fn handle_conn<S>(
     let hello = match wire::accept_hello(&mut io, &shared.token).await {
         Ok(h) => h,
         Err(e) => {
-            warn!("refused connection from {peer}: {e}");
+            shared.log_refusal(&peer, &e);
             refuse(&mut io, e).await;
             return;
         }
     };
     drop(permit);
     if let Err(reason) = check_role(&hello.role) {
-        warn!("refused connection from {peer}: {reason}");
+        shared.log_refusal(&peer, &reason);
         refuse(&mut io, reason).await;
         return;
     }
@@ -283,7 +302,7 @@ async fn handle_conn<S>(
             });
             tokio::spawn(wire::pump_out(sink, rx));
             let events = shared.events.clone();
-            let mut upload = Upload::new(shared.bin_dir.clone());
+            let mut upload = Upload::new(shared.bin_dir.clone(), client);
             let mut violation = None;
             let why = wire::pump_in(stream, |msg: DriverToHead| {
                 if let Err(e) = limits::check_driver_message(client, &msg) {
@@ -445,18 +464,25 @@ async fn send_binary<S: AsyncRead + AsyncWrite + Unpin>(
 /// hashed on the way, and put in place under its hash only when the hash matches.
 struct Upload {
     dir: PathBuf,
+    /// Names this upload's temporary file: two drivers uploading the same executable
+    /// never write one file.
+    client: ClientId,
     current: Option<(String, std::fs::File, xxhash_rust::xxh3::Xxh3)>,
 }
 
 impl Upload {
-    fn new(dir: PathBuf) -> Upload {
-        Upload { dir, current: None }
+    fn new(dir: PathBuf, client: ClientId) -> Upload {
+        Upload {
+            dir,
+            client,
+            current: None,
+        }
     }
 
     fn piece(&mut self, hash: &str, data: &[u8], last: bool) -> Result<(), String> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let tmp = self.dir.join(format!("{hash}.upload"));
+        let tmp = self.dir.join(format!("{hash}.upload-{}", self.client));
         if self.current.as_ref().is_none_or(|(h, _, _)| h != hash) {
             std::fs::create_dir_all(&self.dir)
                 .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
@@ -807,7 +833,7 @@ impl HeadState {
 
     fn submit(&mut self, client: ClientId, mut spec: TaskSpec) {
         let id = spec.id;
-        if self.tasks.contains_key(&id) {
+        if self.tasks.contains_key(&id) || self.objects.contains_key(&id) {
             if let Some(d) = self.drivers.get(&client) {
                 let _ = d.tx.send(HeadToDriver::Warning(format!(
                     "task id {id:#x} was submitted twice; the second is ignored"
@@ -839,11 +865,13 @@ impl HeadState {
                     failure = Some((ErrorKind::DependencyFailed, e.to_string()));
                 }
                 Some(ObjState::Pending) => {
+                    // Once per distinct object: `complete` resolves every argument
+                    // naming it and counts it once.
                     let w = self.waiters.entry(oid).or_default();
                     if !w.contains(&id) {
                         w.push(id);
+                        deps_left += 1;
                     }
-                    deps_left += 1;
                 }
             }
         }
@@ -1015,7 +1043,9 @@ impl HeadState {
                                 *a = Arg::Value(v.clone());
                             }
                         }
-                        wt.deps_left -= 1;
+                        // Saturating: a waiter entry left by a failed task whose id was
+                        // reused must not wrap the count.
+                        wt.deps_left = wt.deps_left.saturating_sub(1);
                         if wt.deps_left == 0 {
                             self.enqueue(w);
                         }
@@ -1180,6 +1210,64 @@ mod tests {
             }
         }
         events
+    }
+
+    #[test]
+    fn a_task_naming_a_pending_object_twice_runs_once_it_is_ready() {
+        let mut head = HeadState::default();
+        let (ntx, mut nrx) = mpsc::unbounded_channel();
+        let (dtx, _drx) = mpsc::unbounded_channel();
+        let reg = NodeRegistration {
+            ip: "127.0.0.5".into(),
+            hostname: "n".into(),
+            pid: 1,
+            resources: Resources {
+                cpu: 1.0,
+                ..Default::default()
+            },
+            gpu_ids: vec![],
+        };
+        head.handle(Event::NodeJoined {
+            node: 1,
+            reg,
+            tx: ntx,
+            is_head: true,
+        });
+        head.handle(Event::DriverJoined {
+            client: 2,
+            binary: binary(),
+            tx: dtx,
+            ip: None,
+        });
+        let a = task(2, 1);
+        let mut b = task(2, 2);
+        b.args = vec![Arg::Ref(a.id), Arg::Ref(a.id)];
+        head.handle(Event::FromDriver(
+            2,
+            DriverToHead::Submit(vec![a.clone(), b.clone()]),
+        ));
+        head.dispatch();
+        head.handle(Event::FromNode(
+            1,
+            NodeToHead::Done(vec![(a.id, Ok(Bytes::from_static(b"v")))]),
+        ));
+        head.dispatch();
+        head.flush();
+        let ran: Vec<Assignment> = std::iter::from_fn(|| nrx.try_recv().ok())
+            .flat_map(|m| match m {
+                HeadToNode::Run(v) => v,
+                _ => vec![],
+            })
+            .collect();
+        let b_run = ran
+            .iter()
+            .find(|x| x.spec.id == b.id)
+            .expect("b was sent to run");
+        assert!(b_run
+            .spec
+            .args
+            .iter()
+            .all(|x| matches!(x, Arg::Value(v) if &v[..] == b"v")));
     }
 
     #[test]

@@ -65,7 +65,16 @@ pub async fn start_head(opts: HeadOptions) -> Result<StartedHead, Error> {
     started
 }
 
+/// Shortest cluster token a user may choose: the handshake shows anyone who connects a
+/// MAC under the token, so a short one could be guessed offline.
+pub const MIN_TOKEN_LEN: usize = 16;
+
 async fn start_in(opts: HeadOptions, session: Session) -> Result<StartedHead, Error> {
+    if opts.token.as_ref().is_some_and(|t| t.len() < MIN_TOKEN_LEN) {
+        return Err(Error::Config(format!(
+            "a cluster token must be at least {MIN_TOKEN_LEN} characters (without --token, sunray makes a random 64-character one; `openssl rand -hex 32` makes one too)"
+        )));
+    }
     let token = opts.token.clone().unwrap_or_else(session::new_token);
     session.write_token(&token)?;
     let bind = SocketAddr::new(

@@ -775,6 +775,9 @@ async fn locate_binary(
             BinaryChunk::Missing(why) => return Err(why),
         }
     }
+    if detect::hash_bytes(&data) != b.hash {
+        return Err("the executable fetched from the head does not match its hash".into());
+    }
     std::fs::create_dir_all(&bin_dir)
         .map_err(|e| format!("cannot create {}: {e}", bin_dir.display()))?;
     let tmp = bin_dir.join(format!("{}.tmp", b.hash));

@@ -34,6 +34,9 @@ pub struct SessionInfo {
     /// The process's executable, as `/proc/<pid>/exe` names it.
     #[serde(default)]
     pub exe: Option<String>,
+    /// Where the pid means something (see [`ProcessId::host`]).
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 impl SessionInfo {
@@ -48,24 +51,31 @@ impl SessionInfo {
             started_unix_ms: now_unix_ms(),
             start_time: me.start_time,
             exe: me.exe,
+            host: me.host,
+        }
+    }
+
+    fn process(&self) -> ProcessId {
+        ProcessId {
+            pid: self.pid,
+            start_time: self.start_time,
+            exe: self.exe.clone(),
+            host: self.host.clone(),
         }
     }
 
     /// Is the process that wrote this info still running (the same process, not one
     /// that reuses its pid)?
     pub fn process_alive(&self) -> bool {
-        ProcessId {
-            pid: self.pid,
-            start_time: self.start_time,
-            exe: self.exe.clone(),
-        }
-        .is_running()
+        let p = self.process();
+        p.seen_here() && p.is_running()
     }
 
     /// [`process_alive`](Self::process_alive), and provably so: the info records the
-    /// start time (written by this version of sunray). Only such a process is signalled.
+    /// start time and where the pid lives (written by this version of sunray, in this
+    /// boot and pid namespace). Only such a process is signalled.
     pub fn provably_running(&self) -> bool {
-        self.start_time.is_some() && self.process_alive()
+        self.start_time.is_some() && self.host.is_some() && self.process_alive()
     }
 }
 
@@ -75,6 +85,17 @@ pub struct ProcessId {
     pub pid: u32,
     pub start_time: Option<u64>,
     pub exe: Option<String>,
+    /// The boot and the pid namespace the pid belongs to: a `/tmp` shared with another
+    /// container or host holds pids that mean nothing here.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+/// This boot's id and this process's pid namespace.
+fn this_host() -> Option<String> {
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{} {}", boot.trim(), ns.to_string_lossy()))
 }
 
 impl ProcessId {
@@ -84,7 +105,14 @@ impl ProcessId {
             pid,
             start_time: process_start_time(pid),
             exe: process_exe(pid),
+            host: this_host(),
         }
+    }
+
+    /// Whether its pid can be judged here: recorded in this boot and pid namespace (or
+    /// by a sunray that did not record where).
+    pub fn seen_here(&self) -> bool {
+        self.host.is_none() || self.host == this_host()
     }
 
     /// Whether this very process runs: the pid is alive and, where recorded, has the
@@ -154,6 +182,16 @@ pub fn ensure_base_dir() -> Result<PathBuf, Error> {
 /// this user that nobody else may enter. Nothing about an existing directory is changed.
 fn ensure_base(base: &Path) -> Result<(), Error> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    // A missing `$SUNRAY_TMPDIR` (a job directory named on a host that has not made it
+    // yet) is created, private like what sunray makes; an existing one is left as it is.
+    if let Some(parent) = base.parent() {
+        if !parent.exists() {
+            let _ = fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent);
+        }
+    }
     match fs::DirBuilder::new().mode(0o700).create(base) {
         Ok(()) => return Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -214,6 +252,14 @@ impl Session {
         ensure_base(&base)?;
         remove_stale(&base);
         let dir = base.join(format!("{kind}-{}", std::process::id()));
+        // One left by an earlier process with this pid (pid reuse, a container
+        // restarted with the same pids): removed when its marker proves it is not ours.
+        let leftover = fs::read(dir.join(MARKER))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ProcessId>(&b).ok());
+        if leftover.is_some_and(|p| p.seen_here() && p != ProcessId::current()) {
+            fs::remove_dir_all(&dir).ok();
+        }
         let made = fs::DirBuilder::new().mode(0o700).create(&dir);
         if let Err(e) = made {
             return Err(Error::io(
@@ -290,7 +336,8 @@ pub fn is_stale(dir: &Path) -> bool {
         .ok()
         .and_then(|b| serde_json::from_slice::<ProcessId>(&b).ok())
     {
-        Some(owner) => owner.pid != std::process::id() && !owner.is_running(),
+        // The pid of a process elsewhere (another container sharing /tmp) proves nothing.
+        Some(owner) => owner.seen_here() && !owner.is_running() && owner != ProcessId::current(),
         None => false,
     }
 }
@@ -478,11 +525,13 @@ mod tests {
             pid: live.id(),
             start_time: process_start_time(live.id()),
             exe: process_exe(live.id()),
+            host: this_host(),
         };
         let gone = |pid| ProcessId {
             pid,
             start_time: None,
             exe: None,
+            host: None,
         };
         mark(&base.join(format!("local-{dead}")), &gone(dead));
         // The live pid, but another start time: the pid was reused.
@@ -492,6 +541,12 @@ mod tests {
         };
         mark(&base.join("head-reused"), &reused);
         mark(&base.join("node-live"), &live_id);
+        // A dead pid, but recorded in another pid namespace: not provably gone.
+        let elsewhere = ProcessId {
+            host: Some("another boot pid:[1]".into()),
+            ..gone(dead)
+        };
+        mark(&base.join("local-elsewhere"), &elsewhere);
         // Not sunray's: no marker, whatever the name says.
         for d in [
             format!("node-{dead}"),
@@ -511,6 +566,7 @@ mod tests {
             left,
             [
                 "backup-999999".to_string(),
+                "local-elsewhere".into(),
                 format!("node-{dead}"),
                 "node-live".into(),
                 "photos-2023".into(),

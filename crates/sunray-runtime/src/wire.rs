@@ -32,7 +32,8 @@ pub fn max_message_bytes() -> usize {
             .ok()
             .and_then(|v| v.trim().parse::<usize>().ok())
         {
-            Some(mb) if mb > 0 => mb.saturating_mul(1 << 20),
+            // Frame lengths are 32-bit.
+            Some(mb) if mb > 0 => mb.saturating_mul(1 << 20).min(u32::MAX as usize),
             _ => DEFAULT_MAX_MESSAGE_BYTES,
         }
     })
@@ -218,9 +219,14 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let transcript = auth::Transcript::new(&hello, &head_nonce);
-    let head_knows_token = auth::verify_head(token, &transcript, &head_proof);
-    // The proof goes even when the head's did not check: with a wrong token, the head
-    // then says so (and logs it), which is the clearer message.
+    if !auth::verify_head(token, &transcript, &head_proof) {
+        // No proof of ours goes to a peer that could not prove it knows the token: an
+        // impostor gets nothing to test guesses against.
+        return Err(Error::Refused {
+            address: address.to_string(),
+            reason: "wrong cluster token, or this is not your head: the head could not prove it knows your token (pass the token printed by `sunray start --head` with --token-file, --token or SUNRAY_TOKEN)".into(),
+        });
+    }
     let proof = ClientProof {
         proof: auth::client_proof(token, &transcript),
     };
@@ -230,14 +236,10 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             address: address.to_string(),
             reason,
         }),
-        reply @ HelloReply::Welcome { .. } if head_knows_token => {
+        reply @ HelloReply::Welcome { .. } => {
             authenticated(&mut io);
             Ok((io, reply))
         }
-        HelloReply::Welcome { .. } => Err(Error::Refused {
-            address: address.to_string(),
-            reason: "the head could not prove it knows the cluster token: this is not the head you meant, or its token differs from yours".into(),
-        }),
         HelloReply::Challenge { .. } => Err(Error::Protocol {
             peer: address.to_string(),
             message: "the head sent a second challenge".into(),
@@ -310,7 +312,7 @@ async fn accept_hello_inner<S: AsyncRead + AsyncWrite + Unpin>(
     io.send(encode(&challenge))
         .await
         .map_err(|e| format!("write error during the handshake: {e}"))?;
-    let answer = next_frame(io, "proof").await?;
+    let answer = next_frame(io, "proof (a client whose token differs stops here)").await?;
     let proof: ClientProof = decode(&answer).map_err(|e| format!("malformed proof: {e}"))?;
     if !auth::verify_client(token, &transcript, &proof.proof) {
         return Err(
@@ -419,9 +421,13 @@ where
     use std::io::ErrorKind;
     let mut buf = Vec::with_capacity(bodies.iter().map(|b| 4 + b.len()).sum());
     for body in bodies {
-        buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        let len = u32::try_from(body.len())
+            .map_err(|_| std::io::Error::new(ErrorKind::InvalidInput, "message over 4 GiB"))?;
+        buf.extend_from_slice(&len.to_be_bytes());
         buf.extend_from_slice(body);
     }
+    // A peer that reads nothing for the heartbeat timeout is as good as gone.
+    let stall = crate::heartbeat_timeout();
     let mut off = 0;
     while off < buf.len() {
         match s.write(&buf[off..]) {
@@ -434,7 +440,13 @@ where
                     events: libc::POLLOUT,
                     revents: 0,
                 };
-                unsafe { libc::poll(&mut pfd, 1, -1) };
+                let ms = stall.as_millis().min(i32::MAX as u128) as i32;
+                if unsafe { libc::poll(&mut pfd, 1, ms) } == 0 {
+                    return Err(std::io::Error::new(
+                        ErrorKind::TimedOut,
+                        format!("the head has read nothing for {} s", stall.as_secs_f64()),
+                    ));
+                }
             }
             Err(e) => return Err(e),
         }
