@@ -1,11 +1,12 @@
 """PyTorch's training throughput for the CIFAR CNN of examples/cifar (bench/cifar.sh):
 images/s of forward + backward + SGD momentum at the same batch sizes."""
+
 import argparse
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 
 class Net(nn.Module):
@@ -45,7 +46,7 @@ def main():
         x = torch.randn(b, 3, 32, 32, device=dev)
         y = torch.randint(0, 10, (b,), device=dev)
 
-        def steps(n):
+        def steps(n, net=net, opt=opt, loss_fn=loss_fn, x=x, y=y):
             for _ in range(n):
                 opt.zero_grad()
                 loss = loss_fn(net(x), y)
