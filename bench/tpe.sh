@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Search quality: sunray's random search and TPE against Optuna's TPE (independent, its
-# default, and multivariate) on the same functions, sequential and with PARALLEL (default
+# Search quality: sunray's random search and TPE against Optuna's TPE (its default, which
+# is multivariate in Optuna 5, and the independent one) on the same functions, sequential and with PARALLEL (default
 # 8) suggestions outstanding. Optuna goes into a venv under /tmp, never into the tests.
 # Usage: bench/tpe.sh [SEEDS [EVALS]]
 set -euo pipefail

@@ -89,9 +89,10 @@ PROBLEMS = [
 ]
 
 SAMPLERS = {
-    "optuna TPE": lambda seed: optuna.samplers.TPESampler(seed=seed),
-    "optuna TPE multivariate": lambda seed: optuna.samplers.TPESampler(
-        seed=seed, multivariate=True
+    # Optuna 5's default TPE is multivariate.
+    "optuna TPE default": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    "optuna TPE independent": lambda seed: optuna.samplers.TPESampler(
+        seed=seed, multivariate=False
     ),
 }
 
