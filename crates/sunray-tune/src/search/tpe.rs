@@ -19,7 +19,16 @@ use crate::space::{set_path, Config, Domain, Space};
 pub struct Tpe {
     n_startup: usize,
     n_candidates: usize,
+    /// The fraction of results that count as good; see [`Tpe::n_good`].
     gamma: f64,
+    /// One joint density over every parameter (Optuna 5's default) instead of one per
+    /// parameter.
+    #[serde(default = "yes")]
+    multivariate: bool,
+    /// Running trials count as bad results (Optuna's `constant_liar`), so parallel
+    /// suggestions spread out instead of piling onto one spot.
+    #[serde(default = "yes")]
+    constant_liar: bool,
     seed: u64,
     mode: Option<Mode>,
     num_samples: usize,
@@ -28,6 +37,10 @@ pub struct Tpe {
     /// Finished trials: config and score (higher is better).
     observations: Vec<(Config, f64)>,
     live: BTreeMap<String, Config>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for Tpe {
@@ -96,6 +109,17 @@ impl Axis {
     fn to_model(&self, v: &Value) -> Option<f64> {
         let x = v.as_f64()?;
         Some(if self.log { x.max(1e-300).ln() } else { x })
+    }
+    /// A model coordinate moved onto the values the parameter can take (integers,
+    /// quantized steps), so that a candidate is scored where it will be tried.
+    fn snap(&self, y: f64) -> f64 {
+        if !self.int && self.q.is_none() {
+            return y;
+        }
+        self.to_value(y)
+            .as_f64()
+            .and_then(|v| self.to_model(&Value::from(v)))
+            .unwrap_or(y)
     }
     fn to_value(&self, y: f64) -> Value {
         let mut x = if self.log { y.exp() } else { y };
@@ -170,12 +194,16 @@ impl Parzen {
 }
 
 impl Tpe {
-    /// hyperopt's defaults: 10 random trials first, 24 candidates, gamma 0.25.
+    /// Optuna's defaults: 10 random trials first, 24 candidates, the best
+    /// `min(ceil(0.1 n), 25)` results as the good set, one joint density, running trials
+    /// counted as bad.
     pub fn new() -> Self {
         Tpe {
             n_startup: 10,
             n_candidates: 24,
-            gamma: 0.25,
+            gamma: 0.1,
+            multivariate: true,
+            constant_liar: true,
             seed: 0,
             mode: None,
             num_samples: 0,
@@ -201,17 +229,41 @@ impl Tpe {
         self.points_to_evaluate = points;
         self
     }
+    /// One density per parameter (hyperopt's and Optuna's `multivariate=False`).
+    pub fn multivariate(mut self, on: bool) -> Self {
+        self.multivariate = on;
+        self
+    }
+    pub fn constant_liar(mut self, on: bool) -> Self {
+        self.constant_liar = on;
+        self
+    }
 
+    /// How many of `n` results form the good set: `ceil(gamma * n)`, at most 25 (Optuna's
+    /// default rule), at least 1.
+    fn n_good(&self, n: usize) -> usize {
+        ((self.gamma * n as f64).ceil() as usize)
+            .clamp(1, 25)
+            .min(n.max(1))
+    }
+
+    /// The good and bad sets; running trials join the bad one (constant liar).
     fn split(&self) -> (Vec<&Config>, Vec<&Config>) {
         let mut obs: Vec<&(Config, f64)> = self.observations.iter().collect();
         obs.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let n_good = ((self.gamma * obs.len() as f64).ceil() as usize).clamp(1, obs.len());
+        let n_good = self.n_good(obs.len());
         let good = obs[..n_good].iter().map(|(c, _)| c).collect();
-        let bad = obs[n_good..].iter().map(|(c, _)| c).collect();
+        let mut bad: Vec<&Config> = obs[n_good..].iter().map(|(c, _)| c).collect();
+        if self.constant_liar {
+            bad.extend(self.live.values());
+        }
         (good, bad)
     }
 
     fn model_suggestion(&self, space: &Space, rng: &mut StdRng) -> Config {
+        if self.multivariate {
+            return self.joint_suggestion(space, rng);
+        }
         let mut cfg = space.sample(rng);
         let (good, bad) = self.split();
         for (path, d) in space.leaves() {
@@ -257,6 +309,187 @@ impl Tpe {
                     .max_by(|a, b| (pl[*a] / pg[*a]).total_cmp(&(pl[*b] / pg[*b])))
                     .expect("at least one candidate");
                 set_path(&mut cfg.0, &path, values[best].clone());
+            }
+        }
+        cfg
+    }
+}
+
+/// A dimension of the joint model.
+enum Dim {
+    Num { path: String, axis: Axis },
+    Cat { path: String, values: Vec<Value> },
+}
+
+/// One observation in model coordinates (`None` where it has no value).
+type Point = Vec<Option<f64>>;
+
+/// Φ, the standard normal's distribution function (Abramowitz and Stegun 7.1.26 for erf,
+/// error under 1.5e-7: plenty for weighting kernels).
+fn phi(z: f64) -> f64 {
+    let x = z.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erf = 1.0 - poly * (-x * x).exp();
+    0.5 * (1.0 + if z < 0.0 { -erf } else { erf })
+}
+
+/// Log density at `x` of a normal (`mu`, `sigma`) truncated to [`lo`, `hi`].
+fn ln_trunc_normal(x: f64, mu: f64, sigma: f64, lo: f64, hi: f64) -> f64 {
+    let mass = (phi((hi - mu) / sigma) - phi((lo - mu) / sigma)).max(1e-300);
+    let z = (x - mu) / sigma;
+    -0.5 * z * z - (sigma * (2.0 * std::f64::consts::PI).sqrt()).ln() - mass.ln()
+}
+
+/// A draw from that truncated normal (rejection; a normal this far outside its range
+/// falls back to uniform).
+fn sample_trunc_normal(rng: &mut StdRng, mu: f64, sigma: f64, lo: f64, hi: f64) -> f64 {
+    let n = Normal::new(mu, sigma).expect("positive sigma");
+    for _ in 0..64 {
+        let x = n.sample(rng);
+        if (lo..=hi).contains(&x) {
+            return x;
+        }
+    }
+    rng.random_range(lo..=hi)
+}
+
+/// The joint Parzen estimator of a set of points: a product kernel per point (truncated
+/// normals for numbers, a kernel putting half its weight on the point's category for
+/// categories) plus the uniform prior as one more component.
+struct Joint<'a> {
+    dims: &'a [Dim],
+    points: Vec<Point>,
+    sigmas: Vec<f64>,
+}
+
+impl<'a> Joint<'a> {
+    fn new(dims: &'a [Dim], points: Vec<Point>) -> Self {
+        // Scott's rule over the range, as Optuna's multivariate estimator.
+        let n = points.len().max(1) as f64;
+        let d = dims.len().max(1) as f64;
+        let sigmas = dims
+            .iter()
+            .map(|dim| match dim {
+                Dim::Num { axis, .. } => {
+                    let range = (axis.hi - axis.lo).max(1e-12);
+                    (0.2 * n.powf(-1.0 / (d + 4.0)) * range).max(range * 1e-3)
+                }
+                Dim::Cat { .. } => 0.0,
+            })
+            .collect();
+        Joint {
+            dims,
+            points,
+            sigmas,
+        }
+    }
+
+    fn ln_kernel(&self, p: Option<&Point>, x: &Point) -> f64 {
+        let mut ln = 0.0;
+        for (i, dim) in self.dims.iter().enumerate() {
+            let Some(xi) = x[i] else { continue };
+            ln += match (dim, p.and_then(|p| p[i])) {
+                (Dim::Num { axis, .. }, Some(mu)) => {
+                    ln_trunc_normal(xi, mu, self.sigmas[i], axis.lo, axis.hi)
+                }
+                (Dim::Num { axis, .. }, None) => -(axis.hi - axis.lo).max(1e-12).ln(),
+                (Dim::Cat { values, .. }, Some(c)) => {
+                    let k = values.len() as f64;
+                    let own = if c == xi { 1.0 } else { 0.0 };
+                    ((own + 1.0 / k) / 2.0).ln()
+                }
+                (Dim::Cat { values, .. }, None) => -(values.len() as f64).ln(),
+            };
+        }
+        ln
+    }
+
+    /// Log density at `x` (log-sum-exp over the components).
+    fn ln_pdf(&self, x: &Point) -> f64 {
+        let terms: Vec<f64> = std::iter::once(self.ln_kernel(None, x))
+            .chain(self.points.iter().map(|p| self.ln_kernel(Some(p), x)))
+            .collect();
+        let max = terms.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        max + terms.iter().map(|t| (t - max).exp()).sum::<f64>().ln()
+            - ((self.points.len() + 1) as f64).ln()
+    }
+
+    fn sample(&self, rng: &mut StdRng) -> Point {
+        let k = rng.random_range(0..=self.points.len());
+        let p = self.points.get(k);
+        self.dims
+            .iter()
+            .enumerate()
+            .map(|(i, dim)| {
+                let own = p.and_then(|p| p[i]);
+                Some(match (dim, own) {
+                    (Dim::Num { axis, .. }, Some(mu)) => axis.snap(sample_trunc_normal(
+                        rng,
+                        mu,
+                        self.sigmas[i],
+                        axis.lo,
+                        axis.hi,
+                    )),
+                    (Dim::Num { axis, .. }, None) => axis.snap(rng.random_range(axis.lo..=axis.hi)),
+                    (Dim::Cat { values, .. }, Some(c)) if rng.random::<bool>() => c,
+                    (Dim::Cat { values, .. }, _) => rng.random_range(0..values.len()) as f64,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Tpe {
+    /// The joint model's suggestion: candidates drawn from the good set's density, the
+    /// one with the highest ratio to the bad set's density kept.
+    fn joint_suggestion(&self, space: &Space, rng: &mut StdRng) -> Config {
+        let mut cfg = space.sample(rng);
+        let dims: Vec<Dim> = space
+            .leaves()
+            .into_iter()
+            .filter_map(|(path, d)| match d {
+                Domain::Choice(values) => Some(Dim::Cat {
+                    path,
+                    values: values.clone(),
+                }),
+                d => Axis::of(d).map(|axis| Dim::Num { path, axis }),
+            })
+            .collect();
+        if dims.is_empty() {
+            return cfg;
+        }
+        let point = |c: &Config| -> Point {
+            dims.iter()
+                .map(|dim| match dim {
+                    Dim::Num { path, axis } => c.value(path).and_then(|v| axis.to_model(v)),
+                    Dim::Cat { path, values } => c
+                        .value(path)
+                        .and_then(|v| values.iter().position(|x| x == v))
+                        .map(|i| i as f64),
+                })
+                .collect()
+        };
+        let (good, bad) = self.split();
+        let l = Joint::new(&dims, good.iter().map(|c| point(c)).collect());
+        let g = Joint::new(&dims, bad.iter().map(|c| point(c)).collect());
+        let best = (0..self.n_candidates)
+            .map(|_| l.sample(rng))
+            .map(|x| {
+                let score = l.ln_pdf(&x) - g.ln_pdf(&x);
+                (x, score)
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("at least one candidate")
+            .0;
+        for (dim, x) in dims.iter().zip(best) {
+            let Some(x) = x else { continue };
+            match dim {
+                Dim::Num { path, axis } => set_path(&mut cfg.0, path, axis.to_value(x)),
+                Dim::Cat { path, values } => set_path(&mut cfg.0, path, values[x as usize].clone()),
             }
         }
         cfg
@@ -394,6 +627,65 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn the_good_set_is_a_tenth_of_the_results_at_most_25() {
+        let t = Tpe::new();
+        assert_eq!(t.n_good(1), 1);
+        assert_eq!(t.n_good(11), 2);
+        assert_eq!(t.n_good(100), 10);
+        assert_eq!(t.n_good(1000), 25);
+    }
+
+    #[test]
+    fn truncated_normals_stay_in_range_and_their_density_integrates_to_one() {
+        let mut rng = rng_at(1, 0);
+        let (lo, hi) = (0.0, 1.0);
+        for (mu, sigma) in [(0.5, 0.1), (0.02, 0.3), (0.99, 2.0)] {
+            for _ in 0..1000 {
+                let x = sample_trunc_normal(&mut rng, mu, sigma, lo, hi);
+                assert!((lo..=hi).contains(&x));
+            }
+            let n = 20_000;
+            let integral: f64 = (0..n)
+                .map(|i| {
+                    let x = lo + (i as f64 + 0.5) / n as f64 * (hi - lo);
+                    ln_trunc_normal(x, mu, sigma, lo, hi).exp() * (hi - lo) / n as f64
+                })
+                .sum();
+            assert!((integral - 1.0).abs() < 1e-3, "{mu} {sigma}: {integral}");
+        }
+    }
+
+    #[test]
+    fn integers_are_scored_on_their_grid() {
+        let axis = Axis::of(&randint(0, 50)).unwrap();
+        assert_eq!(axis.snap(16.7), 17.0);
+        let log = Axis::of(&crate::space::lograndint(1, 100)).unwrap();
+        assert_eq!(log.snap(2.0f64.ln() + 0.1).exp().round(), 2.0);
+        let float = Axis::of(&uniform(0.0, 1.0)).unwrap();
+        assert_eq!(float.snap(0.123), 0.123);
+    }
+
+    #[test]
+    fn running_trials_count_as_bad_results() {
+        let sp = space();
+        let mut t = Tpe::new().n_startup(2);
+        t.setup(&sp, "loss", Mode::Min, 20, 3).unwrap();
+        for i in 0..4 {
+            let Suggestion::Config(c) = t.suggest(&sp, &i.to_string()) else {
+                panic!()
+            };
+            t.on_trial_complete(&i.to_string(), Some(loss(&c)), false);
+        }
+        for i in 4..7 {
+            t.suggest(&sp, &i.to_string());
+        }
+        let (good, bad) = t.split();
+        assert_eq!((good.len(), bad.len()), (1, 3 + 3));
+        let honest = t.clone().constant_liar(false);
+        assert_eq!(honest.split().1.len(), 3);
     }
 
     #[test]
