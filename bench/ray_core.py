@@ -14,6 +14,19 @@ os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 import ray
 
 PORT = "6391"
+# The head on loopback with 2 CPUs, as bench_core's.
+HEAD = (
+    "ray",
+    "start",
+    "--head",
+    "--port",
+    PORT,
+    "--node-ip-address",
+    "127.0.0.1",
+    "--num-cpus",
+    "2",
+    "--include-dashboard=false",
+)
 
 
 def sh(*args):
@@ -39,36 +52,14 @@ def ray_rss_mb():
 starts = []
 for _ in range(3):
     t = time.time()
-    sh(
-        "ray",
-        "start",
-        "--head",
-        "--port",
-        PORT,
-        "--node-ip-address",
-        "127.0.0.1",
-        "--num-cpus",
-        "2",
-        "--include-dashboard=false",
-    )
+    sh(*HEAD)
     starts.append(time.time() - t)
     sh("ray", "stop", "--force")
 print(
     f"ray start --head to ready:          {statistics.median(starts) * 1000:8.1f} ms (median of 3)"
 )
 
-sh(
-    "ray",
-    "start",
-    "--head",
-    "--port",
-    PORT,
-    "--node-ip-address",
-    "127.0.0.1",
-    "--num-cpus",
-    "2",
-    "--include-dashboard=false",
-)
+sh(*HEAD)
 sh(
     "ray",
     "start",

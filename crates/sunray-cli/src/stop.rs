@@ -34,7 +34,7 @@ pub fn run(a: StopArgs) -> anyhow::Result<()> {
         } else {
             eprintln!(
                 "sunray: left pid {} alone: {} does not prove it is the sunray process that wrote it (no start time recorded)",
-                info.pid,
+                info.pid(),
                 dir.join("info.json").display()
             );
         }
@@ -85,5 +85,5 @@ fn signal(info: &SessionInfo, sig: i32) -> bool {
     if !info.provably_running() {
         return false;
     }
-    unsafe { libc::kill(info.pid as i32, sig) == 0 }
+    unsafe { libc::kill(info.pid() as i32, sig) == 0 }
 }

@@ -18,6 +18,16 @@ use rand::{Rng, SeedableRng};
 use sunray_proto::*;
 use sunray_runtime::wire;
 
+/// A head on 127.0.0.1, on any free port, in the background.
+const HEAD: &[&str] = &[
+    "start",
+    "--head",
+    "--port",
+    "0",
+    "--node-ip-address",
+    "127.0.0.1",
+];
+
 fn rss_kb(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -74,17 +84,7 @@ fn sunray_tmpdir_is_a_parent_that_sunray_never_changes_or_empties() {
     std::fs::create_dir_all(x.join("local-1")).unwrap();
     std::fs::set_permissions(&x, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let sunray = |args: &[&str]| sunray_in(&x, args);
-    let o = sunray(&[
-        "start",
-        "--head",
-        "--port",
-        "0",
-        "--node-ip-address",
-        "127.0.0.1",
-    ])
-    .args(["--num-cpus", "1"])
-    .output()
-    .unwrap();
+    let o = sunray(HEAD).args(["--num-cpus", "1"]).output().unwrap();
     assert!(o.status.success(), "{}", stderr_of(&o));
     let ready = String::from_utf8_lossy(&o.stdout).to_string();
     let base = session_base(&x);
@@ -204,17 +204,10 @@ fn the_token_is_never_on_a_command_line() {
     let token_file = tmp.join("token.txt");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let sunray = |args: &[&str]| sunray_in(&tmp, args);
-    let o = sunray(&[
-        "start",
-        "--head",
-        "--port",
-        "0",
-        "--node-ip-address",
-        "127.0.0.1",
-    ])
-    .args(["--num-cpus", "1", "--token", &token])
-    .output()
-    .unwrap();
+    let o = sunray(HEAD)
+        .args(["--num-cpus", "1", "--token", &token])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr_of(&o));
     let address = String::from_utf8_lossy(&o.stdout)
         .split_whitespace()

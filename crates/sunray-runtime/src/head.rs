@@ -1137,6 +1137,44 @@ mod tests {
         }
     }
 
+    /// Node 1 (at `ip`, with `cpus`) and driver 2 (connecting from `driver_ip`, or from
+    /// the head's host) join; what each is sent.
+    fn join_node_and_driver(
+        head: &mut HeadState,
+        ip: &str,
+        cpus: f64,
+        driver_ip: Option<&str>,
+    ) -> (
+        mpsc::UnboundedReceiver<HeadToNode>,
+        mpsc::UnboundedReceiver<HeadToDriver>,
+    ) {
+        let (ntx, nrx) = mpsc::unbounded_channel();
+        let (dtx, drx) = mpsc::unbounded_channel();
+        let reg = NodeRegistration {
+            ip: ip.into(),
+            hostname: "n".into(),
+            pid: 1,
+            resources: Resources {
+                cpu: cpus,
+                ..Default::default()
+            },
+            gpu_ids: vec![],
+        };
+        head.handle(Event::NodeJoined {
+            node: 1,
+            reg,
+            tx: ntx,
+            is_head: driver_ip.is_none(),
+        });
+        head.handle(Event::DriverJoined {
+            client: 2,
+            binary: binary(),
+            tx: dtx,
+            ip: driver_ip.map(String::from),
+        });
+        (nrx, drx)
+    }
+
     fn task(client: ClientId, seq: u64) -> TaskSpec {
         TaskSpec {
             id: object_id(client, seq),
@@ -1215,30 +1253,7 @@ mod tests {
     #[test]
     fn a_task_naming_a_pending_object_twice_runs_once_it_is_ready() {
         let mut head = HeadState::default();
-        let (ntx, mut nrx) = mpsc::unbounded_channel();
-        let (dtx, _drx) = mpsc::unbounded_channel();
-        let reg = NodeRegistration {
-            ip: "127.0.0.5".into(),
-            hostname: "n".into(),
-            pid: 1,
-            resources: Resources {
-                cpu: 1.0,
-                ..Default::default()
-            },
-            gpu_ids: vec![],
-        };
-        head.handle(Event::NodeJoined {
-            node: 1,
-            reg,
-            tx: ntx,
-            is_head: true,
-        });
-        head.handle(Event::DriverJoined {
-            client: 2,
-            binary: binary(),
-            tx: dtx,
-            ip: None,
-        });
+        let (mut nrx, _drx) = join_node_and_driver(&mut head, "127.0.0.5", 1.0, None);
         let a = task(2, 1);
         let mut b = task(2, 2);
         b.args = vec![Arg::Ref(a.id), Arg::Ref(a.id)];
@@ -1292,30 +1307,8 @@ mod tests {
                 head.flush();
             }
             // A fresh node and driver: the driver's task runs there and comes back.
-            let (ntx, mut nrx) = mpsc::unbounded_channel();
-            let (dtx, mut drx) = mpsc::unbounded_channel();
-            let reg = NodeRegistration {
-                ip: "127.0.0.77".into(),
-                hostname: "n".into(),
-                pid: 1,
-                resources: Resources {
-                    cpu: 1e6,
-                    ..Default::default()
-                },
-                gpu_ids: vec![],
-            };
-            head.handle(Event::NodeJoined {
-                node: 1,
-                reg,
-                tx: ntx,
-                is_head: false,
-            });
-            head.handle(Event::DriverJoined {
-                client: 2,
-                binary: binary(),
-                tx: dtx,
-                ip: Some("127.0.0.77".into()),
-            });
+            let (mut nrx, mut drx) =
+                join_node_and_driver(&mut head, "127.0.0.77", 1e6, Some("127.0.0.77"));
             let spec = task(2, 1);
             head.handle(Event::FromDriver(
                 2,

@@ -22,60 +22,42 @@ use crate::{env, Error};
 pub struct SessionInfo {
     /// "head", "node" or "local".
     pub kind: String,
-    pub pid: u32,
+    /// The session's process (its fields stand at the top level of `info.json`).
+    #[serde(flatten)]
+    pub process: ProcessId,
     /// Where drivers and nodes connect (heads only), as ip:port.
     pub address: Option<String>,
     pub node_ip: String,
     pub started_unix_ms: u64,
-    /// The process's start time (`/proc/<pid>/stat`, clock ticks since boot): a pid
-    /// reused by another process has another start time.
-    #[serde(default)]
-    pub start_time: Option<u64>,
-    /// The process's executable, as `/proc/<pid>/exe` names it.
-    #[serde(default)]
-    pub exe: Option<String>,
-    /// Where the pid means something (see [`ProcessId::host`]).
-    #[serde(default)]
-    pub host: Option<String>,
 }
 
 impl SessionInfo {
     /// Info of a session of this process.
     pub fn of_this_process(kind: &str, address: Option<String>, node_ip: String) -> SessionInfo {
-        let me = ProcessId::current();
         SessionInfo {
             kind: kind.into(),
-            pid: me.pid,
+            process: ProcessId::current(),
             address,
             node_ip,
             started_unix_ms: now_unix_ms(),
-            start_time: me.start_time,
-            exe: me.exe,
-            host: me.host,
         }
     }
 
-    fn process(&self) -> ProcessId {
-        ProcessId {
-            pid: self.pid,
-            start_time: self.start_time,
-            exe: self.exe.clone(),
-            host: self.host.clone(),
-        }
+    pub fn pid(&self) -> u32 {
+        self.process.pid
     }
 
     /// Is the process that wrote this info still running (the same process, not one
     /// that reuses its pid)?
     pub fn process_alive(&self) -> bool {
-        let p = self.process();
-        p.seen_here() && p.is_running()
+        self.process.seen_here() && self.process.is_running()
     }
 
     /// [`process_alive`](Self::process_alive), and provably so: the info records the
     /// start time and where the pid lives (written by this version of sunray, in this
     /// boot and pid namespace). Only such a process is signalled.
     pub fn provably_running(&self) -> bool {
-        self.start_time.is_some() && self.host.is_some() && self.process_alive()
+        self.process.start_time.is_some() && self.process.host.is_some() && self.process_alive()
     }
 }
 
@@ -83,7 +65,12 @@ impl SessionInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ProcessId {
     pub pid: u32,
+    /// When it started (`/proc/<pid>/stat`, clock ticks since boot): a pid reused by
+    /// another process has another start time.
+    #[serde(default)]
     pub start_time: Option<u64>,
+    /// Its executable, as `/proc/<pid>/exe` names it.
+    #[serde(default)]
     pub exe: Option<String>,
     /// The boot and the pid namespace the pid belongs to: a `/tmp` shared with another
     /// container or host holds pids that mean nothing here.
@@ -254,10 +241,7 @@ impl Session {
         let dir = base.join(format!("{kind}-{}", std::process::id()));
         // One left by an earlier process with this pid (pid reuse, a container
         // restarted with the same pids): removed when its marker proves it is not ours.
-        let leftover = fs::read(dir.join(MARKER))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<ProcessId>(&b).ok());
-        if leftover.is_some_and(|p| p.seen_here() && p != ProcessId::current()) {
+        if read_marker(&dir).is_some_and(|p| p.seen_here() && p != ProcessId::current()) {
             fs::remove_dir_all(&dir).ok();
         }
         let made = fs::DirBuilder::new().mode(0o700).create(&dir);
@@ -326,16 +310,19 @@ pub fn remove_stale(base: &Path) {
     }
 }
 
+/// The process that created the session directory `dir`, from its marker.
+fn read_marker(dir: &Path) -> Option<ProcessId> {
+    let bytes = fs::read(dir.join(MARKER)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// A directory (not a link) holding sunray's marker, whose process no longer runs.
 pub fn is_stale(dir: &Path) -> bool {
     let is_dir = fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_dir());
     if !is_dir {
         return false;
     }
-    match fs::read(dir.join(MARKER))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<ProcessId>(&b).ok())
-    {
+    match read_marker(dir) {
         // The pid of a process elsewhere (another container sharing /tmp) proves nothing.
         Some(owner) => owner.seen_here() && !owner.is_running() && owner != ProcessId::current(),
         None => false,
