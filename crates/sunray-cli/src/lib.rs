@@ -33,16 +33,56 @@ enum Cmd {
 
 /// Runs the command line; exits the process with its status.
 pub fn main() {
-    let cli = Cli::parse();
+    let exe = std::env::current_exe().unwrap_or_else(|_| "sunray".into());
+    std::process::exit(run_command_line(exe, std::env::args().collect()));
+}
+
+/// How this command runs itself again (background daemons, node agents under `srun`):
+/// its executable and its arguments (the first being the program's name).
+static INVOCATION: std::sync::OnceLock<(std::path::PathBuf, Vec<String>)> =
+    std::sync::OnceLock::new();
+
+/// The executable that runs `sunray` commands: this one, or the Python package's
+/// `sunray` script when the command line runs inside the Python extension.
+pub(crate) fn self_exe() -> std::path::PathBuf {
+    INVOCATION
+        .get()
+        .map(|(e, _)| e.clone())
+        .unwrap_or_else(|| std::env::current_exe().unwrap_or_else(|_| "sunray".into()))
+}
+
+/// The arguments this command was given, without the program's name.
+pub(crate) fn self_args() -> Vec<String> {
+    INVOCATION
+        .get()
+        .map(|(_, a)| a[1..].to_vec())
+        .unwrap_or_else(|| std::env::args().skip(1).collect())
+}
+
+/// Runs `args` (the program's name first) as the `sunray` command, with `exe` as the
+/// executable that runs it again; returns the exit status. The Python package's
+/// `sunray` script calls this through the extension.
+pub fn run_command_line(exe: std::path::PathBuf, args: Vec<String>) -> i32 {
+    let _ = INVOCATION.set((exe, args.clone()));
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
     let r = match cli.cmd {
         Cmd::Start(a) => start::run(a),
         Cmd::Stop(a) => stop::run(a),
         Cmd::Status(a) => status::run(a),
         Cmd::Slurm(c) => slurm::run(c),
     };
-    if let Err(e) = r {
-        eprintln!("sunray: error: {e:#}");
-        std::process::exit(1);
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("sunray: error: {e:#}");
+            1
+        }
     }
 }
 
@@ -160,8 +200,7 @@ pub(crate) fn spawn_detached(
     use std::io::{BufRead, Read};
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
-    let exe = std::env::current_exe().context("cannot locate the sunray executable")?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(crate::self_exe());
     if let Some(t) = token {
         cmd.env(sunray_runtime::env::TOKEN, t);
     }

@@ -208,7 +208,7 @@ fn supervise(
         .cloned()
         .collect();
     let ip = head_ip(&a, &others)?;
-    let exe = std::env::current_exe().context("cannot locate the sunray executable")?;
+    let exe = crate::self_exe();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -421,6 +421,8 @@ async fn run_driver(cmd: &[OsString], address: &str, token: &str) -> anyhow::Res
     let mut c = Command::new(&cmd[0]);
     c.args(&cmd[1..])
         .env("SUNRAY_ADDRESS", address)
+        // The name the seed's launcher (and many Ray sbatch scripts) export it under.
+        .env("ip_head", address)
         .env("SUNRAY_TOKEN", token);
     dies_with_parent(&mut c);
     let mut child = c
@@ -454,7 +456,7 @@ async fn stop_child(c: &mut Child, grace: Duration) {
 fn up() -> anyhow::Result<()> {
     let job = job()?;
     // The same command line, with `supervise` for `up`: the flags carry over.
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = crate::self_args();
     let at = args.iter().position(|x| x == "up").expect("subcommand up");
     args[at] = "supervise".into();
     let rest = crate::spawn_detached(&args, None)?.map_err(|err| {
@@ -511,7 +513,7 @@ fn add_nodes(a: AddNodesArgs) -> anyhow::Result<()> {
     }
     let address = crate::resolve_address(a.address)?;
     let token = crate::resolve_token(None, None, &address)?;
-    let exe = std::env::current_exe()?;
+    let exe = crate::self_exe();
     let dir = match std::env::var("SLURM_JOB_ID") {
         Ok(j) => job_dir(&j)?,
         Err(_) => sunray_runtime::session::ensure_base_dir()?,

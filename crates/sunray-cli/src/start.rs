@@ -292,7 +292,7 @@ fn print_ready(line: &str) {
 /// The token reaches it through the environment, never its command line (which every
 /// user of the host can read).
 fn spawn_background(a: &StartArgs) -> anyhow::Result<()> {
-    let mut args = without_secrets(std::env::args().skip(1));
+    let mut args = without_secrets(crate::self_args().into_iter());
     args.push("--daemon-child".into());
     match crate::spawn_detached(&args, a.token.as_deref())? {
         Ok(ready) => {

@@ -671,6 +671,7 @@ fn valid_token_peers_sending_generated_messages_never_stop_the_head() {
                         hash: format!("{:032x}", rng.random::<u128>()),
                         size: 1,
                         registry_hash: "r".into(),
+                        kind: sunray_proto::ProgramKind::Native,
                     },
                     hostname: "h".into(),
                     pid: 1,

@@ -20,7 +20,7 @@ pub mod limits;
 /// Bumped on every incompatible change of a message below. The first field of
 /// [`Hello`] stays a `u32` version in every protocol, so that a head can refuse an older
 /// or newer peer with a message it understands ([`HelloReply::Refused`] keeps its place).
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Largest frame a peer may send before it has authenticated: a [`Hello`] with an
 /// executable path of `PATH_MAX` fits with room to spare. Nobody can make the head
@@ -89,6 +89,19 @@ pub struct BinaryInfo {
     pub size: u64,
     /// Hash of the names of the remote functions compiled into it.
     pub registry_hash: String,
+    /// How a worker runs it.
+    pub kind: ProgramKind,
+}
+
+/// What a driver's workers run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProgramKind {
+    /// The executable itself, in worker mode (a Rust program calling `sunray::init`).
+    Native,
+    /// The Python interpreter at `path`, running `sunray._worker` with the driver's
+    /// `sys.path` and working directory (Ray's `py_driver_sys_path`). Never uploaded:
+    /// every node must have the same environment at the same path, as with Ray.
+    Python { sys_path: Vec<String>, cwd: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

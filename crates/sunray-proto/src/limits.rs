@@ -18,6 +18,8 @@ pub const MAX_CUSTOM: usize = 64;
 pub const MAX_NAME: usize = 255;
 /// Longest executable path (Linux's `PATH_MAX`).
 pub const MAX_PATH: usize = 4096;
+/// Entries of a Python driver's `sys.path` that its workers get.
+pub const MAX_SYS_PATH: usize = 256;
 /// Most arguments of one task.
 pub const MAX_ARGS: usize = 100_000;
 
@@ -126,7 +128,21 @@ pub fn check_binary(b: &BinaryInfo) -> Result<(), String> {
             trunc(&b.hash)
         ));
     }
-    check_name("the registry hash", &b.registry_hash)
+    check_name("the registry hash", &b.registry_hash)?;
+    if let crate::ProgramKind::Python { sys_path, cwd } = &b.kind {
+        if sys_path.len() > MAX_SYS_PATH {
+            return Err(format!(
+                "a Python driver's sys.path has at most {MAX_SYS_PATH} entries, got {}",
+                sys_path.len()
+            ));
+        }
+        if sys_path.iter().chain([cwd]).any(|p| p.len() > MAX_PATH) {
+            return Err(format!(
+                "a Python driver's paths must be at most {MAX_PATH} bytes long"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_task(client: ClientId, t: &TaskSpec) -> Result<(), String> {

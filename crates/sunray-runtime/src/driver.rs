@@ -118,6 +118,7 @@ struct Shared {
     /// Told how many tasks finished, so that it sends tasks it held back (weak: the
     /// client owns it, and the connection closes when the client goes).
     sender: OnceLock<std::sync::Weak<Sender>>,
+    task_handler: OnceLock<TaskMessageHandler>,
 }
 
 impl Shared {
@@ -138,6 +139,7 @@ impl Shared {
             background: Condvar::new(),
             handover,
             sender: OnceLock::new(),
+            task_handler: OnceLock::new(),
         }
     }
 }
@@ -326,6 +328,14 @@ enum Outbox {
 }
 
 impl Outbox {
+    /// Closes the head's connection both ways (a reader then sees it end).
+    fn close(&self) {
+        if let Outbox::Socket(s) = self {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&**s.lock().unwrap());
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
+    }
+
     fn send(&self, msgs: Vec<DriverToHead>) -> Result<(), String> {
         match self {
             Outbox::Socket(s) => {
@@ -604,9 +614,15 @@ pub struct Client {
     shared: Arc<Shared>,
     seq: AtomicU64,
     query_lock: Mutex<()>,
-    /// Keeps an embedded cluster alive as long as the client.
-    _embedded: Option<crate::local::StartedHead>,
+    /// Keeps an embedded cluster alive as long as the client (or until `shutdown`).
+    embedded: Mutex<Option<crate::local::StartedHead>>,
+    embedded_address: Option<String>,
 }
+
+/// Answers a running task's message in the driver's reader, without waking any user
+/// thread (a Python driver serves its functions' code this way); `None` passes the
+/// message on to [`Client::task_events`].
+pub type TaskMessageHandler = Box<dyn Fn(TaskId, &Bytes) -> Option<Bytes> + Send + Sync>;
 
 const SELF_EXE: &str = "/proc/self/exe";
 
@@ -651,7 +667,17 @@ pub fn this_binary(registry_hash: &str) -> Result<BinaryInfo, Error> {
         hash,
         size,
         registry_hash: registry_hash.to_string(),
+        kind: sunray_proto::ProgramKind::Native,
     })
+}
+
+/// Describes this Python interpreter (the running executable), so that nodes start it
+/// as a worker with the driver's `sys.path` and working directory.
+pub fn this_python(sys_path: Vec<String>, cwd: String) -> Result<BinaryInfo, Error> {
+    // Workers check a registry hash only for native programs (theirs is "python").
+    let mut b = this_binary("python")?;
+    b.kind = sunray_proto::ProgramKind::Python { sys_path, cwd };
+    Ok(b)
 }
 
 /// The driver's end of its connection, written from the calling thread.
@@ -832,7 +858,8 @@ impl Client {
             shared,
             seq: AtomicU64::new(1),
             query_lock: Mutex::new(()),
-            _embedded: embedded,
+            embedded_address: embedded.as_ref().map(|h| h.address.clone()),
+            embedded: Mutex::new(embedded),
         }
     }
 
@@ -842,7 +869,27 @@ impl Client {
 
     /// The address of the embedded cluster's head, if this client started one.
     pub fn embedded_address(&self) -> Option<&str> {
-        self._embedded.as_ref().map(|h| h.address.as_str())
+        self.embedded_address.as_deref()
+    }
+
+    /// Leaves the cluster: the connection closes (the head then kills this driver's
+    /// workers), or an embedded cluster stops. Every later call fails as disconnected.
+    pub fn shutdown(&self) {
+        self.tx.flush();
+        self.tx.outbox.close();
+        if let Some(h) = self.embedded.lock().unwrap().take() {
+            runtime().block_on(h.stop());
+        }
+        let mut st = self.shared.state.lock().unwrap();
+        if st.disconnected.is_none() {
+            st.disconnect("sunray.shutdown() was called".into());
+        }
+        self.shared.cond.notify_all();
+    }
+
+    /// Sets the handler that answers task messages before they reach `task_events`.
+    pub fn set_task_message_handler(&self, h: TaskMessageHandler) {
+        let _ = self.shared.task_handler.set(h);
     }
 
     pub fn new_object_id(&self) -> ObjectId {
@@ -1049,6 +1096,12 @@ fn on_message(shared: &Shared, m: HeadToDriver) {
             shared.cond.notify_all();
         }
         HeadToDriver::TaskMessage { task, data } => {
+            if let Some(reply) = shared.task_handler.get().and_then(|h| h(task, &data)) {
+                if let Some(s) = shared.sender.get().and_then(|w| w.upgrade()) {
+                    let _ = s.send(DriverToHead::TaskReply { task, data: reply });
+                }
+                return;
+            }
             let st = shared.state.lock().unwrap();
             match &st.events {
                 Some(tx) => {

@@ -62,6 +62,8 @@ pub enum Event {
     NodeLeft(NodeId, String),
     Query(Query, oneshot::Sender<ClusterView>),
     Tick,
+    /// Ends the head actor (an embedded cluster being shut down).
+    Stop,
 }
 
 /// What connection tasks and embedded users share with the head.
@@ -161,6 +163,9 @@ async fn run_actor(mut rx: mpsc::UnboundedReceiver<Event>) {
     while rx.recv_many(&mut batch, 256).await > 0 {
         head.sched.advance(started.elapsed().as_micros() as u64);
         for ev in batch.drain(..) {
+            if matches!(ev, Event::Stop) {
+                return;
+            }
             head.handle(ev);
         }
         head.dispatch();
@@ -281,7 +286,9 @@ async fn handle_conn<S>(
             pid,
         } => {
             let client = shared.next_id();
-            let upload = !head_has_binary(&shared, &binary).await;
+            // Interpreters are never uploaded: nodes need the driver's whole environment.
+            let upload = binary.kind == sunray_proto::ProgramKind::Native
+                && !head_has_binary(&shared, &binary).await;
             info!("driver {client} joined from {peer} ({hostname} pid {pid})");
             let reply = HelloReply::Welcome {
                 client_id: client,
@@ -664,6 +671,7 @@ impl HeadState {
                     self.answer_node_waiters();
                 }
             },
+            Event::Stop => {}
             Event::Tick => {
                 self.compact();
                 let now = Instant::now();
@@ -1134,6 +1142,7 @@ mod tests {
             hash: "0123456789abcdef0123456789abcdef".into(),
             size: 1,
             registry_hash: "r".into(),
+            kind: sunray_proto::ProgramKind::Native,
         }
     }
 

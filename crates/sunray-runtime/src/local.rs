@@ -52,6 +52,27 @@ pub struct StartedHead {
     pub session: Session,
     pub shared: Arc<HeadShared>,
     pub node: tokio::task::JoinHandle<()>,
+    /// The tasks accepting connections (TCP and the local socket).
+    pub listeners: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl StartedHead {
+    /// Stops the cluster in this process: its node agent kills its workers, the head
+    /// stops listening and its session directory is removed.
+    pub async fn stop(self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = self
+            .shared
+            .events
+            .send(head::Event::Query(sunray_proto::Query::Shutdown, tx));
+        let _ = rx.await;
+        let _ = self.node.await;
+        let _ = self.shared.events.send(head::Event::Stop);
+        for l in self.listeners {
+            l.abort();
+        }
+        self.session.remove();
+    }
 }
 
 /// Binds the port, starts the head and its own node; returns once both take work. On
@@ -93,10 +114,10 @@ async fn start_in(opts: HeadOptions, session: Session) -> Result<StartedHead, Er
         .port();
     let address = SocketAddr::new(opts.node_ip, port).to_string();
     let shared = head::start(token.clone(), session.bin_dir());
-    tokio::spawn(head::serve(listener, shared.clone()));
+    let mut listeners = vec![tokio::spawn(head::serve(listener, shared.clone()))];
     match tokio::net::UnixListener::bind(session.head_socket()) {
         Ok(l) => {
-            tokio::spawn(head::serve_unix(l, shared.clone()));
+            listeners.push(tokio::spawn(head::serve_unix(l, shared.clone())));
         }
         // Not fatal: drivers on this host then use TCP like the others.
         Err(e) => tracing::warn!(
@@ -171,5 +192,6 @@ async fn start_in(opts: HeadOptions, session: Session) -> Result<StartedHead, Er
         session,
         shared,
         node,
+        listeners,
     })
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use sunray_proto::{
     Assignment, BinaryChunk, BinaryInfo, ClientId, ErrorKind, HeadToNode, HelloReply, NodeId,
-    NodeRegistration, NodeToHead, NodeToWorker, Outcome, Role, TaskError, TaskId, TaskSpec,
-    WorkerTask, WorkerToNode,
+    NodeRegistration, NodeToHead, NodeToWorker, Outcome, ProgramKind, Role, TaskError, TaskId,
+    TaskSpec, WorkerTask, WorkerToNode,
 };
 use sunray_sched::{Allocation, NodeLedger, ResourceSet, Successors};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -484,12 +484,12 @@ impl Agent {
                 self.prefetch_after(task);
             } else {
                 self.make_room();
-                let registry = self
+                let program = self
                     .jobs
                     .get(&client)
-                    .map(|j| j.binary.registry_hash.clone())
-                    .unwrap_or_default();
-                self.spawn_worker(client, &path, &registry, gpus, a, running);
+                    .map(|j| (j.binary.registry_hash.clone(), j.binary.kind.clone()))
+                    .unwrap_or((String::new(), ProgramKind::Native));
+                self.spawn_worker(client, &path, &program, gpus, a, running);
             }
         }
     }
@@ -596,7 +596,7 @@ impl Agent {
         &mut self,
         client: ClientId,
         path: &PathBuf,
-        registry: &str,
+        (registry, kind): &(String, ProgramKind),
         gpus: Vec<usize>,
         a: Assignment,
         running: Running,
@@ -605,6 +605,19 @@ impl Agent {
         self.next_worker += 1;
         let visible: Vec<String> = gpus.iter().map(|i| self.cfg.gpu_ids[*i].clone()).collect();
         let mut cmd = tokio::process::Command::new(path);
+        if let ProgramKind::Python { sys_path, cwd } = kind {
+            // The driver's interpreter with its module path; unbuffered, so that each
+            // line a task prints reaches the driver when it is printed.
+            cmd.args(["-u", "-c", "from sunray._worker import main; main()"])
+                .env(
+                    "PYTHONPATH",
+                    std::env::join_paths(sys_path).unwrap_or_default(),
+                )
+                .env("PYTHONUNBUFFERED", "1");
+            if std::path::Path::new(cwd).is_dir() {
+                cmd.current_dir(cwd);
+            }
+        }
         cmd.env(env::WORKER_SOCKET, self.cfg.session.worker_socket())
             .env(env::WORKER_ID, id.to_string())
             .env(env::WORKER_TOKEN, &self.cfg.token)
@@ -730,6 +743,15 @@ async fn locate_binary(
 ) -> Result<PathBuf, String> {
     sunray_proto::limits::check_binary(b)?;
     let local = PathBuf::from(&b.path);
+    if matches!(b.kind, ProgramKind::Python { .. }) {
+        return match std::fs::metadata(&local) {
+            Ok(m) if m.is_file() => Ok(local),
+            _ => Err(format!(
+                "the driver's Python interpreter {} does not exist on this host: install the same Python environment at the same path on every node (a shared file system or the same venv path)",
+                b.path
+            )),
+        };
+    }
     let cached = bin_dir.join(&b.hash);
     let (l2, c2, want) = (local.clone(), cached.clone(), b.hash.clone());
     let found = tokio::task::spawn_blocking(move || {

@@ -1,0 +1,452 @@
+"""sunray: Ray's Python API over sunray's Rust runtime (``import sunray as ray``).
+
+>>> import sunray as ray
+>>> ray.init()                      # an embedded cluster; or "auto", or "host:port"
+>>> @ray.remote
+... def square(x):
+...     return x * x
+>>> ray.get([square.remote(i) for i in range(4)])
+[0, 1, 4, 9]
+
+The cluster, its scheduler and the connections are the Rust runtime's; this package
+pickles functions and values and turns Ray's calls into the extension's
+(``sunray._sunray``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import hashlib
+import inspect
+import os
+import pickle
+import sys
+import warnings
+from typing import Any
+
+import cloudpickle
+
+from . import _serialization as ser
+from . import _sunray, exceptions
+from ._sunray import ObjectRef
+from .exceptions import GetTimeoutError, TaskError
+
+__all__ = [
+    "GetTimeoutError",
+    "ObjectRef",
+    "TaskError",
+    "available_resources",
+    "cluster_resources",
+    "exceptions",
+    "get",
+    "get_gpu_ids",
+    "get_runtime_context",
+    "init",
+    "is_initialized",
+    "nodes",
+    "put",
+    "remote",
+    "shutdown",
+    "wait",
+]
+
+#: Ray retries a task 3 times after its worker or node died.
+DEFAULT_MAX_RETRIES = 3
+
+# Bumped by every init(): functions are registered once per connection.
+_session = 0
+
+# Ray's init() arguments that mean nothing here (sunray has no dashboard process, no
+# separate object store, and always sends workers' output to the driver).
+_IGNORED_INIT_ARGS = {
+    "include_dashboard",
+    "dashboard_host",
+    "dashboard_port",
+    "log_to_driver",
+    "logging_level",
+    "configure_logging",
+    "object_store_memory",
+    "_temp_dir",
+    "namespace",
+    "local_mode",
+}
+
+
+class _Context:
+    """What ``init`` returns (Ray's ``RayContext``); also a context manager."""
+
+    def __init__(self, address: str):
+        self.address_info = {"address": address, "gcs_address": address}
+        self.dashboard_url = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        shutdown()
+
+    def __getitem__(self, key):
+        return self.address_info[key]
+
+    def __repr__(self):
+        return f"sunray context (address {self.address_info['address']})"
+
+
+def _driver_sys_path() -> list[str]:
+    # "" means the working directory: the worker gets it spelled out.
+    return [os.path.abspath(p) if p == "" else p for p in sys.path]
+
+
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    ignore_reinit_error: bool = False,
+    _token: str | None = None,
+    **kwargs: Any,
+) -> _Context:
+    """Connects to a cluster, or starts one in this process.
+
+    ``address``: None (and no ``SUNRAY_ADDRESS``) starts an embedded cluster with this
+    host's CPUs and GPUs (or ``num_cpus``/``num_gpus``/``resources``); ``"auto"`` joins
+    the cluster started on this host with ``sunray start --head``; ``"host:port"`` joins
+    that head. The token is found in this host's session directory or
+    ``SUNRAY_TOKEN``.
+    """
+    global _session
+    if _sunray.is_initialized():
+        if ignore_reinit_error:
+            return _Context(_address)
+        raise exceptions.SunrayError(
+            "sunray.init() was already called: call sunray.shutdown() first, "
+            "or pass ignore_reinit_error=True"
+        )
+    unknown = set(kwargs) - _IGNORED_INIT_ARGS
+    if unknown:
+        raise TypeError(f"init() got unsupported arguments: {', '.join(sorted(unknown))}")
+    for name, v in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
+        if v is not None and not (isinstance(v, (int, float)) and v >= 0):
+            raise exceptions.ConfigError(f"{name} must be a number >= 0, got {v!r}")
+    if address is not None and (num_cpus is not None or num_gpus is not None or resources):
+        warnings.warn(
+            "num_cpus, num_gpus and resources only size an embedded cluster; "
+            "a cluster joined by address keeps its own",
+            stacklevel=2,
+        )
+    res = [(str(k), float(v)) for k, v in (resources or {}).items()]
+    addr = _sunray.init(address, _token, num_cpus, num_gpus, res, _driver_sys_path(), os.getcwd())
+    _set_address(addr)
+    _session += 1
+    return _Context(addr)
+
+
+_address = ""
+
+
+def _set_address(a: str) -> None:
+    global _address
+    _address = a
+
+
+def shutdown() -> None:
+    """Leaves the cluster (an embedded one stops and its workers end)."""
+    _sunray.shutdown()
+
+
+atexit.register(shutdown)
+
+
+def is_initialized() -> bool:
+    return _sunray.is_initialized()
+
+
+def _check_refs(refs, what: str) -> None:
+    for r in refs:
+        if not isinstance(r, ObjectRef):
+            raise TypeError(f"{what} takes ObjectRefs, got {type(r).__name__}: {r!r}")
+
+
+def _value(ref: ObjectRef, data: bytes):
+    v = ser.loads(data)
+    return v if ref.index is None else v[ref.index]
+
+
+def get(object_refs, *, timeout: float | None = None):
+    """The value of one ObjectRef, or the values of a list of them, in order.
+
+    Raises the task's exception (a :class:`TaskError` that is also an instance of the
+    task's own exception class), or :class:`GetTimeoutError` after ``timeout`` seconds.
+    """
+    if isinstance(object_refs, ObjectRef):
+        (data,) = _sunray.get([object_refs.id], timeout)
+        return _value(object_refs, data)
+    refs = list(object_refs)
+    _check_refs(refs, "get()")
+    datas = _sunray.get([r.id for r in refs], timeout)
+    return [_value(r, d) for r, d in zip(refs, datas)]
+
+
+def wait(
+    object_refs,
+    *,
+    num_returns: int = 1,
+    timeout: float | None = None,
+    fetch_local: bool = True,
+):
+    """``(ready, not_ready)``: once ``num_returns`` refs are ready or ``timeout`` passed;
+    ``ready`` holds at most ``num_returns`` refs, both keep the order given."""
+    refs = list(object_refs)
+    _check_refs(refs, "wait()")
+    if len(set(refs)) != len(refs):
+        raise ValueError("wait() requires a list of unique ObjectRefs")
+    if not 0 <= num_returns <= len(refs):
+        raise ValueError(
+            f"num_returns must be between 0 and the number of refs ({len(refs)}), got {num_returns}"
+        )
+    flags = _sunray.wait([r.id for r in refs], num_returns, timeout)
+    ready, not_ready = [], []
+    for r, f in zip(refs, flags):
+        (ready if f and len(ready) < num_returns else not_ready).append(r)
+    return ready, not_ready
+
+
+def put(value) -> ObjectRef:
+    """Stores ``value`` in the cluster; tasks given the ref get the value."""
+    if isinstance(value, ObjectRef):
+        raise TypeError("put() of an ObjectRef: pass the ref itself instead")
+    return _sunray.put(ser.dumps(value))
+
+
+def nodes() -> list[dict]:
+    """Every node the head knows, alive or dead, with Ray's keys (``NodeID``, ``Alive``,
+    ``NodeManagerAddress``, ``NodeManagerHostname``, ``Resources``…)."""
+    return _sunray.nodes()
+
+
+def _sum(key: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for n in nodes():
+        if n["Alive"]:
+            for k, v in n[key].items():
+                out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def cluster_resources() -> dict[str, float]:
+    return _sum("Resources")
+
+
+def available_resources() -> dict[str, float]:
+    return _sum("AvailableResources")
+
+
+def _gpu_ids(ids: list[str]) -> list:
+    return [int(i) if i.isdigit() else i for i in ids]
+
+
+class RuntimeContext:
+    """Where the calling code runs (Ray's ``get_runtime_context()``)."""
+
+    def __init__(self):
+        self._task = _sunray.current_task()
+
+    @property
+    def node_id(self):
+        return self.get_node_id()
+
+    @property
+    def job_id(self):
+        return self.get_job_id()
+
+    @property
+    def task_id(self):
+        return self.get_task_id()
+
+    def get_node_id(self) -> str | None:
+        """The node running this task (None in the driver)."""
+        return self._task["node_id"] if self._task else None
+
+    def get_node_ip(self) -> str:
+        return self._task["node_ip"] if self._task else _sunray.default_ip()
+
+    def get_job_id(self) -> str | None:
+        if self._task:
+            return self._task["job_id"]
+        return _sunray.job_id() if _sunray.is_initialized() else None
+
+    def get_task_id(self) -> str | None:
+        return self._task["task_id"] if self._task else None
+
+    def get_task_name(self) -> str | None:
+        return self._task["function"] if self._task else None
+
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
+        """GPUs this task may use, as ``CUDA_VISIBLE_DEVICES`` names them."""
+        if self._task:
+            return {"GPU": list(self._task["gpu_ids"])}
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        return {"GPU": [g for g in visible.split(",") if g]}
+
+    def get(self) -> dict:
+        return {
+            "node_id": self.get_node_id(),
+            "job_id": self.get_job_id(),
+            "task_id": self.get_task_id(),
+        }
+
+
+def get_runtime_context() -> RuntimeContext:
+    return RuntimeContext()
+
+
+def get_gpu_ids() -> list:
+    """The GPUs this task may use (ints where ``CUDA_VISIBLE_DEVICES`` names them so)."""
+    return _gpu_ids(get_runtime_context().get_accelerator_ids()["GPU"])
+
+
+_TASK_OPTIONS = {
+    "num_cpus",
+    "num_gpus",
+    "memory",
+    "resources",
+    "max_retries",
+    "retry_exceptions",
+    "num_returns",
+    "name",
+    "scheduling_strategy",
+    "runtime_env",
+}
+
+
+def _check_options(opts: dict) -> dict:
+    unknown = set(opts) - _TASK_OPTIONS
+    if unknown:
+        raise TypeError(f"unsupported task options: {', '.join(sorted(unknown))}")
+    for k in ("num_cpus", "num_gpus", "memory"):
+        v = opts.get(k)
+        if v is not None and not (
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+        ):
+            raise ValueError(f"{k} must be a number >= 0, got {v!r}")
+    for k, v in (opts.get("resources") or {}).items():
+        if k in ("CPU", "GPU"):
+            raise ValueError(f"use num_cpus/num_gpus, not resources={{{k!r}: …}}")
+        if not (isinstance(v, (int, float)) and v >= 0):
+            raise ValueError(f"resource {k!r} must be a number >= 0, got {v!r}")
+    r = opts.get("max_retries")
+    if r is not None and not (isinstance(r, int) and (r >= 0 or r == -1)):
+        raise ValueError(f"max_retries must be an int >= 0 (or -1), got {r!r}")
+    n = opts.get("num_returns")
+    if n is not None and not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"num_returns must be an int >= 1, got {n!r}")
+    rex = opts.get("retry_exceptions")
+    if rex is not None and not isinstance(rex, bool):
+        rex = list(rex)
+        if not all(isinstance(c, type) and issubclass(c, BaseException) for c in rex):
+            raise TypeError("retry_exceptions must be a bool or a list of exception classes")
+        opts = dict(opts, retry_exceptions=rex)
+    return opts
+
+
+class RemoteFunction:
+    """A function made remote by ``@sunray.remote``: ``f.remote(*args, **kwargs)``
+    submits it and returns an ObjectRef at once (a list of them for ``num_returns``
+    above 1); ``f.options(...)`` gives a copy with other options."""
+
+    def __init__(self, fn, options: dict):
+        self._fn = fn
+        self._options = _check_options(options)
+        self._name = f"{fn.__module__}.{fn.__qualname__}"
+        self._code: tuple[int, bytes] | None = None
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"remote function {self._name} cannot be called directly: "
+            f"use {self._fn.__name__}.remote(...)"
+        )
+
+    def options(self, **options) -> RemoteFunction:
+        f = RemoteFunction.__new__(RemoteFunction)
+        f.__dict__.update(self.__dict__)
+        f._options = _check_options({**self._options, **options})
+        return f
+
+    def _fid(self) -> bytes:
+        # Pickled once per connection; workers fetch it by id (once each).
+        code = self._code
+        if code is None or code[0] != _session:
+            data = cloudpickle.dumps(self._fn, protocol=5)
+            fid = hashlib.blake2b(data, digest_size=16).digest()
+            _sunray.register_function(fid, data)
+            code = self._code = (_session, fid)
+            # .options() copies share the pickled code.
+        return code[1]
+
+    def remote(self, *args, **kwargs):
+        if not _sunray.is_initialized():
+            init()
+        o = self._options
+        num_returns = o.get("num_returns") or 1
+        retries = o.get("max_retries")
+        retries = DEFAULT_MAX_RETRIES if retries is None else retries
+        if retries == -1:
+            retries = 2**31
+        wire: list = [None]
+        picks: dict[int, int] = {}
+        for v in (*args, *kwargs.values()):
+            if isinstance(v, ObjectRef):
+                if v.index is not None:
+                    picks[len(wire) - 1] = v.index
+                wire.append(v)
+            else:
+                wire.append(ser.dumps(v))
+        rex = o.get("retry_exceptions") or False
+        header = (
+            self._fid(),
+            len(args),
+            tuple(kwargs),
+            num_returns,
+            rex,
+            retries if rex else 0,
+            picks,
+        )
+        wire[0] = (
+            pickle.dumps(header, protocol=5)
+            if isinstance(rex, bool)
+            else cloudpickle.dumps(header, protocol=5)
+        )
+        ref = _sunray.submit(
+            self._name,
+            wire,
+            float(o["num_cpus"]) if o.get("num_cpus") is not None else 1.0,
+            float(o.get("num_gpus") or 0.0),
+            float(o.get("memory") or 0.0),
+            [(k, float(v)) for k, v in (o.get("resources") or {}).items()],
+            min(retries, 2**32 - 1),
+        )
+        return ref.split(num_returns) if num_returns > 1 else ref
+
+
+def remote(*args, **options):
+    """``@sunray.remote`` or ``@sunray.remote(num_cpus=…, num_gpus=…, resources={…},
+    max_retries=…, retry_exceptions=…, num_returns=…)`` on a function."""
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError("remote() takes a function, or keyword options only")
+    return lambda fn: _make_remote(fn, options)
+
+
+def _make_remote(obj, options: dict):
+    if inspect.isclass(obj):
+        raise TypeError(
+            f"@remote on class {obj.__name__}: actors are not in sunray yet "
+            "(only remote functions are)"
+        )
+    if not callable(obj):
+        raise TypeError(f"@remote takes a function, got {type(obj).__name__}")
+    return RemoteFunction(obj, options)

@@ -1,0 +1,96 @@
+"""A Python worker: started by a node agent for a Python driver's tasks (the driver's
+interpreter, its ``sys.path`` and working directory). The loop is the runtime's (Rust,
+GIL released while it waits); :func:`_invoke` runs one task.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+
+import cloudpickle
+
+from . import _serialization as ser
+from . import _sunray
+
+# Functions by id, fetched from the driver once per worker.
+_functions: dict[bytes, object] = {}
+
+
+class _WorkerImportError(ImportError):
+    """A task's function (or a module it needs) cannot be imported on this node."""
+
+
+def _function(fid: bytes, name: str):
+    fn = _functions.get(fid)
+    if fn is not None:
+        return fn
+    code = _sunray.fetch_function(fid)
+    if not code:
+        raise LookupError(f"the driver has no function {name} (id {fid.hex()})")
+    try:
+        fn = cloudpickle.loads(code)
+    except ImportError as e:
+        module = getattr(e, "name", None) or str(e)
+        raise _WorkerImportError(
+            f"the worker cannot import module {module!r}, which {name} needs ({e}); "
+            f"the worker's sys.path is {sys.path}: install it on every node, or keep it "
+            "on a file system every node sees, under the driver's sys.path"
+        ) from e
+    _functions[fid] = fn
+    return fn
+
+
+def _node_ip() -> str:
+    t = _sunray.current_task()
+    return t["node_ip"] if t else ""
+
+
+def _invoke(name: str, args: list[bytes]) -> bytes:
+    fid, npos, kwnames, num_returns, retry_exceptions, max_retries, picks = pickle.loads(args[0])
+    values = []
+    for i, a in enumerate(args[1:]):
+        if ser.is_error(a):
+            # A task this one depends on failed: its error is this task's result.
+            return a
+        v = ser.loads(a)
+        pick = picks.get(i) if picks else None
+        values.append(v if pick is None else v[pick])
+    try:
+        fn = _function(fid, name)
+    except BaseException as e:  # noqa: BLE001 (whatever loading raises is the task's error)
+        return ser.error_payload(e, name, _node_ip())
+    pos, kw = values[:npos], dict(zip(kwnames, values[npos:]))
+    attempts = 0
+    while True:
+        try:
+            result = fn(*pos, **kw)
+            if num_returns > 1:
+                result = tuple(result)
+                if len(result) != num_returns:
+                    raise ValueError(
+                        f"{name} was declared with num_returns={num_returns} "
+                        f"but returned {len(result)} values"
+                    )
+            return ser.dumps(result)
+        except Exception as e:  # noqa: BLE001 (a task's exception goes back to its caller)
+            if _retry(e, retry_exceptions) and attempts < max_retries:
+                attempts += 1
+                continue
+            return ser.error_payload(e, name, _node_ip(), skip=1)
+
+
+def _retry(e: Exception, retry_exceptions) -> bool:
+    if retry_exceptions is True:
+        return True
+    if retry_exceptions:
+        return isinstance(e, tuple(retry_exceptions))
+    return False
+
+
+def main() -> None:
+    _sunray.worker_main(_invoke)
+
+
+if __name__ == "__main__":
+    main()
