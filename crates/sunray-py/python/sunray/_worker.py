@@ -17,7 +17,7 @@ from . import _sunray
 _functions: dict[bytes, object] = {}
 
 
-class _WorkerImportError(ImportError):
+class _WorkerImportError(ModuleNotFoundError):
     """A task's function (or a module it needs) cannot be imported on this node."""
 
 
@@ -35,8 +35,9 @@ def _function(fid: bytes, name: str):
         raise _WorkerImportError(
             f"the worker cannot import module {module!r}, which {name} needs ({e}); "
             f"the worker's sys.path is {sys.path}: install it on every node, or keep it "
-            "on a file system every node sees, under the driver's sys.path"
-        ) from e
+            "on a file system every node sees, under the driver's sys.path",
+            name=module,
+        ) from None
     _functions[fid] = fn
     return fn
 

@@ -77,7 +77,9 @@ class TaskError(SunrayError):
         cause: BaseException | None = None,
         cause_class: str | None = None,
     ):
-        super().__init__(message)
+        # Not super(): in a class that also derives from the cause's, that would run the
+        # cause's __init__ on the message.
+        Exception.__init__(self, message)
         self.function_name = function_name
         self.traceback_str = traceback_str
         self.node_ip = node_ip
@@ -127,7 +129,8 @@ class TaskError(SunrayError):
             )
             # Attributes of the cause (errno, filename, custom fields) stay readable.
             for k, v in getattr(cause, "__dict__", {}).items():
-                err.__dict__.setdefault(k, v)
+                if k not in _OWN_FIELDS:
+                    err.__dict__[k] = v
             err.__cause__ = None
             return err
         except TypeError:
@@ -137,6 +140,7 @@ class TaskError(SunrayError):
 
 
 _DUAL: dict[type, type] = {}
+_OWN_FIELDS = {"function_name", "traceback_str", "node_ip", "pid", "cause", "cause_class"}
 
 
 def _dual_class(cls: type) -> type:
