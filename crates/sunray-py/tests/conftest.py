@@ -37,16 +37,19 @@ class Cluster:
         self.address = ""
 
     def _start(self, name: str, args: list[str], ready: str) -> str:
-        p = subprocess.Popen(
-            [SUNRAY, "start", "--block", *args],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=open(self.tmp / f"{name}.err", "w"),
-            text=True,
-        )
+        with open(self.tmp / f"{name}.err", "w") as err:
+            p = subprocess.Popen(
+                [SUNRAY, "start", "--block", *args],
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
         self.procs[name] = p
         line = p.stdout.readline()
-        assert ready in line, f"{name} did not start: {line!r} {(self.tmp / f'{name}.err').read_text()}"
+        assert ready in line, (
+            f"{name} did not start: {line!r} {(self.tmp / f'{name}.err').read_text()}"
+        )
         return line
 
     def start_head(self, cpus: float = 0) -> None:
@@ -85,6 +88,7 @@ class Cluster:
         env = dict(self.env, SUNRAY_ADDRESS=self.address, **kw.pop("env", {}))
         return subprocess.run(
             [sys.executable, "-u", str(script), *args],
+            check=False,
             env=env,
             capture_output=True,
             text=True,

@@ -305,7 +305,9 @@ def test_nodes_have_rays_keys(cluster):
     ns = ray.nodes()
     assert len(ns) == 3
     for n in ns:
-        assert {"NodeID", "Alive", "NodeManagerAddress", "NodeManagerHostname", "Resources"} <= set(n)
+        assert {"NodeID", "Alive", "NodeManagerAddress", "NodeManagerHostname", "Resources"} <= set(
+            n
+        )
         assert n["Alive"] is True
     by_ip = {n["NodeManagerAddress"]: n for n in ns}
     assert by_ip["127.0.0.2"]["Resources"] == {"CPU": 2.0}
@@ -353,14 +355,16 @@ def test_ctrl_c_in_get_raises_keyboard_interrupt_promptly(cluster):
             sys.executable,
             "-u",
             "-c",
-            "import sunray, time\n"
-            "sunray.init()\n"
-            "r = sunray.remote(lambda: time.sleep(60)).remote()\n"
-            "print('waiting', flush=True)\n"
-            "try:\n"
-            "    sunray.get(r)\n"
-            "except KeyboardInterrupt:\n"
-            "    print('interrupted', flush=True)\n",
+            (
+                "import sunray, time\n"
+                "sunray.init()\n"
+                "r = sunray.remote(lambda: time.sleep(60)).remote()\n"
+                "try:\n"
+                "    print('waiting', flush=True)\n"
+                "    sunray.get(r)\n"
+                "except KeyboardInterrupt:\n"
+                "    print('interrupted', flush=True)\n"
+            ),
         ],
         env=dict(cluster.env, SUNRAY_ADDRESS=cluster.address),
         stdout=subprocess.PIPE,
@@ -368,7 +372,7 @@ def test_ctrl_c_in_get_raises_keyboard_interrupt_promptly(cluster):
         text=True,
     )
     assert p.stdout.readline().strip() == "waiting"
-    time.sleep(0.3)  # into get(): nothing to await from outside the process
+    time.sleep(0.3)  # into get(): no event shows that from outside the process
     t = time.monotonic()
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=10)
