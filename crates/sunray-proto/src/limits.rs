@@ -290,4 +290,21 @@ mod tests {
         assert!(check_request(&req(1e12)).is_err());
         assert!(check_request(&req(-0.5)).is_err());
     }
+
+    #[test]
+    fn a_python_drivers_paths_are_bounded() {
+        let python = |n: usize, len: usize| BinaryInfo {
+            path: "/usr/bin/python3".into(),
+            hash: "0123456789abcdef0123456789abcdef".into(),
+            size: 1,
+            registry_hash: "python".into(),
+            kind: crate::ProgramKind::Python {
+                sys_path: vec!["p".repeat(len); n],
+                cwd: "/home/u".into(),
+            },
+        };
+        assert!(check_binary(&python(10, 100)).is_ok());
+        assert!(check_binary(&python(MAX_SYS_PATH + 1, 1)).is_err());
+        assert!(check_binary(&python(1, MAX_PATH + 1)).is_err());
+    }
 }

@@ -461,3 +461,12 @@ def test_python_and_rust_drivers_share_a_cluster(cluster):
 def test_the_package_is_the_installed_wheel():
     # pytest must test what pip installed, not the source tree.
     assert "site-packages" in sunray.__file__, sunray.__file__
+
+
+def test_a_task_that_submits_tasks_gets_a_clear_error(local):
+    @ray.remote
+    def nested():
+        return ray.get(add.remote(1))
+
+    with pytest.raises(ray.exceptions.SunrayError, match="inside a task is not supported"):
+        ray.get(nested.remote())

@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import atexit
 import functools
-import hashlib
-import inspect
 import os
 import pickle
 import sys
 import warnings
-from typing import Any
 
 import cloudpickle
 
@@ -106,7 +103,7 @@ def init(
     resources: dict[str, float] | None = None,
     ignore_reinit_error: bool = False,
     _token: str | None = None,
-    **kwargs: Any,
+    **kwargs: object,
 ) -> _Context:
     """Connects to a cluster, or starts one in this process.
 
@@ -117,6 +114,7 @@ def init(
     ``SUNRAY_TOKEN``.
     """
     global _session
+    _not_in_a_task("sunray.init()")
     if _sunray.is_initialized():
         if ignore_reinit_error:
             return _Context(_address)
@@ -144,6 +142,17 @@ def init(
 
 
 _address = ""
+
+# Set by the node agent in the worker processes it starts.
+_IN_WORKER = "SUNRAY_WORKER_SOCKET" in os.environ
+
+
+def _not_in_a_task(what: str) -> None:
+    if _IN_WORKER:
+        raise exceptions.SunrayError(
+            f"{what} inside a task is not supported by sunray yet: tasks cannot submit "
+            "tasks or wait for objects; return values to the driver instead"
+        )
 
 
 def _set_address(a: str) -> None:
@@ -180,6 +189,7 @@ def get(object_refs, *, timeout: float | None = None):
     Raises the task's exception (a :class:`TaskError` that is also an instance of the
     task's own exception class), or :class:`GetTimeoutError` after ``timeout`` seconds.
     """
+    _not_in_a_task("get()")
     if isinstance(object_refs, ObjectRef):
         (data,) = _sunray.get([object_refs.id], timeout)
         return _value(object_refs, data)
@@ -198,6 +208,7 @@ def wait(
 ):
     """``(ready, not_ready)``: once ``num_returns`` refs are ready or ``timeout`` passed;
     ``ready`` holds at most ``num_returns`` refs, both keep the order given."""
+    _not_in_a_task("wait()")
     refs = list(object_refs)
     _check_refs(refs, "wait()")
     if len(set(refs)) != len(refs):
@@ -215,6 +226,7 @@ def wait(
 
 def put(value) -> ObjectRef:
     """Stores ``value`` in the cluster; tasks given the ref get the value."""
+    _not_in_a_task("put()")
     if isinstance(value, ObjectRef):
         raise TypeError("put() of an ObjectRef: pass the ref itself instead")
     return _sunray.put(ser.dumps(value))
@@ -379,6 +391,8 @@ class RemoteFunction:
         # Pickled once per connection; workers fetch it by id (once each).
         code = self._code
         if code is None or code[0] != _session:
+            import hashlib  # here: workers never need it, and it costs 3 ms to import
+
             data = cloudpickle.dumps(self._fn, protocol=5)
             fid = hashlib.blake2b(data, digest_size=16).digest()
             _sunray.register_function(fid, data)
@@ -387,6 +401,7 @@ class RemoteFunction:
         return code[1]
 
     def remote(self, *args, **kwargs):
+        _not_in_a_task(f"{self._name}.remote()")
         if not _sunray.is_initialized():
             init()
         o = self._options
@@ -442,7 +457,7 @@ def remote(*args, **options):
 
 
 def _make_remote(obj, options: dict):
-    if inspect.isclass(obj):
+    if isinstance(obj, type):
         raise TypeError(
             f"@remote on class {obj.__name__}: actors are not in sunray yet "
             "(only remote functions are)"

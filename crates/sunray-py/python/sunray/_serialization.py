@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 import struct
 import traceback
 
@@ -95,7 +94,7 @@ def error_payload(exc: BaseException, function_name: str, node_ip: str, skip: in
         "traceback": tb,
         "node_ip": node_ip,
         "pid": os.getpid(),
-        "hostname": socket.gethostname(),
+        "hostname": os.uname().nodename,
         "cause_class": f"{type(exc).__module__}.{type(exc).__qualname__}",
     }
     exc.__traceback__ = None
