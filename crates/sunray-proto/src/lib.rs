@@ -380,7 +380,16 @@ pub struct WorkerTask {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum NodeToWorker {
     Run(WorkerTask),
-    Reply { task: TaskId, data: Bytes },
+    Reply {
+        task: TaskId,
+        data: Bytes,
+    },
+    /// A prestarted Python worker now serves a driver: its module path goes first on
+    /// `sys.path`, and it moves to the driver's working directory.
+    Adopt {
+        sys_path: Vec<String>,
+        cwd: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -519,9 +519,18 @@ fn nodes<'py>(py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
 }
 
 /// Runs tasks until the node agent closes the connection, then exits the process:
-/// `invoke(function_name, [argument bytes]) -> result bytes` runs one.
+/// `invoke(function_name, [argument bytes]) -> result bytes` runs one;
+/// `adopt(sys_path, cwd)` is called when this worker, started ahead of any driver, is
+/// given to one.
 #[pyfunction]
-fn worker_main(py: Python<'_>, invoke: Py<PyAny>) {
+fn worker_main(py: Python<'_>, invoke: Py<PyAny>, adopt: Py<PyAny>) {
+    sunray_runtime::worker::on_adopt(Box::new(move |sys_path, cwd| {
+        Python::attach(|py| {
+            if let Err(e) = adopt.call1(py, (sys_path.to_vec(), cwd)) {
+                eprintln!("sunray worker: cannot take the driver's sys.path: {e}");
+            }
+        })
+    }));
     py.detach(move || {
         let call = |name: &str, args: &[Bytes]| -> Result<Bytes, (ErrorKind, String)> {
             Python::attach(|py| {

@@ -470,3 +470,44 @@ def test_a_task_that_submits_tasks_gets_a_clear_error(local):
 
     with pytest.raises(ray.exceptions.SunrayError, match="inside a task is not supported"):
         ray.get(nested.remote())
+
+
+def _children(pid: int) -> set[int]:
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], check=False, capture_output=True, text=True
+    )
+    return {int(p) for p in out.stdout.split()}
+
+
+def test_python_workers_started_ahead_serve_the_first_tasks(cluster, tmp):
+    # Each node agent (the wheel's `sunray start`) starts one Python worker per CPU
+    # before any driver comes; the first tasks run on them, with the driver's module
+    # path and working directory.
+    agents = {ip: cluster.procs[ip].pid for ip in ("127.0.0.2", "127.0.0.3")}
+    deadline = time.monotonic() + 20
+    while any(len(_children(p)) < 2 for p in agents.values()):
+        assert time.monotonic() < deadline, {ip: _children(p) for ip, p in agents.items()}
+        time.sleep(0.05)
+    ahead = set().union(*(_children(p) for p in agents.values()))
+    mods = tmp / "driver_mods"
+    mods.mkdir()
+    (mods / "driver_only_mod.py").write_text("VALUE = 'from the driver path'\n")
+    sys.path.insert(0, str(mods))
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+        ray.init(cluster.address)
+
+        @ray.remote
+        def probe():
+            import driver_only_mod
+
+            time.sleep(0.3)
+            return os.getpid(), os.getcwd(), driver_only_mod.VALUE
+
+        out = ray.get([probe.remote() for _ in range(4)])
+    finally:
+        os.chdir(cwd)
+        sys.path.remove(str(mods))
+    assert {pid for pid, _, _ in out} == ahead
+    assert all(c == str(tmp) and v == "from the driver path" for _, c, v in out), out

@@ -37,6 +37,10 @@ pub mod env {
     pub const HEARTBEAT_TIMEOUT: &str = "SUNRAY_HEARTBEAT_TIMEOUT";
     /// Largest message, in MiB, an authenticated peer may send (default 1024).
     pub const MAX_MESSAGE_MB: &str = "SUNRAY_MAX_MESSAGE_MB";
+    /// Set by the Python package's `sunray` command to its `sys.path`: node agents it
+    /// starts keep one Python worker per CPU started ahead (this interpreter, this
+    /// path), which a Python driver with the same interpreter and path adopts.
+    pub const PRESTART_PYTHON_PATH: &str = "SUNRAY_PRESTART_PYTHON_PATH";
 }
 
 /// Default of [`env::HEARTBEAT_TIMEOUT`].

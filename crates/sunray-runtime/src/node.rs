@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -114,8 +115,25 @@ struct Running {
     alloc: Allocation,
 }
 
+/// The client of a prestarted worker no driver has adopted yet.
+const UNADOPTED: ClientId = ClientId::MAX;
+
+/// Python workers started ahead of any driver, as Ray prestarts one per CPU: a worker
+/// costs an interpreter start and `import cloudpickle` (tens of ms of CPU), paid before
+/// a driver's first tasks instead of by them. Only when the node agent runs from the
+/// Python package (which sets `PRESTART_PYTHON_PATH`).
+struct Prestart {
+    exe: PathBuf,
+    sys_path: Vec<String>,
+    count: usize,
+}
+
 struct Worker {
     client: ClientId,
+    /// The same, for the task forwarding its output (a prestarted worker changes client).
+    log_client: Arc<AtomicU32>,
+    /// Sent first when it connects: it was adopted before it connected.
+    adopt: Option<NodeToWorker>,
     gpus: Vec<usize>,
     pid: Option<u32>,
     tx: Option<mpsc::UnboundedSender<NodeToWorker>>,
@@ -155,6 +173,7 @@ struct Agent {
     done: Vec<(TaskId, Outcome)>,
     clock: u64,
     max_workers: usize,
+    prestart: Option<Prestart>,
 }
 
 /// Runs the node agent until the head goes away or asks it to shut down.
@@ -189,7 +208,20 @@ pub async fn run(cfg: NodeConfig, link: NodeLink) -> Result<(), Error> {
         next_worker: 1,
         done: Vec::new(),
         clock: 0,
+        prestart: std::env::var(env::PRESTART_PYTHON_PATH)
+            .ok()
+            .filter(|p| !p.is_empty())
+            .and_then(|p| {
+                Some(Prestart {
+                    exe: std::env::current_exe().ok()?,
+                    sys_path: std::env::split_paths(&p)
+                        .map(|x| x.to_string_lossy().into_owned())
+                        .collect(),
+                    count: cpus,
+                })
+            }),
     };
+    agent.top_up_prestarted();
     let mut from_head = link.from_head;
     let mut head_batch = Vec::with_capacity(64);
     let mut ev_batch = Vec::with_capacity(64);
@@ -312,6 +344,7 @@ impl Agent {
                         kill(w.pid);
                     }
                 }
+                self.top_up_prestarted();
             }
             HeadToNode::Heartbeat => {}
             HeadToNode::TaskReply { task, data } => {
@@ -346,6 +379,9 @@ impl Agent {
                 };
                 let (pending, gpus) = (w.pending.take(), w.gpus.clone());
                 w.tx = Some(tx.clone());
+                if let Some(m) = w.adopt.take() {
+                    let _ = tx.send(m);
+                }
                 if let Some(a) = pending {
                     let task = a.spec.id;
                     let _ = tx.send(NodeToWorker::Run(self.worker_task(a.spec, &gpus)));
@@ -482,6 +518,8 @@ impl Agent {
                 let task = running.task;
                 w.running = Some(running);
                 self.prefetch_after(task);
+            } else if let Some(id) = self.adoptable(client, &gpus) {
+                self.adopt(id, client, a, running);
             } else {
                 self.make_room();
                 let program = self
@@ -489,7 +527,7 @@ impl Agent {
                     .get(&client)
                     .map(|j| (j.binary.registry_hash.clone(), j.binary.kind.clone()))
                     .unwrap_or((String::new(), ProgramKind::Native));
-                self.spawn_worker(client, &path, &program, gpus, a, running);
+                self.spawn_worker(client, &path, &program, gpus, Some((a, running)));
             }
         }
     }
@@ -598,8 +636,7 @@ impl Agent {
         path: &PathBuf,
         (registry, kind): &(String, ProgramKind),
         gpus: Vec<usize>,
-        a: Assignment,
-        running: Running,
+        task: Option<(Assignment, Running)>,
     ) {
         let id = self.next_worker;
         self.next_worker += 1;
@@ -635,13 +672,16 @@ impl Agent {
                 Ok(())
             });
         }
+        let (pending, running) = task.unzip();
         let mut w = Worker {
             client,
+            log_client: Arc::new(AtomicU32::new(client)),
+            adopt: None,
             gpus,
             pid: None,
             tx: None,
-            running: Some(running),
-            pending: Some(a),
+            running,
+            pending,
             idle_since: 0,
         };
         match cmd.spawn() {
@@ -664,11 +704,12 @@ impl Agent {
                 {
                     let to_head = self.to_head.clone();
                     let origin = origin.clone();
+                    let client = w.log_client.clone();
                     tokio::spawn(async move {
                         let mut lines = BufReader::new(out).lines();
                         while let Ok(Some(line)) = lines.next_line().await {
                             let _ = to_head.send(NodeToHead::Log {
-                                client,
+                                client: client.load(Ordering::Relaxed),
                                 origin: origin.clone(),
                                 lines: vec![line],
                             });
@@ -686,7 +727,13 @@ impl Agent {
                 self.workers.insert(id, w);
             }
             Err(e) => {
-                let r = w.running.take().expect("set above");
+                let Some(r) = w.running.take() else {
+                    warn!(
+                        "cannot start a Python worker ahead ({}): {e}",
+                        path.display()
+                    );
+                    return;
+                };
                 self.task_ended(r.task, Some(r.alloc));
                 self.done.push((
                     r.task,
@@ -697,6 +744,77 @@ impl Agent {
                         message: format!("cannot start worker {}: {e}", path.display()),
                     }),
                 ));
+            }
+        }
+    }
+
+    /// Starts prestarted workers until there are as many as CPUs (none is adopted yet).
+    fn top_up_prestarted(&mut self) {
+        let Some(p) = &self.prestart else { return };
+        let have = self
+            .workers
+            .values()
+            .filter(|w| w.client == UNADOPTED)
+            .count();
+        let (exe, program) = (
+            p.exe.clone(),
+            (
+                "python".to_string(),
+                ProgramKind::Python {
+                    sys_path: p.sys_path.clone(),
+                    cwd: String::new(),
+                },
+            ),
+        );
+        for _ in have..p.count {
+            self.spawn_worker(UNADOPTED, &exe, &program, Vec::new(), None);
+        }
+    }
+
+    /// A prestarted worker that `client`'s task may run on: no GPUs, the driver runs the
+    /// same interpreter, and its module path has everything the worker's has.
+    fn adoptable(&self, client: ClientId, gpus: &[usize]) -> Option<u64> {
+        let p = self.prestart.as_ref()?;
+        let job = &self.jobs.get(&client)?.binary;
+        let ProgramKind::Python { sys_path, .. } = &job.kind else {
+            return None;
+        };
+        let same = gpus.is_empty()
+            && std::path::Path::new(&job.path) == p.exe
+            && p.sys_path.iter().all(|x| sys_path.contains(x));
+        if !same {
+            return None;
+        }
+        self.workers
+            .iter()
+            .filter(|(_, w)| w.client == UNADOPTED && w.running.is_none())
+            .max_by_key(|(_, w)| w.tx.is_some())
+            .map(|(id, _)| *id)
+    }
+
+    /// Gives prestarted worker `id` to `client` and runs `a` on it.
+    fn adopt(&mut self, id: u64, client: ClientId, a: Assignment, running: Running) {
+        let Some(ProgramKind::Python { sys_path, cwd }) =
+            self.jobs.get(&client).map(|j| j.binary.kind.clone())
+        else {
+            return;
+        };
+        let adopt = NodeToWorker::Adopt { sys_path, cwd };
+        let task = running.task;
+        let wt = self.worker_task(a.spec.clone(), &[]);
+        let w = self.workers.get_mut(&id).expect("an adoptable worker");
+        w.client = client;
+        w.log_client.store(client, Ordering::Relaxed);
+        w.running = Some(running);
+        match w.tx.clone() {
+            Some(tx) => {
+                let _ = tx.send(adopt);
+                let _ = tx.send(NodeToWorker::Run(wt));
+                self.prefetch_after(task);
+            }
+            None => {
+                w.adopt = Some(adopt);
+                w.pending = Some(a);
             }
         }
     }

@@ -29,6 +29,15 @@ pub struct TaskContext {
 }
 
 static CONTEXT: Mutex<Option<TaskContext>> = Mutex::new(None);
+
+/// What a prestarted worker does when a driver adopts it (see [`NodeToWorker::Adopt`]).
+pub type AdoptHook = Box<dyn Fn(&[String], &str) + Send + Sync>;
+static ADOPT: std::sync::OnceLock<AdoptHook> = std::sync::OnceLock::new();
+
+/// Sets what this worker does when a driver adopts it (the Python worker sets its path).
+pub fn on_adopt(hook: AdoptHook) {
+    let _ = ADOPT.set(hook);
+}
 static CONN: Mutex<Option<Conn>> = Mutex::new(None);
 
 /// Is this process a worker started by a node agent?
@@ -141,7 +150,7 @@ pub fn ask_owner<Q: Serialize, A: DeserializeOwned>(msg: &Q) -> Result<A, String
             NodeToWorker::Reply { task: t, data } if t == task => {
                 return postcard::from_bytes(&data).map_err(|e| e.to_string())
             }
-            NodeToWorker::Run(_) => conn.set_aside.push_back(body),
+            NodeToWorker::Run(_) | NodeToWorker::Adopt { .. } => conn.set_aside.push_back(body),
             NodeToWorker::Reply { .. } => {}
         }
     }
@@ -193,6 +202,12 @@ fn serve(invoke: Invoke, registry_hash: &str) -> Result<(), String> {
         let task = match decode::<NodeToWorker>(&body) {
             Ok(NodeToWorker::Run(t)) => t,
             Ok(NodeToWorker::Reply { .. }) => continue,
+            Ok(NodeToWorker::Adopt { sys_path, cwd }) => {
+                if let Some(hook) = ADOPT.get() {
+                    hook(&sys_path, &cwd);
+                }
+                continue;
+            }
             Err(e) => return Err(format!("malformed message from node: {e}")),
         };
         let id = task.spec.id;

@@ -20,6 +20,10 @@ def main() -> None:
     # Ctrl-C and SIGTERM act as on the Rust binary (the Rust code installs its own
     # handlers where it has them).
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # Node agents started from here keep Python workers started ahead, with this
+    # interpreter and module path (a driver with the same ones adopts them).
+    # sys.path[0] is this script's folder, which no driver's path has.
+    os.environ["SUNRAY_PRESTART_PYTHON_PATH"] = os.pathsep.join(sys.path[1:])
     sys.exit(_sunray.cli_main(os.path.abspath(exe), ["sunray", *sys.argv[1:]]))
 
 

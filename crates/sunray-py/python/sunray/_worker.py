@@ -5,6 +5,7 @@ GIL released while it waits); :func:`_invoke` runs one task.
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 
@@ -89,8 +90,16 @@ def _retry(e: Exception, retry_exceptions) -> bool:
     return False
 
 
+def _adopt(sys_path: list[str], cwd: str) -> None:
+    """A worker started ahead of any driver now serves one: its module path and
+    working directory, as a worker started for it would have."""
+    sys.path[:] = sys_path + [p for p in sys.path if p not in sys_path]
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
+
+
 def main() -> None:
-    _sunray.worker_main(_invoke)
+    _sunray.worker_main(_invoke, _adopt)
 
 
 if __name__ == "__main__":
