@@ -66,7 +66,12 @@ fn trial_dir(exp: &Path, id: &str) -> PathBuf {
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().ends_with(id))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .contains(&format!("_{id}_"))
+        })
         .unwrap_or_else(|| panic!("no directory for trial {id}"))
 }
 

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use sunray::ext::TaskEvent;
-use sunray::{IntoArg, ObjectRef, TaskOptions};
+use sunray::TaskOptions;
 
+use crate::cluster::{NativeCluster, TrialCluster};
 use crate::config::{RunConfig, TuneConfig};
 use crate::reporter::Reporter;
 use crate::result::{Mode, TrialResult};
@@ -21,7 +22,6 @@ use crate::space::{Config, Space};
 use crate::storage::{self, CheckpointInfo, ExperimentState, TrialEnd, TrialFiles, TrialIdentity};
 use crate::trainable::{
     self, CheckpointMsg, Reply, RestoreFrom, StartInfo, ToDriver, TrainFn, EXPERIMENT_MARKER,
-    TRIAL_TASK,
 };
 use crate::TuneError;
 
@@ -72,11 +72,13 @@ pub(crate) struct Trial {
     iteration: u64,
     time_total_s: f64,
     since_restore: u64,
+    time_since_restore: f64,
     num_failures: usize,
     checkpoints: Vec<CheckpointInfo>,
     next_checkpoint: u64,
     files: Option<TrialFiles>,
-    task: Option<ObjectRef<()>>,
+    /// Its running task's id.
+    task: Option<u64>,
     after: After,
 }
 
@@ -98,6 +100,7 @@ impl Trial {
             iteration: 0,
             time_total_s: 0.0,
             since_restore: 0,
+            time_since_restore: 0.0,
             num_failures: 0,
             checkpoints: Vec::new(),
             next_checkpoint: 0,
@@ -167,12 +170,23 @@ impl Finished {
 /// }
 /// ```
 pub struct Tuner {
-    trainable: TrainFn,
+    trainable: Trainable,
     space: Space,
     tune: TuneConfig,
     run: RunConfig,
     resources: TaskOptions,
     restore: Option<RestoreOptions>,
+}
+
+/// What runs the trials.
+enum Trainable {
+    /// A Rust function registered in this executable.
+    Native(TrainFn),
+    /// Trials another front end launches (Python), under this name.
+    Foreign {
+        name: String,
+        cluster: Box<dyn TrialCluster>,
+    },
 }
 
 struct RestoreOptions {
@@ -184,6 +198,17 @@ struct RestoreOptions {
 impl Tuner {
     /// A tuner of `trainable` (registered with `register_trainable!`).
     pub fn new(trainable: TrainFn) -> Self {
+        Self::with_trainable(Trainable::Native(trainable))
+    }
+    /// A tuner whose trials `cluster` launches (a front end's own trainables, such as
+    /// Python functions); `name` identifies the trainable in the experiment's files.
+    pub fn foreign(name: impl Into<String>, cluster: Box<dyn TrialCluster>) -> Self {
+        Self::with_trainable(Trainable::Foreign {
+            name: name.into(),
+            cluster,
+        })
+    }
+    fn with_trainable(trainable: Trainable) -> Self {
         Tuner {
             trainable,
             space: Space::new(),
@@ -219,6 +244,10 @@ impl Tuner {
     /// saved state. Give it the same space, scheduler and searcher as the first run
     /// (they hold code, which is not saved).
     pub fn restore(path: impl AsRef<Path>, trainable: TrainFn) -> Result<Tuner, TuneError> {
+        Tuner::new(trainable).restoring(path)
+    }
+    /// This tuner continues the experiment at `path` (see [`Tuner::restore`]).
+    pub fn restoring(mut self, path: impl AsRef<Path>) -> Result<Tuner, TuneError> {
         let path = path.as_ref().to_path_buf();
         if !Self::can_restore(&path) {
             return Err(TuneError::Config(format!(
@@ -227,13 +256,12 @@ impl Tuner {
                 storage::STATE_FILE
             )));
         }
-        let mut t = Tuner::new(trainable);
-        t.restore = Some(RestoreOptions {
+        self.restore = Some(RestoreOptions {
             path,
             resume_errored: false,
             restart_errored: false,
         });
-        Ok(t)
+        Ok(self)
     }
     /// With `restore`: run errored trials again from their last checkpoint.
     pub fn resume_errored(mut self, yes: bool) -> Self {
@@ -252,18 +280,33 @@ impl Tuner {
 
     /// Runs every trial (connecting to, or starting, a cluster if `sunray::init` was
     /// not called) and returns the results.
-    pub fn fit(self) -> Result<ResultGrid, TuneError> {
-        let entry = trainable::entry_of(self.trainable).ok_or_else(|| {
-            TuneError::Config(
-                "this trainable is not registered: add `sunray_tune::register_trainable!(<fn name>);` next to it".into(),
-            )
-        })?;
-        if !sunray::is_initialized() {
-            sunray::init().map_err(|e| TuneError::Cluster(e.to_string()))?;
-        }
-        let client = sunray::ext::client().map_err(|e| TuneError::Cluster(e.to_string()))?;
-        let events = client.task_events();
-        let mut c = Controller::setup(self, entry.name)?;
+    pub fn fit(mut self) -> Result<ResultGrid, TuneError> {
+        let placeholder = Trainable::Foreign {
+            name: String::new(),
+            cluster: Box::new(NativeCluster::new("")),
+        };
+        let (name, cluster): (String, Box<dyn TrialCluster>) = match std::mem::replace(
+            &mut self.trainable,
+            placeholder,
+        ) {
+            Trainable::Native(f) => {
+                let entry = trainable::entry_of(f).ok_or_else(|| {
+                        TuneError::Config(
+                            "this trainable is not registered: add `sunray_tune::register_trainable!(<fn name>);` next to it".into(),
+                        )
+                    })?;
+                if !sunray::is_initialized() {
+                    sunray::init().map_err(|e| TuneError::Cluster(e.to_string()))?;
+                }
+                (
+                    entry.name.to_string(),
+                    Box::new(NativeCluster::new(entry.name)),
+                )
+            }
+            Trainable::Foreign { name, cluster } => (name, cluster),
+        };
+        let events = cluster.events()?;
+        let mut c = Controller::setup(self, name, cluster)?;
         let outcome = c.run(&events);
         c.save_state()?;
         let mut r = std::mem::replace(
@@ -277,7 +320,8 @@ impl Tuner {
 }
 
 pub(crate) struct Controller {
-    trainable: &'static str,
+    trainable: String,
+    runner: Box<dyn TrialCluster>,
     pub short_name: String,
     space: Space,
     pub tc: TuneConfig,
@@ -300,7 +344,8 @@ pub(crate) struct Controller {
     searcher_created: u64,
     pub start: Instant,
     budget_over: bool,
-    pub cluster: (Instant, Vec<sunray::NodeInfo>),
+    /// The cluster's nodes, and when they were read.
+    pub nodes: (Instant, Vec<sunray::NodeInfo>),
     last_save: Instant,
     reporter: Reporter,
     pub metric: Option<String>,
@@ -312,6 +357,71 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// A time as Ray writes it in results and directory names: `2026-12-02_06-29-41`
+/// (UTC here; Ray uses local time, which on cluster nodes is usually UTC too).
+pub(crate) fn ray_date(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .trim_end_matches('Z')
+        .replace(':', "-")
+        .replace('T', "_")
+}
+
+/// A trial directory's name as Ray makes it: trainable, trial id, index, the drawn
+/// values of the searched parameters (`sample_from`s left out, floats to 4 decimals),
+/// and the date: `train_cifar_51e43_00000_0_batch_size=4,lr=0.0043_2023-07-10_15-40-23`.
+pub(crate) fn trial_dir_name(
+    trainable: &str,
+    id: &str,
+    index: u64,
+    space: &Space,
+    config: &Config,
+    now: SystemTime,
+) -> String {
+    use crate::space::Domain;
+    let mut tag = Vec::new();
+    for (path, d) in space.leaves() {
+        if matches!(d, Domain::Const(_) | Domain::SampleFrom(_)) {
+            continue;
+        }
+        let Some(v) = config.value(&path) else {
+            continue;
+        };
+        let key = path.rsplit('.').next().unwrap_or(&path);
+        let v = match v {
+            Value::Number(n) if n.is_f64() => format!("{:.4}", n.as_f64().unwrap_or(0.0)),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        tag.push(format!("{key}={v}"));
+    }
+    let mut tag: String = tag
+        .join(",")
+        .chars()
+        .map(|c| {
+            if c == '/' || c == '\\' || c.is_whitespace() || c == '<' || c == '>' {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    // Ray caps the tag (TUNE_MAX_LEN_IDENTIFIER); file systems cap names at 255 bytes.
+    if tag.len() > 130 {
+        let mut cut = 130;
+        while !tag.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        tag.truncate(cut);
+    }
+    let tag = if tag.is_empty() {
+        String::new()
+    } else {
+        format!("{tag}_")
+    };
+    format!("{trainable}_{id}_{index}_{tag}{}", ray_date(now))
 }
 
 fn short_name(full: &str) -> String {
@@ -327,7 +437,11 @@ fn nonce() -> u64 {
 }
 
 impl Controller {
-    fn setup(t: Tuner, trainable: &'static str) -> Result<Self, TuneError> {
+    fn setup(
+        t: Tuner,
+        trainable: String,
+        runner: Box<dyn TrialCluster>,
+    ) -> Result<Self, TuneError> {
         let Tuner {
             space,
             tune: mut tc,
@@ -344,7 +458,7 @@ impl Controller {
                 "give both metric and mode, or neither".into(),
             ));
         }
-        let short = short_name(trainable);
+        let short = short_name(&trainable);
         let (exp_dir, state) = match &restore {
             Some(r) => {
                 let st: ExperimentState = storage::read_json(&r.path.join(storage::STATE_FILE))?;
@@ -362,15 +476,10 @@ impl Controller {
                 (r.path.clone(), st)
             }
             None => {
-                let name = rc.name.clone().unwrap_or_else(|| {
-                    let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-                    format!(
-                        "{short}_{}",
-                        now.trim_end_matches('Z')
-                            .replace([':'], "-")
-                            .replace('T', "_")
-                    )
-                });
+                let name = rc
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{short}_{}", ray_date(SystemTime::now())));
                 let dir = rc.storage().join(&name);
                 if dir.join(storage::STATE_FILE).exists() {
                     return Err(TuneError::Config(format!(
@@ -383,7 +492,7 @@ impl Controller {
                 let st = ExperimentState {
                     version: 1,
                     name,
-                    trainable: trainable.to_string(),
+                    trainable: trainable.clone(),
                     metric: tc.metric.clone(),
                     mode: tc.mode,
                     num_samples: tc.num_samples,
@@ -423,6 +532,7 @@ impl Controller {
             .map_err(TuneError::Config)?;
         let mut c = Controller {
             trainable,
+            runner,
             short_name: short,
             space,
             tc,
@@ -440,7 +550,7 @@ impl Controller {
             searcher_created: 0,
             start: Instant::now(),
             budget_over: false,
-            cluster: (Instant::now() - Duration::from_secs(3600), Vec::new()),
+            nodes: (Instant::now() - Duration::from_secs(3600), Vec::new()),
             last_save: Instant::now(),
             reporter: Reporter::new(&rc),
             metric,
@@ -624,14 +734,14 @@ impl Controller {
     /// How many trials may run at once: `max_concurrent_trials`, and what the
     /// cluster's nodes fit (refreshed every 2 s, so that joining nodes count).
     fn limit(&mut self) -> usize {
-        if self.cluster.0.elapsed() > Duration::from_secs(2) {
-            if let Ok(n) = sunray::nodes() {
-                self.cluster = (Instant::now(), n);
+        if self.nodes.0.elapsed() > Duration::from_secs(2) {
+            if let Some(n) = self.runner.nodes() {
+                self.nodes = (Instant::now(), n);
             }
         }
         let need: Vec<(String, f64)> = resource_needs(&self.resources);
         let fit: usize = self
-            .cluster
+            .nodes
             .1
             .iter()
             .filter(|n| n.alive)
@@ -701,7 +811,7 @@ impl Controller {
             match self.tc.scheduler.choose_trial_to_run(&list) {
                 Some(id) => {
                     let i = self.by_id[&id];
-                    self.launch(i);
+                    self.launch(i)?;
                 }
                 None => return Ok(()),
             }
@@ -716,14 +826,21 @@ impl Controller {
     }
 
     fn add_trial(&mut self, id: String, index: u64, config: Config) -> Result<(), TuneError> {
-        let dir = self.exp_dir.join(format!("{}_{id}", self.short_name));
+        let dir = self.exp_dir.join(trial_dir_name(
+            &self.short_name,
+            &id,
+            index,
+            &self.space,
+            &config,
+            SystemTime::now(),
+        ));
         std::fs::create_dir_all(&dir).map_err(|e| storage::io_err("create", &dir, e))?;
         storage::write_json(
             &dir.join(storage::TRIAL_FILE),
             &TrialIdentity {
                 trial_id: id.clone(),
                 index,
-                trainable: self.trainable.into(),
+                trainable: self.trainable.clone(),
             },
         )?;
         storage::write_json(&dir.join("params.json"), &config)?;
@@ -736,22 +853,19 @@ impl Controller {
         Ok(())
     }
 
-    fn launch(&mut self, i: usize) {
+    fn launch(&mut self, i: usize) -> Result<(), TuneError> {
         self.waiting.remove(&i);
         let t = self.trials.get_mut(&i).expect("a live trial");
-        let args = vec![
-            IntoArg::<String>::into_arg(self.trainable.to_string()),
-            IntoArg::<String>::into_arg(t.id.clone()),
-            IntoArg::<String>::into_arg(self.exp_dir.to_string_lossy().into_owned()),
-            IntoArg::<String>::into_arg(self.state.marker.clone()),
-        ];
-        let r: ObjectRef<()> = sunray::__private::submit(TRIAL_TASK, args, &self.resources);
-        self.by_task.insert(r.id(), i);
-        t.task = Some(r);
+        let task = self
+            .runner
+            .launch(&t.id, &self.exp_dir, &self.state.marker, &self.resources)?;
+        self.by_task.insert(task, i);
+        t.task = Some(task);
         t.status = Status::Running;
         t.started = false;
         t.after = After::Finish;
         self.launched += 1;
+        Ok(())
     }
 
     fn handle(&mut self, ev: TaskEvent) -> Result<(), TuneError> {
@@ -783,11 +897,7 @@ impl Controller {
                         encode(&self.on_report(&trial_id, metrics, time_this_iter_s, checkpoint)?)
                     }
                 };
-                let client =
-                    sunray::ext::client().map_err(|e| TuneError::Cluster(e.to_string()))?;
-                client
-                    .reply_to_task(task, reply)
-                    .map_err(|e| TuneError::Cluster(e.to_string()))?;
+                self.runner.reply(task, reply)?;
             }
             TaskEvent::Finished(id) => {
                 if let Some(i) = self.by_task.remove(&id) {
@@ -818,6 +928,7 @@ impl Controller {
         t.iteration = latest.as_ref().map_or(0, |c| c.iteration);
         t.time_total_s = latest.as_ref().map_or(0.0, |c| c.time_total_s);
         t.since_restore = 0;
+        t.time_since_restore = 0.0;
         t.started = true;
         t.location = format!("{node_ip}:{pid}");
         t.hostname = hostname;
@@ -863,21 +974,23 @@ impl Controller {
         let t = self.trials.get_mut(&i).expect("a live trial");
         t.iteration += 1;
         t.since_restore += 1;
+        t.time_since_restore += dt;
         t.time_total_s += dt;
         let result = TrialResult {
             training_iteration: t.iteration,
             time_total_s: t.time_total_s,
             metrics: metrics.iter().cloned().collect(),
         };
-        if let Some(c) = checkpoint {
-            self.store_checkpoint(i, c)?;
-        }
+        let checkpoint_name = match checkpoint {
+            Some(c) => Some(self.store_checkpoint(i, c)?),
+            None => None,
+        };
         let decision = if self.budget_over || self.rc.stop.should_stop(trial_id, &result) {
             Decision::Stop
         } else {
             self.tc.scheduler.on_trial_result(trial_id, &result)
         };
-        let row = self.row(i, &metrics, dt, decision == Decision::Stop);
+        let row = self.row(i, &metrics, dt, decision == Decision::Stop, checkpoint_name);
         let t = self.trials.get_mut(&i).expect("a live trial");
         if let Some(f) = &mut t.files {
             f.append(&t.dir, &row)?;
@@ -934,7 +1047,8 @@ impl Controller {
         Ok(())
     }
 
-    fn store_checkpoint(&mut self, i: usize, c: CheckpointMsg) -> Result<(), TuneError> {
+    /// Records a reported checkpoint; returns its directory's name.
+    fn store_checkpoint(&mut self, i: usize, c: CheckpointMsg) -> Result<String, TuneError> {
         let t = self.trials.get_mut(&i).expect("a live trial");
         let name = match c {
             CheckpointMsg::InPlace(name) => name,
@@ -959,7 +1073,7 @@ impl Controller {
         t.next_checkpoint = t.next_checkpoint.max(index + 1);
         t.checkpoints.push(info);
         self.prune_checkpoints(i);
-        Ok(())
+        Ok(name)
     }
 
     /// Keeps `num_to_keep` checkpoints (the best by the score attribute, else the
@@ -1004,9 +1118,16 @@ impl Controller {
         });
     }
 
-    fn row(&self, i: usize, metrics: &[(String, f64)], dt: f64, done: bool) -> Map<String, Value> {
+    fn row(
+        &self,
+        i: usize,
+        metrics: &[(String, f64)],
+        dt: f64,
+        done: bool,
+        checkpoint: Option<String>,
+    ) -> Map<String, Value> {
         let t = &self.trials[&i];
-        let mut row = Map::with_capacity(metrics.len() + 14);
+        let mut row = Map::with_capacity(metrics.len() + 17);
         for (k, v) in metrics {
             row.insert(k.clone(), num(*v));
         }
@@ -1015,12 +1136,18 @@ impl Controller {
         row.insert("time_this_iter_s".into(), num(dt));
         row.insert("time_total_s".into(), num(t.time_total_s));
         row.insert("timestamp".into(), (now as u64).into());
+        row.insert(
+            "checkpoint_dir_name".into(),
+            checkpoint.map_or(Value::Null, Value::from),
+        );
+        row.insert("done".into(), done.into());
         row.insert("trial_id".into(), t.id.clone().into());
         row.insert("hostname".into(), t.hostname.clone().into());
         row.insert("node_ip".into(), t.node_ip.clone().into());
         row.insert("pid".into(), t.pid.into());
-        row.insert("done".into(), done.into());
+        row.insert("time_since_restore".into(), num(t.time_since_restore));
         row.insert("iterations_since_restore".into(), t.since_restore.into());
+        row.insert("date".into(), ray_date(SystemTime::now()).into());
         row.insert("config".into(), Value::Object(t.config.0.clone()));
         row
     }
@@ -1028,12 +1155,11 @@ impl Controller {
     fn on_task_end(&mut self, i: usize) -> Result<(), TuneError> {
         self.launched -= 1;
         let t = self.trials.get_mut(&i).expect("a live trial");
-        let outcome = t.task.take().map(|r| r.get());
+        let outcome = t.task.take().map(|task| self.runner.outcome(task));
         t.files = None;
         t.started = false;
         match outcome {
-            Some(Err(e)) => {
-                let msg = e.to_string();
+            Some(Err(msg)) => {
                 t.num_failures += 1;
                 storage::append_error(&t.dir, t.num_failures, &msg)?;
                 if t.num_failures <= self.rc.max_failures {
@@ -1176,5 +1302,38 @@ pub(crate) fn result_of_row(row: &Map<String, Value>) -> TrialResult {
             .filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x)))
             .filter(|(k, _)| k != "pid")
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::space::{choice, loguniform, sample_from};
+
+    #[test]
+    fn trial_directories_are_named_as_ray_names_them() {
+        let space = Space::new()
+            .with("l1", sample_from(|_, _| 64))
+            .with("lr", loguniform(1e-4, 1e-1))
+            .with("batch_size", choice([2, 4, 8]))
+            .with("epochs", 10);
+        let config: Config =
+            serde_json::from_str(r#"{"l1": 64, "lr": 0.004257, "batch_size": 4, "epochs": 10}"#)
+                .unwrap();
+        let at = UNIX_EPOCH + Duration::from_secs(1_689_003_623);
+        assert_eq!(
+            trial_dir_name("train_cifar", "51e43_00000", 0, &space, &config, at),
+            "train_cifar_51e43_00000_0_lr=0.0043,batch_size=4_2023-07-10_15-40-23"
+        );
+        let plain = Space::new().with("x", 1);
+        assert_eq!(
+            trial_dir_name("f", "a_00001", 1, &plain, &Config::default(), at),
+            "f_a_00001_1_2023-07-10_15-40-23"
+        );
+        let long = Space::new().with("name", choice(["a/b c".repeat(40)]));
+        let cfg: Config =
+            serde_json::from_value(serde_json::json!({"name": "a/b c".repeat(40)})).unwrap();
+        let n = trial_dir_name("f", "a_00002", 2, &long, &cfg, at);
+        assert!(n.len() < 200 && !n.contains('/') && !n.contains(' '), "{n}");
     }
 }

@@ -2,6 +2,7 @@
 //! pure state machines; the controller runs each trial as a sunray task and keeps the
 //! experiment on disk, laid out as Ray Tune lays it out, so that it can be resumed.
 
+mod cluster;
 pub mod config;
 mod controller;
 mod reporter;
@@ -13,6 +14,7 @@ pub mod space;
 mod storage;
 mod trainable;
 
+pub use cluster::TrialCluster;
 pub use config::{CheckpointConfig, RunConfig, Stop, TuneConfig};
 pub use controller::{Status, Tuner};
 pub use result::{Mode, TrialId, TrialResult};

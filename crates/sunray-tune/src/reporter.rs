@@ -117,7 +117,7 @@ pub(crate) fn render(c: &Controller, last: bool) -> String {
     out.extend(c.tc.scheduler.status());
     // Resources in use: what the launched trials hold, of what the cluster has.
     let mut totals: Vec<(String, f64)> = Vec::new();
-    for n in c.cluster.1.iter().filter(|n| n.alive) {
+    for n in c.nodes.1.iter().filter(|n| n.alive) {
         for (k, v) in &n.resources {
             match totals.iter_mut().find(|(t, _)| t == k) {
                 Some(slot) => slot.1 += v,

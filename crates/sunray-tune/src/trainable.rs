@@ -377,68 +377,105 @@ fn run_trial(args: &[Bytes]) -> InvokeResult {
             format!("no trainable `{name}` registered in this executable (sunray_tune::register_trainable!)"),
         )
     })?;
-    let ctx = sunray::get_runtime_context();
-    let shared = std::env::var_os(FORCE_UPLOAD_ENV).is_none()
-        && std::fs::read_to_string(Path::new(&experiment_dir).join(EXPERIMENT_MARKER))
-            .is_ok_and(|m| m == marker);
-    let start = ToDriver::Start {
-        trial_id: trial_id.clone(),
-        hostname: sunray::ext::hostname(),
-        node_ip: ctx.node_ip.clone(),
-        pid: std::process::id(),
-        shared,
-    };
-    let info: Option<StartInfo> = sunray::ext::ask_owner(&start).map_err(|e| {
-        (
-            ErrorKind::Application,
-            format!("the tuner cannot be reached: {e}"),
-        )
-    })?;
-    let Some(info) = info else {
+    let Some((config, mut session)) = Session::begin(&trial_id, &experiment_dir, &marker)
+        .map_err(|e| (ErrorKind::Application, e))?
+    else {
         // The tuner no longer wants this trial (e.g. a retry after it ended).
         return sunray::__private::encode_output(&());
     };
-    let app = |e: String| (ErrorKind::Application, e);
-    let config: Config = serde_json::from_str(&info.config_json).map_err(|e| app(e.to_string()))?;
-    let scratch =
-        std::env::temp_dir().join(format!("sunray-tune-{}-{}", trial_id, std::process::id()));
-    let checkpoint = match info.restore {
-        None => None,
-        Some(RestoreFrom::Path(p)) if shared => Some(Checkpoint::from_directory(p)),
-        Some(RestoreFrom::Path(p)) => {
-            return Err(app(format!("checkpoint {p} is not visible on this node")));
-        }
-        Some(RestoreFrom::Files(files)) => {
-            let dir = scratch.join("restored");
-            let _ = std::fs::remove_dir_all(&dir);
-            write_files(&dir, &files)
-                .map_err(|e| app(format!("cannot unpack the checkpoint: {e}")))?;
-            Some(Checkpoint::from_directory(dir))
-        }
-    };
-    if !shared {
-        std::fs::create_dir_all(&scratch)
-            .map_err(|e| app(format!("cannot make {}: {e}", scratch.display())))?;
-    }
-    let mut session = Session {
-        trial_id,
-        trial_dir: PathBuf::from(&info.trial_dir),
-        shared,
-        iteration: info.iteration,
-        restored_iteration: info.iteration,
-        time_total_s: info.time_total_s,
-        next_checkpoint: info.next_checkpoint,
-        checkpoint,
-        gpu_ids: ctx.gpu_ids,
-        last_report: Instant::now(),
-        stopped: false,
-        scratch: scratch.clone(),
-    };
     let outcome = (entry.run)(&config, &mut session);
-    let _ = std::fs::remove_dir_all(&scratch);
+    drop(session);
     match outcome {
         Ok(()) => sunray::__private::encode_output(&()),
         Err(e) if e.downcast_ref::<Stopped>().is_some() => sunray::__private::encode_output(&()),
         Err(e) => Err((ErrorKind::Application, e.to_string())),
+    }
+}
+
+impl Session {
+    /// Inside a trial's task: says hello to the tuner and gets the trial's config and
+    /// session (None: the tuner no longer wants this trial). Front ends that run their
+    /// own trainables (Python) start trials here too.
+    pub fn begin(
+        trial_id: &str,
+        experiment_dir: &str,
+        marker: &str,
+    ) -> Result<Option<(Config, Session)>, String> {
+        let ctx = sunray::get_runtime_context();
+        let shared = std::env::var_os(FORCE_UPLOAD_ENV).is_none()
+            && std::fs::read_to_string(Path::new(experiment_dir).join(EXPERIMENT_MARKER))
+                .is_ok_and(|m| m == marker);
+        let start = ToDriver::Start {
+            trial_id: trial_id.to_string(),
+            hostname: sunray::ext::hostname(),
+            node_ip: ctx.node_ip.clone(),
+            pid: std::process::id(),
+            shared,
+        };
+        let info: Option<StartInfo> = sunray::ext::ask_owner(&start)
+            .map_err(|e| format!("the tuner cannot be reached: {e}"))?;
+        let Some(info) = info else {
+            return Ok(None);
+        };
+        let config: Config = serde_json::from_str(&info.config_json).map_err(|e| e.to_string())?;
+        let scratch =
+            std::env::temp_dir().join(format!("sunray-tune-{}-{}", trial_id, std::process::id()));
+        let checkpoint = match info.restore {
+            None => None,
+            Some(RestoreFrom::Path(p)) if shared => Some(Checkpoint::from_directory(p)),
+            Some(RestoreFrom::Path(p)) => {
+                return Err(format!("checkpoint {p} is not visible on this node"));
+            }
+            Some(RestoreFrom::Files(files)) => {
+                let dir = scratch.join("restored");
+                let _ = std::fs::remove_dir_all(&dir);
+                write_files(&dir, &files)
+                    .map_err(|e| format!("cannot unpack the checkpoint: {e}"))?;
+                Some(Checkpoint::from_directory(dir))
+            }
+        };
+        if !shared {
+            std::fs::create_dir_all(&scratch)
+                .map_err(|e| format!("cannot make {}: {e}", scratch.display()))?;
+        }
+        let session = Session {
+            trial_id: trial_id.to_string(),
+            trial_dir: PathBuf::from(&info.trial_dir),
+            shared,
+            iteration: info.iteration,
+            restored_iteration: info.iteration,
+            time_total_s: info.time_total_s,
+            next_checkpoint: info.next_checkpoint,
+            checkpoint,
+            gpu_ids: ctx.gpu_ids,
+            last_report: Instant::now(),
+            stopped: false,
+            scratch,
+        };
+        Ok(Some((config, session)))
+    }
+
+    /// This node sees the experiment directory (checkpoints move in place).
+    pub fn shares_experiment_dir(&self) -> bool {
+        self.shared
+    }
+    /// A directory of this trial's on this node: the trial directory when it is
+    /// shared, else a scratch directory removed when the trial ends.
+    pub fn local_dir(&self) -> &Path {
+        if self.shared {
+            &self.trial_dir
+        } else {
+            &self.scratch
+        }
+    }
+    /// The tuner ended this trial (a `report` answered stop).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }

@@ -492,7 +492,11 @@ fn resource_map(r: &Resources) -> BTreeMap<String, f64> {
 
 /// Every node the head knows, alive or dead.
 pub fn nodes() -> Result<Vec<NodeInfo>, Error> {
-    let v = client()?.cluster_view()?;
+    nodes_of(client()?)
+}
+
+fn nodes_of(c: &Client) -> Result<Vec<NodeInfo>, Error> {
+    let v = c.cluster_view()?;
     Ok(v.nodes
         .iter()
         .map(|n| NodeInfo {
@@ -573,5 +577,13 @@ pub mod ext {
     /// The driver's connection.
     pub fn client() -> Result<&'static sunray_runtime::driver::Client, super::Error> {
         super::client()
+    }
+
+    /// Every node the head behind `client` knows (for front ends with their own
+    /// connection, such as the Python one).
+    pub fn nodes_of(
+        client: &sunray_runtime::driver::Client,
+    ) -> Result<Vec<super::NodeInfo>, super::Error> {
+        super::nodes_of(client)
     }
 }
