@@ -16,6 +16,8 @@ use sunray_proto::{Arg, ErrorKind, Resources, TaskError, TaskSpec};
 use sunray_runtime::driver::{Client, GetError};
 use sunray_runtime::{detect, local::HeadOptions, session, wire};
 
+mod tune;
+
 /// How long a blocked `get`/`wait` waits before it checks for signals (Ctrl-C).
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
@@ -628,5 +630,6 @@ fn _sunray(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(job_id, m)?)?;
     m.add_function(wrap_pyfunction!(default_ip, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
+    tune::register(m)?;
     Ok(())
 }

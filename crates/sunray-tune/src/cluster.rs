@@ -15,7 +15,7 @@ use crate::trainable::TRIAL_TASK;
 use crate::TuneError;
 
 /// What the controller needs of the cluster.
-pub trait TrialCluster {
+pub trait TrialCluster: Send {
     /// Submits the task that runs trial `trial_id`, holding `resources`; returns the id
     /// its [`TaskEvent::Finished`] will carry.
     fn launch(

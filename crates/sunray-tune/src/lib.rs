@@ -22,7 +22,7 @@ pub use result_grid::{ResultGrid, TrialRecord};
 pub use schedulers::{
     Asha, Decision, Fifo, HyperBand, MedianStopping, Mutation, Pbt, TrialScheduler,
 };
-pub use search::{BasicVariantGenerator, Searcher, Suggestion, Tpe};
+pub use search::{BasicVariantGenerator, ConcurrencyLimiter, Searcher, Suggestion, Tpe};
 pub use space::*;
 pub use trainable::{Checkpoint, Session, Stopped, TrainFn, TrainResult, TrainableEntry};
 

@@ -101,6 +101,13 @@ impl ResultGrid {
             results,
         })
     }
+    /// The experiment's metric and mode, if it had them.
+    pub fn metric(&self) -> Option<&str> {
+        self.metric.as_deref()
+    }
+    pub fn mode(&self) -> Option<Mode> {
+        self.mode
+    }
     pub fn len(&self) -> usize {
         self.results.len()
     }

@@ -36,6 +36,11 @@ class ObjectLostError(SunrayError):
     """An object was released or never created."""
 
 
+class TuneError(SunrayError):
+    """A tuning run could not go on: a wrong setting, an unreadable experiment, a failed
+    search-space or stop function (Ray's ``TuneError``)."""
+
+
 class _RuntimeTaskError(SunrayError):
     """A task that failed outside its own code: its worker or node died, its worker did
     not start. ``function_name`` and ``location`` ("node N (ip), pid P") say which."""
@@ -183,6 +188,7 @@ __all__ = [
     "ClusterConnectionError",
     "ConfigError",
     "GetTimeoutError",
+    "TuneError",
     "NodeDiedError",
     "ObjectLostError",
     "ObjectStoreFullError",

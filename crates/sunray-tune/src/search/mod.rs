@@ -182,3 +182,87 @@ mod tests {
         assert!((5.0..6.0).contains(&cfgs[0].f64("b")));
     }
 }
+
+/// Ray's `ConcurrencyLimiter`: at most `max` trials of the wrapped searcher live at
+/// once (a model-based searcher then learns from more results per suggestion).
+pub struct ConcurrencyLimiter {
+    inner: Box<dyn Searcher>,
+    max: usize,
+    live: std::collections::BTreeSet<String>,
+}
+
+impl ConcurrencyLimiter {
+    pub fn new(inner: Box<dyn Searcher>, max_concurrent: usize) -> Self {
+        ConcurrencyLimiter {
+            inner,
+            max: max_concurrent.max(1),
+            live: Default::default(),
+        }
+    }
+}
+
+impl Searcher for ConcurrencyLimiter {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn setup(
+        &mut self,
+        space: &Space,
+        metric: &str,
+        mode: Mode,
+        num_samples: usize,
+        seed: u64,
+    ) -> Result<(), String> {
+        self.inner.setup(space, metric, mode, num_samples, seed)
+    }
+    fn suggest(&mut self, space: &Space, trial_id: &str) -> Suggestion {
+        if self.live.len() >= self.max {
+            return Suggestion::Wait;
+        }
+        let s = self.inner.suggest(space, trial_id);
+        if let Suggestion::Config(_) = &s {
+            self.live.insert(trial_id.to_string());
+        }
+        s
+    }
+    fn on_trial_complete(&mut self, trial_id: &str, metric: Option<f64>, error: bool) {
+        self.live.remove(trial_id);
+        self.inner.on_trial_complete(trial_id, metric, error);
+    }
+    fn save(&self) -> Value {
+        serde_json::json!({"inner": self.inner.save(), "live": self.live})
+    }
+    fn restore(&mut self, state: Value) -> Result<(), String> {
+        let live = state.get("live").cloned().unwrap_or(Value::Null);
+        self.live = serde_json::from_value(live).unwrap_or_default();
+        self.inner
+            .restore(state.get("inner").cloned().unwrap_or(Value::Null))
+    }
+}
+
+#[cfg(test)]
+mod limiter_tests {
+    use super::*;
+    use crate::space::uniform;
+
+    #[test]
+    fn the_limiter_waits_while_max_trials_live_and_resumes_as_they_end() {
+        let space = Space::new().with("x", uniform(0.0, 1.0));
+        let mut s = ConcurrencyLimiter::new(Box::new(BasicVariantGenerator::new()), 2);
+        s.setup(&space, "loss", Mode::Min, 10, 1).unwrap();
+        assert!(matches!(s.suggest(&space, "a"), Suggestion::Config(_)));
+        assert!(matches!(s.suggest(&space, "b"), Suggestion::Config(_)));
+        assert_eq!(s.suggest(&space, "c"), Suggestion::Wait);
+        s.on_trial_complete("a", Some(1.0), false);
+        assert!(matches!(s.suggest(&space, "c"), Suggestion::Config(_)));
+        let saved = s.save();
+        let mut t = ConcurrencyLimiter::new(Box::new(BasicVariantGenerator::new()), 2);
+        t.setup(&space, "loss", Mode::Min, 10, 1).unwrap();
+        t.restore(saved).unwrap();
+        assert_eq!(
+            t.suggest(&space, "d"),
+            Suggestion::Wait,
+            "b and c still live"
+        );
+    }
+}

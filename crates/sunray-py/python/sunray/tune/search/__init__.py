@@ -1,0 +1,127 @@
+"""Search algorithms: Ray's random/grid search (``BasicVariantGenerator``), sunray's
+native TPE (``TPESearch``), ``ConcurrencyLimiter``, and Ray's ``Searcher`` interface to
+write one in Python (``sunray.tune.search.optuna.OptunaSearch`` is one)."""
+
+from __future__ import annotations
+
+from .._space import to_json
+
+__all__ = ["BasicVariantGenerator", "ConcurrencyLimiter", "Searcher", "TPESearch"]
+
+
+def _points(points) -> list:
+    if points is None:
+        return []
+    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+        raise TypeError("points_to_evaluate must be a list of dicts")
+    return to_json(points)
+
+
+class BasicVariantGenerator:
+    """Random search, with ``grid_search`` parameters expanded (Ray's default)."""
+
+    def __init__(self, points_to_evaluate=None, max_concurrent: int = 0, random_state=None):
+        self._points = _points(points_to_evaluate)
+        self._max_concurrent = int(max_concurrent)
+        self.seed = None if random_state is None else int(random_state)
+
+    def spec(self) -> dict:
+        s = {"kind": "basic", "points_to_evaluate": self._points}
+        if self._max_concurrent > 0:
+            return {"kind": "limited", "inner": s, "max_concurrent": self._max_concurrent}
+        return s
+
+
+class TPESearch:
+    """sunray's Tree-structured Parzen Estimator (Rust), with Optuna's defaults and
+    option names: 10 random trials first, 24 candidates, a joint (multivariate) model,
+    running trials counted as bad (constant liar)."""
+
+    def __init__(
+        self,
+        metric: str | None = None,
+        mode: str | None = None,
+        points_to_evaluate=None,
+        n_startup_trials: int | None = None,
+        n_ei_candidates: int | None = None,
+        gamma: float | None = None,
+        multivariate: bool | None = None,
+        constant_liar: bool | None = None,
+        seed: int | None = None,
+    ):
+        if metric is not None or mode is not None:
+            self.metric, self.mode = metric, mode
+        self._spec = {
+            "kind": "tpe",
+            "n_startup_trials": n_startup_trials,
+            "n_ei_candidates": n_ei_candidates,
+            "gamma": gamma,
+            "multivariate": multivariate,
+            "constant_liar": constant_liar,
+            "points_to_evaluate": _points(points_to_evaluate),
+        }
+        self.seed = seed
+
+    def spec(self) -> dict:
+        return self._spec
+
+
+class ConcurrencyLimiter:
+    """At most ``max_concurrent`` trials of ``searcher`` at once."""
+
+    def __init__(self, searcher, max_concurrent: int, batch: bool = False):
+        if max_concurrent < 1:
+            raise ValueError("ConcurrencyLimiter: max_concurrent must be >= 1")
+        if batch:
+            raise NotImplementedError("ConcurrencyLimiter: batch=True is not supported")
+        self.searcher = searcher
+        self.max_concurrent = int(max_concurrent)
+        self.seed = getattr(searcher, "seed", None)
+
+    def spec(self) -> dict:
+        inner = self.searcher.spec() if hasattr(self.searcher, "spec") else {"kind": "python"}
+        return {"kind": "limited", "inner": inner, "max_concurrent": self.max_concurrent}
+
+
+class Searcher:
+    """Ray's searcher interface, for search algorithms written in Python: implement
+    ``suggest(trial_id)`` (a config dict; None: nothing yet; ``Searcher.FINISHED``: no
+    more) and ``on_trial_complete(trial_id, result, error)``; ``get_state``/``set_state``
+    make it resumable with the experiment. The Rust tuner calls them."""
+
+    FINISHED = "FINISHED"
+
+    def __init__(self, metric: str | None = None, mode: str | None = None):
+        self._metric = metric
+        self._mode = mode
+
+    @property
+    def metric(self) -> str | None:
+        return self._metric
+
+    @property
+    def mode(self) -> str | None:
+        return self._mode
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
+        if self._metric is None:
+            self._metric = metric
+        if self._mode is None:
+            self._mode = mode
+        return True
+
+    def suggest(self, trial_id: str):
+        raise NotImplementedError
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        pass
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass
+
+    def get_state(self):
+        """JSON data the searcher resumes from (None: it cannot resume)."""
+        return None
+
+    def set_state(self, state) -> None:
+        pass
