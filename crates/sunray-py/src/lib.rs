@@ -592,6 +592,14 @@ fn current_task<'py>(py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
     Ok(Some(d))
 }
 
+/// (objects, bytes) the head holds now: results and `put` values not yet released.
+#[pyfunction]
+fn head_objects(py: Python<'_>) -> PyResult<(u64, u64)> {
+    let c = client()?;
+    let v = py.detach(|| c.cluster_view()).map_err(|e| get_error(py, e))?;
+    Ok((v.objects, v.object_bytes))
+}
+
 /// The driver's job id (its client id), once connected.
 #[pyfunction]
 fn job_id() -> PyResult<String> {
@@ -628,6 +636,7 @@ fn _sunray(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fetch_function, m)?)?;
     m.add_function(wrap_pyfunction!(current_task, m)?)?;
     m.add_function(wrap_pyfunction!(job_id, m)?)?;
+    m.add_function(wrap_pyfunction!(head_objects, m)?)?;
     m.add_function(wrap_pyfunction!(default_ip, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     tune::register(m)?;

@@ -436,11 +436,13 @@ fn searcher(spec: SearcherSpec, py_searcher: &Option<PyCall>) -> Result<Box<dyn 
             }
             Box::new(t)
         }
-        SearcherSpec::Python => Box::new(PySearcher(
-            py_searcher
+        SearcherSpec::Python => Box::new(PySearcher {
+            obj: py_searcher
                 .clone()
                 .ok_or("a Python searcher was named but not given")?,
-        )),
+            num_samples: usize::MAX,
+            asked: 0,
+        }),
         SearcherSpec::Limited {
             inner,
             max_concurrent,
@@ -453,19 +455,35 @@ fn searcher(spec: SearcherSpec, py_searcher: &Option<PyCall>) -> Result<Box<dyn 
 
 /// Ray's `Searcher` interface, subclassed in Python (an Optuna adapter, say): the
 /// controller asks it through the bridge, with the GIL.
-struct PySearcher(PyCall);
+/// Ray's search generator ends a search after `num_samples` suggestions; so does this.
+struct PySearcher {
+    obj: PyCall,
+    num_samples: usize,
+    asked: usize,
+}
 
 impl Searcher for PySearcher {
     fn name(&self) -> &'static str {
         "PythonSearcher"
     }
-    fn setup(&mut self, _: &Space, _: &str, _: Mode, _: usize, _: u64) -> Result<(), String> {
+    fn setup(
+        &mut self,
+        _: &Space,
+        _: &str,
+        _: Mode,
+        num_samples: usize,
+        _: u64,
+    ) -> Result<(), String> {
         // Python gave it the space, metric and mode (set_search_properties) before fit.
+        self.num_samples = num_samples;
         Ok(())
     }
     fn suggest(&mut self, space: &Space, trial_id: &str) -> Suggestion {
+        if self.asked >= self.num_samples {
+            return Suggestion::Finished;
+        }
         let v = Python::attach(|py| {
-            bridge_json(py, "searcher_suggest", (self.0 .0.clone_ref(py), trial_id))
+            bridge_json(py, "searcher_suggest", (self.obj.0.clone_ref(py), trial_id))
         });
         match v {
             Value::Object(m) => {
@@ -478,6 +496,7 @@ impl Searcher for PySearcher {
                         }
                     }
                 }
+                self.asked += 1;
                 Suggestion::Config(c)
             }
             Value::String(s) if s == "FINISHED" => Suggestion::Finished,
@@ -489,19 +508,23 @@ impl Searcher for PySearcher {
             bridge_json(
                 py,
                 "searcher_complete",
-                (self.0 .0.clone_ref(py), trial_id, metric, error),
+                (self.obj.0.clone_ref(py), trial_id, metric, error),
             )
         });
     }
     fn save(&self) -> Value {
-        Python::attach(|py| bridge_json(py, "searcher_save", (self.0 .0.clone_ref(py),)))
+        let state =
+            Python::attach(|py| bridge_json(py, "searcher_save", (self.obj.0.clone_ref(py),)));
+        serde_json::json!({"asked": self.asked, "state": state})
     }
     fn restore(&mut self, state: Value) -> Result<(), String> {
+        self.asked = state.get("asked").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let inner = state.get("state").cloned().unwrap_or(Value::Null);
         Python::attach(|py| {
             bridge_json(
                 py,
                 "searcher_restore",
-                (self.0 .0.clone_ref(py), state.to_string()),
+                (self.obj.0.clone_ref(py), inner.to_string()),
             )
         });
         Ok(())
@@ -542,14 +565,21 @@ impl TrialCluster for PyCluster {
         })
     }
     fn outcome(&mut self, task: u64) -> Result<(), String> {
-        let out = self
-            .client
-            .get(task, Some(Duration::from_secs(60)))
-            .map(|_| ())
-            .map_err(|e| match e {
-                sunray_runtime::driver::GetError::Task(t) => t.to_string(),
-                other => other.to_string(),
-            });
+        // A Python task's own exception arrives as a value (an error payload).
+        let out = match self.client.get(task, Some(Duration::from_secs(60))) {
+            Ok(data) if data.first() == Some(&b'E') => {
+                let v = Python::attach(|py| {
+                    bridge_json(py, "trial_error", (pyo3::types::PyBytes::new(py, &data),))
+                });
+                match v.as_str() {
+                    Some("") | None => Ok(()),
+                    Some(m) => Err(m.to_string()),
+                }
+            }
+            Ok(_) => Ok(()),
+            Err(sunray_runtime::driver::GetError::Task(t)) => Err(t.to_string()),
+            Err(other) => Err(other.to_string()),
+        };
         if let Some(r) = self.tasks.remove(&task) {
             Python::attach(|_| drop(r));
         }

@@ -456,6 +456,17 @@ def remote(*args, **options):
     return lambda fn: _make_remote(fn, options)
 
 
+_SUBMODULES = {"tune", "train", "air"}
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"sunray has no {name!r}: this Ray API is not implemented by sunray")
+
+
 def _make_remote(obj, options: dict):
     if isinstance(obj, type):
         raise TypeError(

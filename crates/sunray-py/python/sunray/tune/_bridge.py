@@ -5,6 +5,7 @@ written in Python. Each takes and returns JSON text."""
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import sys
 
@@ -72,3 +73,14 @@ def searcher_restore(searcher, state_json: str) -> str:
     if state is not None:
         searcher.set_state(state)
     return "null"
+
+
+def trial_error(data: bytes) -> str:
+    """The message (with traceback) of a trial task's error payload; "" for a value."""
+    from .. import _serialization as ser
+
+    if not ser.is_error(data):
+        return dumps("")
+    info = pickle.loads(memoryview(data)[1:])
+    where = f"{info['hostname']} ({info['node_ip']}, pid {info['pid']})"
+    return dumps(f"{info['traceback'].rstrip()}\n(on {where})")
