@@ -1,6 +1,6 @@
 """A small, learnable stand-in for CIFAR-10 in torchvision's ``cifar-10-batches-py``
-format (this machine cannot download the real one): each class is a fixed random
-colour pattern, each image that pattern plus noise."""
+format (this machine cannot download the real one): each class is one of ten
+well-separated colours, each image that colour plus 15 % noise."""
 
 from __future__ import annotations
 
@@ -10,16 +10,19 @@ from pathlib import Path
 import numpy as np
 
 
-def write(root: Path, train: int = 1000, test: int = 200, seed: int = 0) -> Path:
+def write(root: Path, train: int = 4000, test: int = 200, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
-    templates = rng.integers(0, 256, size=(10, 3072)).astype(np.float32)
+    levels = (0, 128, 255)
+    palette = np.array([[r, g, b] for r in levels for g in levels for b in levels], dtype=np.float32)
+    colours = palette[[0, 2, 6, 8, 18, 20, 24, 26, 13, 4]].reshape(10, 3, 1, 1)
+    templates = np.broadcast_to(colours, (10, 3, 32, 32)).reshape(10, 3072)
     d = root / "cifar-10-batches-py"
     d.mkdir(parents=True, exist_ok=True)
 
     def batch(n: int) -> dict:
         labels = rng.integers(0, 10, size=n)
         noise = rng.integers(0, 256, size=(n, 3072)).astype(np.float32)
-        data = (0.55 * templates[labels] + 0.45 * noise).astype(np.uint8)
+        data = (0.85 * templates[labels] + 0.15 * noise).astype(np.uint8)
         return {b"data": data, b"labels": labels.tolist()}
 
     per = train // 5
@@ -75,6 +78,5 @@ def seed_script(seed_file: Path, out: Path, as_sunray: bool) -> Path:
         ]:
             assert a in src, a
             src = src.replace(a, b)
-        assert "ray." not in src.replace("ray.", "", 0) or True
     out.write_text(src)
     return out

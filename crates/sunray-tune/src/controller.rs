@@ -476,10 +476,17 @@ impl Controller {
                 (r.path.clone(), st)
             }
             None => {
-                let name = rc
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| format!("{short}_{}", ray_date(SystemTime::now())));
+                let name = rc.name.clone().unwrap_or_else(|| {
+                    // A default name is made unique: two runs in one second get two.
+                    let base = format!("{short}_{}", ray_date(SystemTime::now()));
+                    (1..)
+                        .map(|n| match n {
+                            1 => base.clone(),
+                            n => format!("{base}_{n}"),
+                        })
+                        .find(|n| !rc.storage().join(n).exists())
+                        .expect("some name is free")
+                });
                 let dir = rc.storage().join(&name);
                 if dir.join(storage::STATE_FILE).exists() {
                     return Err(TuneError::Config(format!(

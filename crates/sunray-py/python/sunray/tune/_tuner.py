@@ -169,6 +169,9 @@ class Tuner:
         if metric is None and isinstance(m, str):
             metric, mode = m, getattr(inner, "mode", None)
         seed = tc.seed if tc.seed is not None else _searcher_seed(search)
+        if seed is None and os.environ.get("SUNRAY_TUNE_SEED"):
+            # Makes a script's search repeat without editing it (a Slurm job rerun).
+            seed = int(os.environ["SUNRAY_TUNE_SEED"])
         if seed is None:
             seed = secrets.randbits(63)
         stop = rc.stop
