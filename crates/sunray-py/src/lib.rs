@@ -596,7 +596,9 @@ fn current_task<'py>(py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
 #[pyfunction]
 fn head_objects(py: Python<'_>) -> PyResult<(u64, u64)> {
     let c = client()?;
-    let v = py.detach(|| c.cluster_view()).map_err(|e| get_error(py, e))?;
+    let v = py
+        .detach(|| c.cluster_view())
+        .map_err(|e| get_error(py, e))?;
     Ok((v.objects, v.object_bytes))
 }
 

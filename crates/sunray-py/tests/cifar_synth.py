@@ -13,7 +13,9 @@ import numpy as np
 def write(root: Path, train: int = 4000, test: int = 200, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     levels = (0, 128, 255)
-    palette = np.array([[r, g, b] for r in levels for g in levels for b in levels], dtype=np.float32)
+    palette = np.array(
+        [[r, g, b] for r in levels for g in levels for b in levels], dtype=np.float32
+    )
     colours = palette[[0, 2, 6, 8, 18, 20, 24, 26, 13, 4]].reshape(10, 3, 1, 1)
     templates = np.broadcast_to(colours, (10, 3, 32, 32)).reshape(10, 3072)
     d = root / "cifar-10-batches-py"
@@ -34,7 +36,7 @@ def write(root: Path, train: int = 4000, test: int = 200, seed: int = 0) -> Path
 
 # The seed's load_data, pointed at the local set (the rest of the script is unchanged):
 # the same transforms over the same format, read without torchvision's download check.
-LOAD_DATA = '''
+LOAD_DATA = """
 def load_data(data_dir="./data"):
     import pickle as _pickle
     transform = transforms.Compose([
@@ -58,7 +60,7 @@ def load_data(data_dir="./data"):
             return transform(self.x[i]), self.y[i]
 
     return _Set([f"data_batch_{i}" for i in range(1, 6)]), _Set(["test_batch"])
-'''
+"""
 
 
 def seed_script(seed_file: Path, out: Path, as_sunray: bool) -> Path:
@@ -73,8 +75,14 @@ def seed_script(seed_file: Path, out: Path, as_sunray: bool) -> Path:
             ("import ray\n", "import sunray as ray\n"),
             ("from ray import tune\n", "from sunray import tune\n"),
             ("from ray.air import session\n", "from sunray.air import session\n"),
-            ("from ray.air.checkpoint import Checkpoint\n", "from sunray.air.checkpoint import Checkpoint\n"),
-            ("from ray.tune.schedulers import ASHAScheduler\n", "from sunray.tune.schedulers import ASHAScheduler\n"),
+            (
+                "from ray.air.checkpoint import Checkpoint\n",
+                "from sunray.air.checkpoint import Checkpoint\n",
+            ),
+            (
+                "from ray.tune.schedulers import ASHAScheduler\n",
+                "from sunray.tune.schedulers import ASHAScheduler\n",
+            ),
         ]:
             assert a in src, a
             src = src.replace(a, b)

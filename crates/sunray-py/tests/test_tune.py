@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 
+import cifar_synth
 import sunray
 from conftest import SEED, SUNRAY
 from sunray import tune
-
-import cifar_synth
 
 TUNE_SAMPLE = Path(os.environ.get("SUNRAY_SEED_DIR", SEED)) / "tune-sample.py"
 
@@ -32,7 +31,8 @@ def _has(module: str) -> bool:
 
 
 needs_seed = pytest.mark.skipif(
-    not TUNE_SAMPLE.is_file(), reason=f"the seed's tune-sample.py is not at {TUNE_SAMPLE} (set SUNRAY_SEED_DIR)"
+    not TUNE_SAMPLE.is_file(),
+    reason=f"the seed's tune-sample.py is not at {TUNE_SAMPLE} (set SUNRAY_SEED_DIR)",
 )
 needs_torch = pytest.mark.skipif(
     not (_has("torch") and _has("torchvision") and _has("filelock")),
@@ -57,7 +57,7 @@ def _seed_env(c, data: Path) -> dict:
 def _check_seed_output(out: str) -> None:
     best = re.search(r"Best trial config: (\{.*\})", out)
     assert best, out
-    cfg = eval(best.group(1))  # noqa: S307 - the script prints a dict literal
+    cfg = eval(best.group(1))
     assert set(cfg) == {"l1", "l2", "lr", "batch_size"}, cfg
     assert cfg["l1"] in [2**i for i in range(2, 9)] and cfg["batch_size"] in [2, 4, 8, 16], cfg
     assert re.search(r"Best trial final validation loss: [0-9.]+", out), out
@@ -72,21 +72,40 @@ def _check_seed_output(out: str) -> None:
 def test_the_seeds_tune_sample_runs_with_fake_gpus(cluster_gpus, how):
     c = cluster_gpus
     data = cifar_synth.write(c.tmp / "cifar")
-    script = cifar_synth.seed_script(TUNE_SAMPLE, c.tmp / "tune_sample.py", as_sunray=how != "run-ray")
-    cmd = [SUNRAY, "run-ray", str(script)] if how == "run-ray" else [sys.executable, "-u", str(script)]
-    r = subprocess.run(cmd, env=_seed_env(c, data), capture_output=True, text=True, timeout=600, cwd=c.tmp)
+    script = cifar_synth.seed_script(
+        TUNE_SAMPLE, c.tmp / "tune_sample.py", as_sunray=how != "run-ray"
+    )
+    cmd = (
+        [SUNRAY, "run-ray", str(script)]
+        if how == "run-ray"
+        else [sys.executable, "-u", str(script)]
+    )
+    r = subprocess.run(  # noqa: PLW1510 - the test asserts the exit status itself
+        cmd, env=_seed_env(c, data), capture_output=True, text=True, timeout=600, cwd=c.tmp
+    )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     _check_seed_output(r.stdout)
     # Two trials of 2 CPUs and 2 (fake) GPUs each ran at once, one per node, each seeing
     # its own two GPU ids (PyTorch finds no device behind them and trains on the CPU).
     exp = next((c.tmp / "results").iterdir())
-    rows = [json.loads(line) for d in exp.iterdir() if d.is_dir() for line in (d / "result.json").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for d in exp.iterdir()
+        if d.is_dir()
+        for line in (d / "result.json").read_text().splitlines()
+    ]
     assert {r["node_ip"] for r in rows} == {"127.0.0.2", "127.0.0.3"}, rows
     for row in rows:
         assert row["checkpoint_dir_name"].startswith("checkpoint_") and row["date"], row
         assert "time_since_restore" in row
     dirs = sorted(d.name for d in exp.iterdir() if d.is_dir())
-    assert all(re.fullmatch(r"train_cifar_\w{5}_\d{5}_\d_lr=[0-9.]+,batch_size=\d+_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", d) for d in dirs), dirs
+    assert all(
+        re.fullmatch(
+            r"train_cifar_\w{5}_\d{5}_\d_lr=[0-9.]+,batch_size=\d+_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d",
+            d,
+        )
+        for d in dirs
+    ), dirs
 
 
 @pytest.fixture
@@ -110,7 +129,12 @@ def test_gpu_trials_see_exactly_their_devices(cluster_gpus):
     sunray.init(cluster_gpus.address)
 
     def train(config):
-        tune.report({"n": len(os.environ["CUDA_VISIBLE_DEVICES"].split(",")), "first": int(os.environ["CUDA_VISIBLE_DEVICES"].split(",")[0])})
+        tune.report(
+            {
+                "n": len(os.environ["CUDA_VISIBLE_DEVICES"].split(",")),
+                "first": int(os.environ["CUDA_VISIBLE_DEVICES"].split(",")[0]),
+            }
+        )
 
     grid = tune.Tuner(
         tune.with_resources(train, {"cpu": 1, "gpu": 1}),
@@ -139,8 +163,11 @@ def _train_steps(config):
         Path("m/it").write_text(str(i + 1))
         if config.get("fail_at") == i + 1 and not Path("failed").exists():
             Path("failed").write_text("once")
-            raise RuntimeError("boom at iteration %d" % (i + 1))
-        tune.report({"loss": (config["x"] - 0.3) ** 2 + 1 / (i + 1), "it": i + 1}, checkpoint=tune.Checkpoint.from_directory("m"))
+            raise RuntimeError(f"boom at iteration {i + 1}")
+        tune.report(
+            {"loss": (config["x"] - 0.3) ** 2 + 1 / (i + 1), "it": i + 1},
+            checkpoint=tune.Checkpoint.from_directory("m"),
+        )
 
 
 def test_asha_search_writes_rays_layout_and_the_best_result(local, tmp):
@@ -148,7 +175,10 @@ def test_asha_search_writes_rays_layout_and_the_best_result(local, tmp):
         _train_steps,
         param_space={"x": tune.uniform(0, 1), "iters": 8, "nested": {"k": tune.choice(["a", "b"])}},
         tune_config=tune.TuneConfig(
-            metric="loss", mode="min", num_samples=8, seed=1,
+            metric="loss",
+            mode="min",
+            num_samples=8,
+            seed=1,
             scheduler=tune.schedulers.ASHAScheduler(max_t=8, grace_period=1, reduction_factor=2),
         ),
         run_config=tune.RunConfig(name="asha", storage_path=str(tmp / "r"), verbose=0),
@@ -165,9 +195,22 @@ def test_asha_search_writes_rays_layout_and_the_best_result(local, tmp):
     assert len(df) == 8 and "config/x" in df and "config/nested/k" in df
     hist = best.metrics_dataframe
     assert list(hist["training_iteration"]) == list(range(1, len(hist) + 1))
-    for col in ("loss", "time_this_iter_s", "time_total_s", "timestamp", "checkpoint_dir_name", "done",
-                "training_iteration", "trial_id", "date", "hostname", "node_ip", "pid",
-                "time_since_restore", "iterations_since_restore"):
+    for col in (
+        "loss",
+        "time_this_iter_s",
+        "time_total_s",
+        "timestamp",
+        "checkpoint_dir_name",
+        "done",
+        "training_iteration",
+        "trial_id",
+        "date",
+        "hostname",
+        "node_ip",
+        "pid",
+        "time_since_restore",
+        "iterations_since_restore",
+    ):
         assert col in hist, col
     # A seeded search repeats its configs.
     again = tune.Tuner(
@@ -185,7 +228,10 @@ def test_sample_from_with_numpy_repeats_with_the_seed(local, tmp):
     def configs(name):
         g = tune.Tuner(
             lambda c: tune.report({"v": 1}),
-            param_space={"l1": tune.sample_from(lambda _: 2 ** np.random.randint(2, 9)), "lr": tune.loguniform(1e-4, 1e-1)},
+            param_space={
+                "l1": tune.sample_from(lambda _: 2 ** np.random.randint(2, 9)),
+                "lr": tune.loguniform(1e-4, 1e-1),
+            },
             tune_config=tune.TuneConfig(num_samples=6, seed=7),
             run_config=tune.RunConfig(name=name, storage_path=str(tmp / "r"), verbose=0),
         ).fit()
@@ -200,7 +246,11 @@ def test_a_failing_trial_is_retried_from_its_checkpoint(local, tmp):
     grid = tune.Tuner(
         _train_steps,
         param_space={"x": 0.5, "fail_at": 3, "iters": 5},
-        run_config=tune.RunConfig(storage_path=str(tmp / "r"), failure_config=tune.FailureConfig(max_failures=1), verbose=0),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp / "r"),
+            failure_config=tune.FailureConfig(max_failures=1),
+            verbose=0,
+        ),
     ).fit()
     (r,) = list(grid)
     assert r.status == "TERMINATED" and r.metrics["it"] == 5
@@ -223,7 +273,8 @@ def test_pbt_exploit_copies_a_donors_checkpoint(local, tmp):
         if ck:
             state = json.loads(Path(ck.path, "s.json").read_text())
             w, start = state["w"], state["it"]
-            Path("restored_from.log").open("a").write(state["owner"] + "\n")
+            with Path("restored_from.log").open("a") as f:
+                f.write(state["owner"] + "\n")
         me = tune.get_context().get_trial_id()
         for i in range(start, 12):
             w += config["lr"]
@@ -232,13 +283,16 @@ def test_pbt_exploit_copies_a_donors_checkpoint(local, tmp):
             tune.report({"score": w}, checkpoint=tune.Checkpoint.from_directory("c"))
 
     pbt = tune.schedulers.PopulationBasedTraining(
-        time_attr="training_iteration", perturbation_interval=3,
+        time_attr="training_iteration",
+        perturbation_interval=3,
         hyperparam_mutations={"lr": tune.uniform(0.0, 1.0)},
     )
     grid = tune.Tuner(
         train,
         param_space={"lr": tune.uniform(0.0, 1.0)},
-        tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=4, scheduler=pbt, seed=3),
+        tune_config=tune.TuneConfig(
+            metric="score", mode="max", num_samples=4, scheduler=pbt, seed=3
+        ),
         run_config=tune.RunConfig(storage_path=str(tmp / "r"), verbose=0),
     ).fit()
     ids = {r.trial_id for r in grid}
@@ -251,22 +305,39 @@ def test_pbt_exploit_copies_a_donors_checkpoint(local, tmp):
 
 
 def test_an_optuna_searcher_completes_a_search(local, tmp):
-    pytest.importorskip("optuna", reason="the Optuna adapter is tested where optuna is installed (./test.sh installs it)")
+    pytest.importorskip(
+        "optuna",
+        reason="the Optuna adapter is tested where optuna is installed (./test.sh installs it)",
+    )
     from sunray.tune.search.optuna import OptunaSearch
 
     def train(config):
-        tune.report({"loss": (config["x"] - 2) ** 2 + (0 if config["k"] == "b" else 1) + config["n"] * 0.01})
+        tune.report(
+            {"loss": (config["x"] - 2) ** 2 + (0 if config["k"] == "b" else 1) + config["n"] * 0.01}
+        )
 
     search = OptunaSearch(seed=0)
     grid = tune.Tuner(
         train,
-        param_space={"x": tune.uniform(-5, 5), "k": tune.choice(["a", "b"]), "n": tune.randint(0, 10), "const": 3},
-        tune_config=tune.TuneConfig(metric="loss", mode="min", num_samples=16,
-                                    search_alg=tune.search.ConcurrencyLimiter(search, 2)),
+        param_space={
+            "x": tune.uniform(-5, 5),
+            "k": tune.choice(["a", "b"]),
+            "n": tune.randint(0, 10),
+            "const": 3,
+        },
+        tune_config=tune.TuneConfig(
+            metric="loss",
+            mode="min",
+            num_samples=16,
+            search_alg=tune.search.ConcurrencyLimiter(search, 2),
+        ),
         run_config=tune.RunConfig(storage_path=str(tmp / "r"), verbose=0),
     ).fit()
     assert len(grid) == 16 and grid.num_terminated == 16
-    assert all(r.config["const"] == 3 and -5 <= r.config["x"] <= 5 and 0 <= r.config["n"] < 10 for r in grid)
+    assert all(
+        r.config["const"] == 3 and -5 <= r.config["x"] <= 5 and 0 <= r.config["n"] < 10
+        for r in grid
+    )
     done = [t for t in search.study.trials if t.state.name == "COMPLETE"]
     assert len(done) == 16
     assert grid.get_best_result().metrics["loss"] == pytest.approx(search.study.best_value)
@@ -317,7 +388,8 @@ def test_class_trainables_run_and_checkpoint(local, tmp):
         _Counter,
         param_space={"step": tune.grid_search([1, 2])},
         run_config=tune.RunConfig(
-            storage_path=str(tmp / "r"), verbose=0,
+            storage_path=str(tmp / "r"),
+            verbose=0,
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=2, checkpoint_at_end=True),
         ),
     ).fit()
@@ -331,7 +403,10 @@ def test_legacy_tune_run_returns_an_analysis(local, tmp):
     a = tune.run(
         _train_steps,
         config={"x": tune.grid_search([0.1, 0.3, 0.9]), "iters": 2},
-        metric="loss", mode="min", storage_path=str(tmp / "r"), verbose=0,
+        metric="loss",
+        mode="min",
+        storage_path=str(tmp / "r"),
+        verbose=0,
     )
     assert a.best_config["x"] == 0.3
     assert a.best_result["loss"] == pytest.approx(0.5)
@@ -358,8 +433,11 @@ def test_bad_settings_fail_clearly(local, tmp):
         raise ZeroDivisionError("in sample_from")
 
     with pytest.raises(sunray.exceptions.TuneError, match="in sample_from"):
-        tune.Tuner(_train_steps, param_space={"x": tune.sample_from(broken)},
-                   run_config=tune.RunConfig(storage_path=str(tmp / "r3"), verbose=0)).fit()
+        tune.Tuner(
+            _train_steps,
+            param_space={"x": tune.sample_from(broken)},
+            run_config=tune.RunConfig(storage_path=str(tmp / "r3"), verbose=0),
+        ).fit()
     with pytest.raises(AttributeError, match="not implemented by sunray"):
         tune.nonexistent_api  # noqa: B018
 
@@ -391,8 +469,14 @@ def test_restore_after_the_driver_is_killed(tmp):
     script.write_text(RESTORE_DRIVER.format(tests=str(Path(__file__).parent), storage=storage))
     env = dict(os.environ, SUNRAY_TMPDIR=str(tmp))
     env.pop("SUNRAY_ADDRESS", None)
-    p = subprocess.Popen([sys.executable, "-u", str(script), "first"], env=env, cwd=tmp,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-u", str(script), "first"],
+        env=env,
+        cwd=tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     exp = Path(storage) / "exp"
 
     def progress():
@@ -413,12 +497,25 @@ def test_restore_after_the_driver_is_killed(tmp):
     assert p.poll() is None, p.stdout.read()
     p.send_signal(signal.SIGKILL)
     p.wait()
-    before = {d.name: (d / "starts.log").read_text().split() for d in exp.glob("*_*_*") if (d / "starts.log").exists()}
+    before = {
+        d.name: (d / "starts.log").read_text().split()
+        for d in exp.glob("*_*_*")
+        if (d / "starts.log").exists()
+    }
     finished = {d.name for d in exp.glob("*_*_*") if (d / ".trial_end.json").exists()}
-    r = subprocess.run([sys.executable, "-u", str(script), "second"], env=env, cwd=tmp,
-                       capture_output=True, text=True, timeout=180)
+    r = subprocess.run(  # noqa: PLW1510 - the test asserts the exit status itself
+        [sys.executable, "-u", str(script), "second"],
+        env=env,
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "DONE [(0.1, 5, 'TERMINATED'), (0.2, 5, 'TERMINATED'), (0.3, 5, 'TERMINATED'), (0.4, 5, 'TERMINATED')]" in r.stdout, r.stdout
+    assert (
+        "DONE [(0.1, 5, 'TERMINATED'), (0.2, 5, 'TERMINATED'), (0.3, 5, 'TERMINATED'), (0.4, 5, 'TERMINATED')]"
+        in r.stdout
+    ), r.stdout
     resumed = 0
     for d in exp.glob("*_*_*"):
         starts = (d / "starts.log").read_text().split()
@@ -432,12 +529,21 @@ def test_restore_after_the_driver_is_killed(tmp):
 
 def test_run_ray_names_a_missing_ray_api(tmp):
     s = tmp / "uses_missing.py"
-    s.write_text("import ray\nfrom ray import tune\nprint('TUNE', tune.Tuner.__module__)\nimport ray.util.multiprocessing\n")
-    r = subprocess.run([SUNRAY, "run-ray", str(s)], capture_output=True, text=True, timeout=60,
-                       env=dict(os.environ, SUNRAY_TMPDIR=str(tmp)))
+    s.write_text(
+        "import ray\nfrom ray import tune\nprint('TUNE', tune.Tuner.__module__)\nimport ray.util.multiprocessing\n"
+    )
+    r = subprocess.run(  # noqa: PLW1510 - the test asserts the exit status itself
+        [SUNRAY, "run-ray", str(s)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, SUNRAY_TMPDIR=str(tmp)),
+    )
     assert "TUNE sunray.tune._tuner" in r.stdout
     assert r.returncode != 0
     assert "ray.util is a Ray module that sunray does not implement" in r.stderr, r.stderr
     s.write_text("import ray\nray.method\n")
-    r = subprocess.run([SUNRAY, "run-ray", str(s)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [SUNRAY, "run-ray", str(s)], check=False, capture_output=True, text=True, timeout=60
+    )
     assert "sunray has no 'method': this Ray API is not implemented by sunray" in r.stderr, r.stderr

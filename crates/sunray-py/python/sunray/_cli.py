@@ -16,8 +16,10 @@ def run_ray(argv: list[str]) -> None:
     ``import ray`` (and ``ray.tune``, ``ray.air``…) resolving to sunray, in the driver
     and in its workers (they get the driver's ``sys.path``)."""
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: sunray run-ray SCRIPT.py [ARGS...]\n\nRuns a Ray script on sunray: "
-              "`import ray` and its submodules resolve to sunray's.")
+        print(
+            "usage: sunray run-ray SCRIPT.py [ARGS...]\n\nRuns a Ray script on sunray: "
+            "`import ray` and its submodules resolve to sunray's."
+        )
         sys.exit(0 if argv else 2)
     script = argv[0]
     if not os.path.isfile(script):
@@ -26,7 +28,10 @@ def run_ray(argv: list[str]) -> None:
     import runpy
 
     sys.argv = list(argv)
-    sys.path[0:0] = [os.path.join(os.path.dirname(__file__), "_compat"), os.path.dirname(os.path.abspath(script))]
+    sys.path[0:0] = [
+        os.path.join(os.path.dirname(__file__), "_compat"),
+        os.path.dirname(os.path.abspath(script)),
+    ]
     import ray  # noqa: F401 - installs the ray -> sunray aliases
 
     runpy.run_path(script, run_name="__main__")

@@ -188,7 +188,6 @@ __all__ = [
     "ClusterConnectionError",
     "ConfigError",
     "GetTimeoutError",
-    "TuneError",
     "NodeDiedError",
     "ObjectLostError",
     "ObjectStoreFullError",
@@ -198,6 +197,7 @@ __all__ = [
     "RayTaskError",
     "SunrayError",
     "TaskError",
+    "TuneError",
     "WorkerCrashedError",
     "WorkerStartError",
 ]

@@ -8,7 +8,9 @@ from . import session
 
 
 def __getattr__(name: str):
-    raise AttributeError(f"sunray.air has no {name!r}: this Ray AIR API is not implemented by sunray")
+    raise AttributeError(
+        f"sunray.air has no {name!r}: this Ray AIR API is not implemented by sunray"
+    )
 
 
 __all__ = ["Checkpoint", "CheckpointConfig", "FailureConfig", "Result", "RunConfig", "session"]

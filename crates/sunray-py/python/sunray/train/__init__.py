@@ -16,7 +16,18 @@ from ..tune import (
 
 
 def __getattr__(name: str):
-    raise AttributeError(f"sunray.train has no {name!r}: this Ray Train API is not implemented by sunray")
+    raise AttributeError(
+        f"sunray.train has no {name!r}: this Ray Train API is not implemented by sunray"
+    )
 
 
-__all__ = ["Checkpoint", "CheckpointConfig", "FailureConfig", "Result", "RunConfig", "get_checkpoint", "get_context", "report"]
+__all__ = [
+    "Checkpoint",
+    "CheckpointConfig",
+    "FailureConfig",
+    "Result",
+    "RunConfig",
+    "get_checkpoint",
+    "get_context",
+    "report",
+]

@@ -22,8 +22,8 @@ from ._config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from ._space import (
     choice,
     grid_search,
-    loguniform,
     lograndint,
+    loguniform,
     qloguniform,
     qrandint,
     qrandn,
@@ -83,12 +83,14 @@ class Trainable:
 
 
 def __getattr__(name: str):
-    raise AttributeError(f"sunray.tune has no {name!r}: this Ray Tune API is not implemented by sunray")
+    raise AttributeError(
+        f"sunray.tune has no {name!r}: this Ray Tune API is not implemented by sunray"
+    )
 
 
 __all__ = [
-    "CheckpointConfig",
     "Checkpoint",
+    "CheckpointConfig",
     "ExperimentAnalysis",
     "FailureConfig",
     "Result",
@@ -103,8 +105,8 @@ __all__ = [
     "get_checkpoint",
     "get_context",
     "grid_search",
-    "loguniform",
     "lograndint",
+    "loguniform",
     "qloguniform",
     "qrandint",
     "qrandn",

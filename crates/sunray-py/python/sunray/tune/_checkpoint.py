@@ -17,7 +17,9 @@ class Checkpoint:
 
     def __init__(self, path: str | os.PathLike, filesystem=None):
         if filesystem is not None:
-            raise NotImplementedError("sunray checkpoints live on local or shared file systems only")
+            raise NotImplementedError(
+                "sunray checkpoints live on local or shared file systems only"
+            )
         self.path = os.fspath(path)
 
     @classmethod

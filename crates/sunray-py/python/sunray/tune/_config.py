@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def _check_mode(mode: str | None, what: str) -> None:
@@ -34,7 +35,7 @@ class TuneConfig:
         if (self.metric is None) != (self.mode is None):
             raise ValueError("TuneConfig: give both metric and mode, or neither")
         if not isinstance(self.num_samples, int) or isinstance(self.num_samples, bool):
-            raise ValueError(f"TuneConfig: num_samples must be an integer, got {self.num_samples!r}")
+            raise TypeError(f"TuneConfig: num_samples must be an integer, got {self.num_samples!r}")
         if self.num_samples == 0 or self.num_samples < -1:
             raise ValueError("TuneConfig: num_samples must be >= 1 (or -1: until the time budget)")
         if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
@@ -95,6 +96,8 @@ class RunConfig:
                 "Ray's CLI status table; set verbose=0 to silence it)"
             )
         if self.storage_filesystem is not None:
-            raise NotImplementedError("RunConfig: storage_filesystem (cloud storage) is not supported")
+            raise NotImplementedError(
+                "RunConfig: storage_filesystem (cloud storage) is not supported"
+            )
         if self.verbose is not None and self.verbose not in (0, 1, 2, 3):
             raise ValueError(f"RunConfig: verbose must be 0, 1, 2 or 3, got {self.verbose!r}")

@@ -45,7 +45,7 @@ def run_trial(program: TrialProgram, trial_id: str, experiment_dir: str, marker:
     global _current
     began = _sunray.tune_begin(trial_id, experiment_dir, marker)
     if began is None:
-        return None  # the tuner no longer wants this trial
+        return  # the tuner no longer wants this trial
     config_json, session = began
     trial = _Trial(session, json.loads(config_json), experiment_dir, program.options)
     kwargs = dict(zip(program.param_names, params))
@@ -70,7 +70,7 @@ def run_trial(program: TrialProgram, trial_id: str, experiment_dir: str, marker:
         _current = None
         os.chdir(cwd)
         session.close()
-    return None
+    return
 
 
 def _run_class(cls, trial: _Trial, kwargs: dict) -> None:

@@ -65,9 +65,13 @@ def _unwrap(trainable):
             params = {**trainable.params, **params}
         trainable = trainable.trainable
     if isinstance(trainable, str):
-        raise NotImplementedError("registered trainables by name are not supported: pass the function")
+        raise NotImplementedError(
+            "registered trainables by name are not supported: pass the function"
+        )
     if not callable(trainable):
-        raise TypeError(f"the trainable must be a function or a tune.Trainable class, got {trainable!r}")
+        raise TypeError(
+            f"the trainable must be a function or a tune.Trainable class, got {trainable!r}"
+        )
     return trainable, resources, params
 
 
@@ -98,7 +102,15 @@ class Tuner:
     """Ray Tune's ``Tuner``: ``Tuner(trainable, param_space=..., tune_config=...,
     run_config=...).fit()``."""
 
-    def __init__(self, trainable=None, *, param_space: dict | None = None, tune_config=None, run_config=None, _restore=None):
+    def __init__(
+        self,
+        trainable=None,
+        *,
+        param_space: dict | None = None,
+        tune_config=None,
+        run_config=None,
+        _restore=None,
+    ):
         if trainable is None:
             raise TypeError("Tuner needs a trainable")
         self._trainable = trainable
@@ -138,7 +150,9 @@ class Tuner:
             with open(os.path.join(path, _TUNER_FILE), "rb") as f:
                 saved = cloudpickle.load(f)
         except FileNotFoundError:
-            raise ValueError(f"{path} has no {_TUNER_FILE}: it was not written by sunray's Python tuner") from None
+            raise ValueError(
+                f"{path} has no {_TUNER_FILE}: it was not written by sunray's Python tuner"
+            ) from None
         space, tc, rc = saved["param_space"], saved["tune_config"], saved["run_config"]
         if param_space is not None:
             space = param_space
@@ -154,7 +168,9 @@ class Tuner:
         tc, rc = self._tune_config, self._run_config
         scheduler = tc.scheduler or FIFOScheduler()
         if not isinstance(scheduler, TrialScheduler):
-            raise TypeError(f"scheduler must be one of sunray.tune.schedulers', got {type(scheduler).__name__}")
+            raise TypeError(
+                f"scheduler must be one of sunray.tune.schedulers', got {type(scheduler).__name__}"
+            )
         search = tc.search_alg or BasicVariantGenerator()
         py_searcher = None
         inner = search.searcher if isinstance(search, ConcurrencyLimiter) else search
@@ -162,7 +178,9 @@ class Tuner:
             inner.set_search_properties(tc.metric, tc.mode, self._param_space)
             py_searcher = inner
         elif not hasattr(inner, "spec"):
-            raise TypeError(f"search_alg {type(inner).__name__} is not a sunray searcher nor a tune.search.Searcher")
+            raise TypeError(
+                f"search_alg {type(inner).__name__} is not a sunray searcher nor a tune.search.Searcher"
+            )
         searcher_spec = search.spec() if hasattr(search, "spec") else {"kind": "python"}
         m = getattr(inner, "metric", None)
         metric, mode = tc.metric, tc.mode
@@ -179,13 +197,15 @@ class Tuner:
         if isinstance(stop, dict):
             for k, v in stop.items():
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    raise ValueError(f"RunConfig.stop: {k!r} must be a number, got {v!r}")
+                    raise TypeError(f"RunConfig.stop: {k!r} must be a number, got {v!r}")
                 thresholds.append([k, float(v)])
         elif callable(stop):
             funcs.append(stop)
             stop_fn = len(funcs) - 1
         elif stop is not None:
-            raise TypeError("RunConfig.stop takes a dict, a function (trial_id, result) -> bool, or None")
+            raise TypeError(
+                "RunConfig.stop takes a dict, a function (trial_id, result) -> bool, or None"
+            )
         cc = rc.checkpoint_config or CheckpointConfig()
         fc = rc.failure_config or FailureConfig()
         budget = tc.time_budget_s
@@ -207,7 +227,9 @@ class Tuner:
             "time_budget_s": None if budget is None else float(budget),
             "seed": int(seed) % 2**63,
             "name": rc.name,
-            "storage_path": None if rc.storage_path is None else os.path.abspath(os.path.expanduser(rc.storage_path)),
+            "storage_path": None
+            if rc.storage_path is None
+            else os.path.abspath(os.path.expanduser(rc.storage_path)),
             "stop": {"thresholds": thresholds, "func": stop_fn},
             "num_to_keep": cc.num_to_keep,
             "checkpoint_score_attribute": cc.checkpoint_score_attribute,
@@ -325,7 +347,13 @@ class ResultGrid:
         self._mode = data["mode"]
         self._results = [Result(r) for r in data["trials"]]
 
-    def get_best_result(self, metric: str | None = None, mode: str | None = None, scope: str = "last", filter_nan_and_inf: bool = True) -> Result:
+    def get_best_result(
+        self,
+        metric: str | None = None,
+        mode: str | None = None,
+        scope: str = "last",
+        filter_nan_and_inf: bool = True,
+    ) -> Result:
         best = _sunray.tune_best(self.experiment_path, metric, mode, scope)
         return next(r for r in self._results if r.trial_id == best)
 
@@ -338,8 +366,16 @@ class ResultGrid:
             if filter_metric is not None:
                 hist = r.metrics_dataframe
                 if filter_metric in hist:
-                    i = hist[filter_metric].idxmin() if filter_mode == "min" else hist[filter_metric].idxmax()
-                    row = {k: v for k, v in hist.loc[i].to_dict().items() if not k.startswith("config/")}
+                    i = (
+                        hist[filter_metric].idxmin()
+                        if filter_mode == "min"
+                        else hist[filter_metric].idxmax()
+                    )
+                    row = {
+                        k: v
+                        for k, v in hist.loc[i].to_dict().items()
+                        if not k.startswith("config/")
+                    }
             for k, v in _flatten(r.config, "config/"):
                 row[k] = v
             row["trial_id"] = r.trial_id
@@ -390,7 +426,9 @@ class ExperimentAnalysis:
         self.experiment_path = grid.experiment_path
 
     def _best(self, metric=None, mode=None, scope="last") -> Result:
-        return self._grid.get_best_result(metric or self.default_metric, mode or self.default_mode, scope)
+        return self._grid.get_best_result(
+            metric or self.default_metric, mode or self.default_mode, scope
+        )
 
     def get_best_config(self, metric=None, mode=None, scope="last") -> dict:
         return self._best(metric, mode, scope).config
@@ -466,7 +504,9 @@ def run(
     ignored = {"progress_reporter", "log_to_file", "sync_config", "callbacks", "fail_fast"}
     unknown = set(kwargs) - ignored
     if unknown:
-        raise TypeError(f"tune.run() got arguments sunray does not support: {', '.join(sorted(unknown))}")
+        raise TypeError(
+            f"tune.run() got arguments sunray does not support: {', '.join(sorted(unknown))}"
+        )
     trainable = run_or_experiment
     if resources_per_trial:
         trainable = with_resources(trainable, resources_per_trial)
@@ -501,15 +541,28 @@ def run(
     )
     tuner = Tuner(trainable, param_space=config or {}, tune_config=tc, run_config=rc)
     if resume:
-        exp = os.path.join(os.path.expanduser(storage_path or local_dir or "~/sunray_results"), name or "")
+        exp = os.path.join(
+            os.path.expanduser(storage_path or local_dir or "~/sunray_results"), name or ""
+        )
         if name and Tuner.can_restore(exp):
             tuner = Tuner.restore(exp, trainable, resume_errored=resume == "ERRORED_ONLY")
     grid = tuner.fit()
     if raise_on_failed_trial and grid.num_errors:
         from ..exceptions import TuneError
 
-        raise TuneError(f"{grid.num_errors} trial(s) did not complete: {[str(e) for e in grid.errors]}")
+        raise TuneError(
+            f"{grid.num_errors} trial(s) did not complete: {[str(e) for e in grid.errors]}"
+        )
     return ExperimentAnalysis(grid, metric, mode)
 
 
-__all__ = ["ExperimentAnalysis", "Result", "ResultGrid", "Tuner", "run", "to_json", "with_parameters", "with_resources"]
+__all__ = [
+    "ExperimentAnalysis",
+    "Result",
+    "ResultGrid",
+    "Tuner",
+    "run",
+    "to_json",
+    "with_parameters",
+    "with_resources",
+]

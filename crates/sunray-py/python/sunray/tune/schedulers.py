@@ -147,7 +147,9 @@ class PopulationBasedTraining(TrialScheduler):
     ):
         n = "PopulationBasedTraining"
         if synch:
-            raise NotImplementedError(f"{n}: synch=True is not supported (sunray's PBT is asynchronous)")
+            raise NotImplementedError(
+                f"{n}: synch=True is not supported (sunray's PBT is asynchronous)"
+            )
         if burn_in_period:
             raise NotImplementedError(f"{n}: burn_in_period is not supported")
         if not hyperparam_mutations and custom_explore_fn is None:
@@ -162,7 +164,10 @@ class PopulationBasedTraining(TrialScheduler):
             "perturbation_interval": _positive(n, "perturbation_interval", perturbation_interval),
             "quantile_fraction": float(quantile_fraction),
             "resample_probability": float(resample_probability),
-            "perturbation_factors": [float(perturbation_factors[0]), float(perturbation_factors[1])],
+            "perturbation_factors": [
+                float(perturbation_factors[0]),
+                float(perturbation_factors[1]),
+            ],
         }
 
     def spec(self, funcs: list) -> dict:

@@ -103,7 +103,9 @@ class Searcher:
     def mode(self) -> str | None:
         return self._mode
 
-    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict, **spec
+    ) -> bool:
         if self._metric is None:
             self._metric = metric
         if self._mode is None:
@@ -116,12 +118,14 @@ class Searcher:
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         pass
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
         pass
 
     def get_state(self):
         """JSON data the searcher resumes from (None: it cannot resume)."""
-        return None
+        return
 
     def set_state(self, state) -> None:
         pass

@@ -18,7 +18,7 @@ def _distributions(space: dict, prefix: str = "") -> dict:
             continue
         if not isinstance(v, _space.Domain):
             if isinstance(v, dict):
-                raise ValueError(f"OptunaSearch: grid_search ({path}) is not supported")
+                raise NotImplementedError(f"OptunaSearch: grid_search ({path}) is not supported")
             continue  # a constant: the tuner adds it to every config
         p = v.params
         if v.kind == "uniform":
@@ -56,7 +56,16 @@ class OptunaSearch(Searcher):
     the search space is the Tuner's ``param_space`` (or ``space`` given here, in Ray's
     domains); Optuna's study asks for each trial's config and is told its result."""
 
-    def __init__(self, space: dict | None = None, metric=None, mode=None, points_to_evaluate=None, sampler=None, seed=None, evaluated_rewards=None):
+    def __init__(
+        self,
+        space: dict | None = None,
+        metric=None,
+        mode=None,
+        points_to_evaluate=None,
+        sampler=None,
+        seed=None,
+        evaluated_rewards=None,
+    ):
         super().__init__(metric, mode)
         if evaluated_rewards is not None:
             raise NotImplementedError("OptunaSearch: evaluated_rewards is not supported")
