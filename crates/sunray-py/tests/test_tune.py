@@ -277,6 +277,7 @@ def test_pbt_exploit_copies_a_donors_checkpoint(local, tmp):
                 f.write(state["owner"] + "\n")
         me = tune.get_context().get_trial_id()
         for i in range(start, 12):
+            time.sleep(0.02)  # a step of work: all four are live at each perturbation
             w += config["lr"]
             Path("c").mkdir(exist_ok=True)
             Path("c/s.json").write_text(json.dumps({"w": w, "it": i + 1, "owner": me}))
@@ -288,7 +289,7 @@ def test_pbt_exploit_copies_a_donors_checkpoint(local, tmp):
         hyperparam_mutations={"lr": tune.uniform(0.0, 1.0)},
     )
     grid = tune.Tuner(
-        train,
+        tune.with_resources(train, {"cpu": 0.5}),
         param_space={"lr": tune.uniform(0.0, 1.0)},
         tune_config=tune.TuneConfig(
             metric="score", mode="max", num_samples=4, scheduler=pbt, seed=3
@@ -547,3 +548,52 @@ def test_run_ray_names_a_missing_ray_api(tmp):
         [SUNRAY, "run-ray", str(s)], check=False, capture_output=True, text=True, timeout=60
     )
     assert "sunray has no 'method': this Ray API is not implemented by sunray" in r.stderr, r.stderr
+
+
+@needs_seed
+@needs_torch
+@pytest.mark.skipif(os.geteuid() != 0, reason="the Slurm lab needs root (network namespaces)")
+def test_the_seeds_tune_sample_runs_under_slurm_run_on_the_slurm_lab():
+    from test_seed import LAB, lab_on
+
+    if lab_on("n1", "true").returncode != 0:
+        up = subprocess.run(["bash", str(LAB), "up"], check=False, capture_output=True, text=True)
+        assert up.returncode == 0, up.stdout + up.stderr
+    jobs = Path(os.environ.get("LAB_STATE", "/tmp/sunray-slurmlab")) / "jobs"
+    work = jobs / f"tune-{os.getpid()}"
+    work.mkdir(parents=True, exist_ok=True)
+    data = cifar_synth.write(work / "cifar")
+    script = cifar_synth.seed_script(TUNE_SAMPLE, work / "tune_sample.py", as_sunray=False)
+    for p in [work, *work.rglob("*")]:
+        os.chmod(p, 0o777 if p.is_dir() else 0o666)
+    batch = work / "job.sbatch"
+    batch.write_text(
+        "#!/bin/bash\n"
+        "#SBATCH --nodes=2\n#SBATCH --ntasks-per-node=1\n#SBATCH --cpus-per-task=2\n"
+        f"#SBATCH --output={work}/sunray_%j.out\n"
+        f"export PATH={Path(SUNRAY).parent}:$PATH HOME={work} SUNRAY_TEST_CIFAR={data}\n"
+        f"export SUNRAY_STORAGE_PATH={work}/results SUNRAY_TUNE_SEED=19\n"
+        # Fake GPUs: the seed asks for 2 per trial; the lab's nodes have none.
+        f"cd {work} && sunray slurm run --num-gpus 2 -- sunray run-ray {script}\n"
+    )
+    sub = lab_on("n1", "sbatch", "--parsable", str(batch))
+    assert sub.returncode == 0, sub.stderr
+    job = sub.stdout.strip()
+    deadline = time.monotonic() + 500
+    while time.monotonic() < deadline:
+        q = lab_on("n1", "squeue", "-h", "-j", job)
+        if q.returncode == 0 and not q.stdout.strip():
+            break
+        time.sleep(1)
+    out_file = work / f"sunray_{job}.out"
+    out = out_file.read_text() if out_file.exists() else ""
+    assert "JobState=COMPLETED" in lab_on("n1", "scontrol", "show", "job", job).stdout, out[-4000:]
+    _check_seed_output(out)
+    exp = next((work / "results").iterdir())
+    ips = {
+        json.loads(line)["node_ip"]
+        for d in exp.iterdir()
+        if d.is_dir()
+        for line in (d / "result.json").read_text().splitlines()
+    }
+    assert len(ips) == 2 and all(ip.startswith("10.77.0.") for ip in ips), ips
