@@ -37,17 +37,26 @@ def with_checkpoint(config):
     with open(os.path.join(d, "w.bin"), "wb") as f:
         f.write(os.urandom(2**20))
     for i in range(10):
-        tune.report({"loss": config["x"] / (i + 1)}, checkpoint=tune.Checkpoint.from_directory(d))
+        tune.report(
+            {"loss": config["x"] / (i + 1)},
+            checkpoint=tune.Checkpoint.from_directory(d),
+        )
 
 
 def fit(fn, n, scheduler=None, storage=None):
-    kw = {"reuse_actors": True} if which == "ray" and os.environ.get("RAY_REUSE") else {}
+    kw = (
+        {"reuse_actors": True} if which == "ray" and os.environ.get("RAY_REUSE") else {}
+    )
     t = time.perf_counter()
     tune.Tuner(
         fn,
         param_space={"x": tune.uniform(0, 1)},
-        tune_config=tune.TuneConfig(metric="loss", mode="min", num_samples=n, scheduler=scheduler, **kw),
-        run_config=tune.RunConfig(storage_path=storage or tempfile.mkdtemp(), verbose=0),
+        tune_config=tune.TuneConfig(
+            metric="loss", mode="min", num_samples=n, scheduler=scheduler, **kw
+        ),
+        run_config=tune.RunConfig(
+            storage_path=storage or tempfile.mkdtemp(), verbose=0
+        ),
     ).fit()
     return time.perf_counter() - t
 
@@ -64,7 +73,9 @@ ray.init(num_cpus=2)
 out = {}
 trials = int(os.environ.get("BENCH_TRIALS", "200"))
 out["fifo_s"] = fit(noop, trials)
-out["asha_s"] = fit(noop, trials, ASHAScheduler(max_t=10, grace_period=1, reduction_factor=2))
+out["asha_s"] = fit(
+    noop, trials, ASHAScheduler(max_t=10, grace_period=1, reduction_factor=2)
+)
 out["trials"] = trials
 ck = fit(with_checkpoint, 20)
 base = fit(noop, 20)

@@ -597,3 +597,50 @@ def test_the_seeds_tune_sample_runs_under_slurm_run_on_the_slurm_lab():
         for line in (d / "result.json").read_text().splitlines()
     }
     assert len(ips) == 2 and all(ip.startswith("10.77.0.") for ip in ips), ips
+
+
+CRASH_AFTER_FIT = """
+import sys
+import sunray
+from sunray import tune
+sys.path.insert(0, {tests!r})
+from test_tune import _train_steps
+
+sunray.init(num_cpus=2)
+results = tune.Tuner(_train_steps, param_space={{"x": tune.grid_search([0.1, 0.5]), "iters": 3}},
+                     tune_config=tune.TuneConfig(metric="loss", mode="min"),
+                     run_config=tune.RunConfig(name="exp", storage_path={storage!r}, verbose=0)).fit()
+best = results.get_best_result()
+# The seed's crash: a checkpoint saved from nn.DataParallel does not load into a plain net.
+raise RuntimeError('Error(s) in loading state_dict for Net: Missing key(s): "conv1.weight"')
+"""
+
+
+def test_a_driver_crash_after_fit_leaves_the_results_complete_and_restorable(tmp):
+    storage = str(tmp / "r")
+    script = tmp / "crash.py"
+    script.write_text(CRASH_AFTER_FIT.format(tests=str(Path(__file__).parent), storage=storage))
+    env = dict(os.environ, SUNRAY_TMPDIR=str(tmp))
+    env.pop("SUNRAY_ADDRESS", None)
+    r = subprocess.run(  # noqa: PLW1510 - the test asserts the exit status itself
+        [sys.executable, "-u", str(script)],
+        env=env,
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 1 and "Error(s) in loading state_dict" in r.stderr, r.stderr
+    exp = Path(storage) / "exp"
+    grid = tune.ResultGrid(str(exp))
+    assert grid.num_terminated == 2
+    best = grid.get_best_result()
+    assert best.config["x"] == 0.1 and best.checkpoint is not None
+    assert tune.Tuner.can_restore(exp)
+    # Restoring a finished experiment runs nothing again and gives the same results.
+    with sunray.init(num_cpus=2):
+        again = tune.Tuner.restore(str(exp), _train_steps).fit()
+    sunray.shutdown()
+    assert sorted(r.metrics["training_iteration"] for r in again) == [3, 3]
+    for r in again:
+        assert Path(r.path, "starts.log").read_text().split() == ["0"]
