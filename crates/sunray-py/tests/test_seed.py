@@ -77,14 +77,37 @@ def lab_on(node: str, *cmd: str) -> subprocess.CompletedProcess:
     )
 
 
-@needs_seed
-@pytest.mark.skipif(os.geteuid() != 0, reason="the Slurm lab needs root (network namespaces)")
-def test_the_seeds_simple_trainer_runs_under_slurm_run_on_the_slurm_lab():
+def lab_jobs() -> Path:
+    """The lab's shared job folder, with the lab brought up if it is not."""
     if lab_on("n1", "true").returncode != 0:
         up = subprocess.run(["bash", str(LAB), "up"], check=False, capture_output=True, text=True)
         assert up.returncode == 0, up.stdout + up.stderr
-    state = Path(os.environ.get("LAB_STATE", "/tmp/sunray-slurmlab"))
-    jobs = state / "jobs"
+    return Path(os.environ.get("LAB_STATE", "/tmp/sunray-slurmlab")) / "jobs"
+
+
+def run_lab_job(script: Path, out_dir: Path, timeout: float) -> str:
+    """Submits a batch script (whose output goes to ``out_dir/sunray_%j.out``), waits
+    for it to leave the queue, asserts it completed, and returns its output."""
+    sub = lab_on("n1", "sbatch", "--parsable", str(script))
+    assert sub.returncode == 0, sub.stderr
+    job = sub.stdout.strip()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        q = lab_on("n1", "squeue", "-h", "-j", job)
+        if q.returncode == 0 and not q.stdout.strip():
+            break
+        time.sleep(0.5)
+    out_file = out_dir / f"sunray_{job}.out"
+    out = out_file.read_text() if out_file.exists() else ""
+    state = lab_on("n1", "scontrol", "show", "job", job).stdout
+    assert "JobState=COMPLETED" in state, out[-4000:]
+    return out
+
+
+@needs_seed
+@pytest.mark.skipif(os.geteuid() != 0, reason="the Slurm lab needs root (network namespaces)")
+def test_the_seeds_simple_trainer_runs_under_slurm_run_on_the_slurm_lab():
+    jobs = lab_jobs()
     shim = ray_shim(jobs / f"py-{os.getpid()}")
     os.chmod(shim.parent, 0o755)
     script = jobs / f"py-{os.getpid()}.sbatch"
@@ -95,19 +118,7 @@ def test_the_seeds_simple_trainer_runs_under_slurm_run_on_the_slurm_lab():
         f"export PATH={Path(SUNRAY).parent}:$PATH PYTHONPATH={shim}\n"
         f"sunray slurm run -- python -u {TRAINER} 4\n"
     )
-    sub = lab_on("n1", "sbatch", "--parsable", str(script))
-    assert sub.returncode == 0, sub.stderr
-    job = sub.stdout.strip()
-    out_file = jobs / f"sunray_{job}.out"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        q = lab_on("n1", "squeue", "-h", "-j", job)
-        if q.returncode == 0 and not q.stdout.strip():
-            break
-        time.sleep(0.5)
-    out = out_file.read_text() if out_file.exists() else ""
-    state_line = lab_on("n1", "scontrol", "show", "job", job).stdout
-    assert "JobState=COMPLETED" in state_line, out
+    out = run_lab_job(script, jobs, timeout=240)
     found = rounds(out)
     assert len(found) == 60, out
     for counter, secs in found:

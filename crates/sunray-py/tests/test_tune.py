@@ -554,13 +554,9 @@ def test_run_ray_names_a_missing_ray_api(tmp):
 @needs_torch
 @pytest.mark.skipif(os.geteuid() != 0, reason="the Slurm lab needs root (network namespaces)")
 def test_the_seeds_tune_sample_runs_under_slurm_run_on_the_slurm_lab():
-    from test_seed import LAB, lab_on
+    from test_seed import lab_jobs, run_lab_job
 
-    if lab_on("n1", "true").returncode != 0:
-        up = subprocess.run(["bash", str(LAB), "up"], check=False, capture_output=True, text=True)
-        assert up.returncode == 0, up.stdout + up.stderr
-    jobs = Path(os.environ.get("LAB_STATE", "/tmp/sunray-slurmlab")) / "jobs"
-    work = jobs / f"tune-{os.getpid()}"
+    work = lab_jobs() / f"tune-{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)
     data = cifar_synth.write(work / "cifar")
     script = cifar_synth.seed_script(TUNE_SAMPLE, work / "tune_sample.py", as_sunray=False)
@@ -576,18 +572,7 @@ def test_the_seeds_tune_sample_runs_under_slurm_run_on_the_slurm_lab():
         # Fake GPUs: the seed asks for 2 per trial; the lab's nodes have none.
         f"cd {work} && sunray slurm run --num-gpus 2 -- sunray run-ray {script}\n"
     )
-    sub = lab_on("n1", "sbatch", "--parsable", str(batch))
-    assert sub.returncode == 0, sub.stderr
-    job = sub.stdout.strip()
-    deadline = time.monotonic() + 500
-    while time.monotonic() < deadline:
-        q = lab_on("n1", "squeue", "-h", "-j", job)
-        if q.returncode == 0 and not q.stdout.strip():
-            break
-        time.sleep(1)
-    out_file = work / f"sunray_{job}.out"
-    out = out_file.read_text() if out_file.exists() else ""
-    assert "JobState=COMPLETED" in lab_on("n1", "scontrol", "show", "job", job).stdout, out[-4000:]
+    out = run_lab_job(batch, work, timeout=500)
     _check_seed_output(out)
     exp = next((work / "results").iterdir())
     ips = {
