@@ -1,7 +1,9 @@
 """Python Tune overhead, for sunray or Ray (``python bench/py_tune.py sunray|ray``):
 200 trials x 10 results of a no-op trainable with FIFO and with ASHA (1 CPU each, on a
-2-CPU local cluster); the time per result with a 1 MB checkpoint (20 trials x 10);
-the driver's RSS after 2,000 one-result trials. Prints one JSON object."""
+2-CPU local cluster); the time a ``report`` takes inside the trial with a 1 MB checkpoint and without (20 trials
+x 10 each; medians);
+the driver's RSS after 2,000-trial experiments (BENCH_RSS=0 leaves it out). Prints one
+JSON object."""
 
 from __future__ import annotations
 
@@ -32,25 +34,40 @@ def one(config):
     tune.report({"loss": config["x"]})
 
 
-def with_checkpoint(config):
+def timed_reports(config):
+    """Ten results, each with the same 1 MB checkpoint directory or none; the time each
+    ``report`` call takes, as the training loop sees it, appended to config["log"]."""
     d = tempfile.mkdtemp()
     with open(os.path.join(d, "w.bin"), "wb") as f:
         f.write(os.urandom(2**20))
+    times = []
     for i in range(10):
-        tune.report(
-            {"loss": config["x"] / (i + 1)},
-            checkpoint=tune.Checkpoint.from_directory(d),
-        )
+        ck = tune.Checkpoint.from_directory(d) if config["checkpoint"] else None
+        t = time.perf_counter()
+        tune.report({"loss": config["x"] / (i + 1)}, checkpoint=ck)
+        times.append(time.perf_counter() - t)
+    with open(config["log"], "a") as f:
+        f.write(json.dumps(times) + "\n")
 
 
-def fit(fn, n, scheduler=None, storage=None):
+def report_ms(checkpoint: bool) -> float:
+    """Median time of one report over 20 trials x 10 results, in ms."""
+    log = os.path.join(tempfile.mkdtemp(), "report_times.jsonl")
+    fit(timed_reports, 20, space={"checkpoint": checkpoint, "log": log})
+    with open(log) as f:
+        times = sorted(t for line in f for t in json.loads(line))
+    os.unlink(log)
+    return times[len(times) // 2] * 1000
+
+
+def fit(fn, n, scheduler=None, storage=None, space=None):
     kw = (
         {"reuse_actors": True} if which == "ray" and os.environ.get("RAY_REUSE") else {}
     )
     t = time.perf_counter()
     tune.Tuner(
         fn,
-        param_space={"x": tune.uniform(0, 1)},
+        param_space={"x": tune.uniform(0, 1), **(space or {})},
         tune_config=tune.TuneConfig(
             metric="loss", mode="min", num_samples=n, scheduler=scheduler, **kw
         ),
@@ -71,19 +88,27 @@ def rss_mb() -> float:
 
 ray.init(num_cpus=2)
 out = {}
-trials = int(os.environ.get("BENCH_TRIALS", "200"))
-out["fifo_s"] = fit(noop, trials)
-out["asha_s"] = fit(
-    noop, trials, ASHAScheduler(max_t=10, grace_period=1, reduction_factor=2)
-)
-out["trials"] = trials
-ck = fit(with_checkpoint, 20)
-base = fit(noop, 20)
-out["checkpoint_ms_per_result"] = max(ck - base, 0) / 200 * 1000
-if os.environ.get("BENCH_RSS", "1") == "1":
+# BENCH_PARTS picks what runs (default all): overhead, checkpoint, rss.
+parts = os.environ.get("BENCH_PARTS", "overhead,checkpoint,rss").split(",")
+if "overhead" in parts:
+    trials = int(os.environ.get("BENCH_TRIALS", "200"))
+    out["fifo_s"] = fit(noop, trials)
+    out["asha_s"] = fit(
+        noop, trials, ASHAScheduler(max_t=10, grace_period=1, reduction_factor=2)
+    )
+    out["trials"] = trials
+if "checkpoint" in parts:
+    with_ck, without = report_ms(True), report_ms(False)
+    out["report_ms"] = without
+    out["report_with_1mb_checkpoint_ms"] = with_ck
+    out["checkpoint_ms_per_result"] = with_ck - without
+if "rss" in parts and os.environ.get("BENCH_RSS", "1") == "1":
+    # After a 200-trial warm-up, then after each of three 2,000-trial experiments: the
+    # first shows one experiment's high-water mark, the next two whether it keeps growing.
     fit(one, 200)
-    before = rss_mb()
-    fit(one, 2000)
-    out["rss_before_mb"] = before
-    out["rss_after_2000_mb"] = rss_mb()
+    out["rss_mb_after_200"] = rss_mb()
+    out["rss_mb_after_each_2000"] = []
+    for _ in range(3):
+        fit(one, 2000)
+        out["rss_mb_after_each_2000"].append(rss_mb())
 print(json.dumps(out))

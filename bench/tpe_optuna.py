@@ -8,6 +8,7 @@ import math
 import time
 from collections import deque
 
+import numpy as np
 import optuna
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -74,6 +75,57 @@ def mixed(p):
     )
 
 
+CURVE_MAX_T = 27
+
+
+def curve_params(t):
+    return (
+        t.suggest_float("lr", 1e-4, 1.0, log=True),
+        t.suggest_float("momentum", 0.0, 0.99),
+        t.suggest_int("width", 16, 512),
+        t.suggest_float("dropout", 0.0, 0.8),
+    )
+
+
+def learning_curve(p, t):
+    """examples/bench_tpe.rs's synthetic training run (loss at iteration t)."""
+    lr, mom, width, drop = p
+    floor = (
+        0.3 * (math.log10(lr) + 2) ** 2
+        + 2 * (mom - 0.9) ** 2
+        + 0.05 * (math.log2(width) - 7) ** 2
+        + 0.5 * (drop - 0.3) ** 2
+    )
+    rate = 0.05 + 0.5 * math.sqrt(lr) * (1 + mom)
+    return floor + 2 * math.exp(-rate * t)
+
+
+class Asha:
+    """Ray's ASHAScheduler (max_t 27, grace 1, reduction factor 3, one bracket), as
+    sunray's scheduler decides in bench_tpe: a trial reaching a rung is stopped when its
+    score is below the rung's (1 - 1/rf) percentile; every trial stops at max_t."""
+
+    def __init__(self, max_t=CURVE_MAX_T, grace=1, rf=3):
+        n = int(math.log(max_t / grace) / math.log(rf) + 1)
+        self.rungs = [(grace * rf**k, {}) for k in reversed(range(n))]
+        self.rf, self.max_t = rf, max_t
+
+    def stops(self, trial, t, loss):
+        if t >= self.max_t:
+            return True
+        for milestone, recorded in self.rungs:
+            if t < milestone:
+                continue
+            if trial in recorded:
+                return False
+            stop = bool(recorded) and -loss < np.percentile(
+                list(recorded.values()), (1 - 1 / self.rf) * 100
+            )
+            recorded[trial] = -loss
+            return stop
+        return False
+
+
 PROBLEMS = [
     (
         "branin",
@@ -86,6 +138,7 @@ PROBLEMS = [
     ("ackley5", box(5, -32.768, 32.768), ackley, 0.0),
     ("mixed", mixed_params, mixed, 0.0),
     ("sphere20", box(20, -5, 5), lambda x: sum(v * v for v in x), 0.0),
+    ("curve_asha", curve_params, None, 0.0),
 ]
 
 SAMPLERS = {
@@ -100,6 +153,7 @@ SAMPLERS = {
 def run(params, f, optimum, sampler, evals, parallel):
     study = optuna.create_study(sampler=sampler, direction="minimize")
     spent, live, curve, best, asked = 0.0, deque(), [], math.inf, 0
+    asha = Asha()
     while len(curve) < evals:
         while len(live) < parallel and asked < evals:
             t0 = time.perf_counter()
@@ -109,6 +163,20 @@ def run(params, f, optimum, sampler, evals, parallel):
             live.append((trial, p))
             asked += 1
         trial, p = live.popleft()
+        if f is None:
+            # The learning curve under ASHA: the sampler is told the last loss reached;
+            # the regret counts only trials that ran to the end.
+            for t in range(1, CURVE_MAX_T + 1):
+                last = learning_curve(p, t)
+                if asha.stops(trial.number, t, last):
+                    break
+            if t == CURVE_MAX_T:
+                best = min(best, last)
+            t0 = time.perf_counter()
+            study.tell(trial, last)
+            spent += time.perf_counter() - t0
+            curve.append(best - optimum)
+            continue
         y = f(p)
         t0 = time.perf_counter()
         study.tell(trial, y)

@@ -19,6 +19,30 @@ struct Problem {
     space: Space,
     f: fn(&Config) -> f64,
     optimum: f64,
+    /// A learning curve (loss at each iteration) run under ASHA instead of `f`.
+    curve: Option<fn(&Config, u64) -> f64>,
+}
+
+/// The learning-curve task's length and ASHA's settings (rungs at 1, 3, 9; 27 ends).
+const CURVE_MAX_T: u64 = 27;
+
+/// A synthetic training run: the loss falls from 2 towards a floor set by the config,
+/// faster with a larger learning rate and momentum, so that early rungs favour configs
+/// that learn fast over those that end best (as real learning curves do). The best
+/// floor is 0 (lr = 1e-2, momentum = 0.9, width = 128, dropout = 0.3).
+fn learning_curve(c: &Config, t: u64) -> f64 {
+    let (lr, mom, width, drop) = (
+        c.f64("lr"),
+        c.f64("momentum"),
+        c.i64("width") as f64,
+        c.f64("dropout"),
+    );
+    let floor = 0.3 * (lr.log10() + 2.0).powi(2)
+        + 2.0 * (mom - 0.9).powi(2)
+        + 0.05 * (width.log2() - 7.0).powi(2)
+        + 0.5 * (drop - 0.3).powi(2);
+    let rate = 0.05 + 0.5 * lr.sqrt() * (1.0 + mom);
+    floor + 2.0 * (-rate * t as f64).exp()
 }
 
 fn xs(c: &Config, n: usize) -> Vec<f64> {
@@ -102,24 +126,28 @@ fn problems() -> Vec<Problem> {
                 .with("x1", uniform(0.0, 15.0)),
             f: branin,
             optimum: 0.397_887_357_729_739,
+            curve: None,
         },
         Problem {
             name: "hartmann6",
             space: box_space(6, 0.0, 1.0),
             f: hartmann6,
             optimum: -3.322_368_011_415_51,
+            curve: None,
         },
         Problem {
             name: "rosenbrock4",
             space: box_space(4, -5.0, 10.0),
             f: rosenbrock4,
             optimum: 0.0,
+            curve: None,
         },
         Problem {
             name: "ackley5",
             space: box_space(5, -32.768, 32.768),
             f: ackley5,
             optimum: 0.0,
+            curve: None,
         },
         Problem {
             name: "mixed",
@@ -129,12 +157,25 @@ fn problems() -> Vec<Problem> {
                 .with("c", choice(["a", "b", "c"])),
             f: mixed,
             optimum: 0.0,
+            curve: None,
         },
         Problem {
             name: "sphere20",
             space: box_space(20, -5.0, 5.0),
             f: sphere20,
             optimum: 0.0,
+            curve: None,
+        },
+        Problem {
+            name: "curve_asha",
+            space: Space::new()
+                .with("lr", loguniform(1e-4, 1.0))
+                .with("momentum", uniform(0.0, 0.99))
+                .with("width", randint(16, 513))
+                .with("dropout", uniform(0.0, 0.8)),
+            f: |c| learning_curve(c, CURVE_MAX_T),
+            optimum: 0.0,
+            curve: Some(learning_curve),
         },
     ]
 }
@@ -154,6 +195,11 @@ fn run(
     s.setup(&p.space, "y", Mode::Min, evals, seed).unwrap();
     searcher_s += t.elapsed().as_secs_f64();
     let mut live = std::collections::VecDeque::new();
+    let mut asha = Asha::new()
+        .max_t(CURVE_MAX_T as f64)
+        .grace_period(1.0)
+        .reduction_factor(3.0);
+    asha.set_metric("y", Mode::Min);
     let (mut asked, mut best, mut curve) = (0usize, f64::INFINITY, Vec::new());
     while curve.len() < evals {
         while live.len() < parallel && asked < evals {
@@ -162,7 +208,10 @@ fn run(
             let sug = s.suggest(&p.space, &id);
             searcher_s += t.elapsed().as_secs_f64();
             match sug {
-                Suggestion::Config(c) => live.push_back((id, c)),
+                Suggestion::Config(c) => {
+                    asha.on_trial_add(&id, &c);
+                    live.push_back((id, c))
+                }
                 _ => break,
             }
             asked += 1;
@@ -170,6 +219,32 @@ fn run(
         let Some((id, c)) = live.pop_front() else {
             break;
         };
+        if let Some(curve_fn) = p.curve {
+            // ASHA decides after each iteration; the searcher is told the last loss
+            // the trial reached (as Ray's searchers are), the regret counts only trials
+            // that ran to the end.
+            let mut last = f64::NAN;
+            for t in 1..=CURVE_MAX_T {
+                last = curve_fn(&c, t);
+                let r = TrialResult {
+                    training_iteration: t,
+                    time_total_s: t as f64,
+                    metrics: [("y".to_string(), last)].into(),
+                };
+                if asha.on_trial_result(&id, &r) == Decision::Stop {
+                    if t == CURVE_MAX_T {
+                        best = best.min(last);
+                    }
+                    break;
+                }
+            }
+            asha.on_trial_complete(&id, None);
+            let t = Instant::now();
+            s.on_trial_complete(&id, Some(last), false);
+            searcher_s += t.elapsed().as_secs_f64();
+            curve.push(best - p.optimum);
+            continue;
+        }
         let y = (p.f)(&c);
         let t = Instant::now();
         s.on_trial_complete(&id, Some(y), false);

@@ -14,7 +14,7 @@ use pyo3::call::PyCallArgs;
 use pyo3::prelude::*;
 use rand::{rngs::StdRng, Rng};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sunray::ext::TaskEvent;
 use sunray::{NodeInfo, TaskOptions};
 use sunray_runtime::driver::Client;
@@ -132,8 +132,12 @@ enum SearcherSpec {
         n_startup_trials: Option<usize>,
         n_ei_candidates: Option<usize>,
         gamma: Option<f64>,
+        /// A Python function n -> good set size, by index into `funcs`.
+        gamma_fn: Option<usize>,
         multivariate: Option<bool>,
         constant_liar: Option<bool>,
+        prior_weight: Option<f64>,
+        consider_endpoints: Option<bool>,
         points_to_evaluate: Vec<Config>,
     },
     /// A `sunray.tune.search.Searcher` subclass, passed beside the spec.
@@ -405,7 +409,11 @@ fn scheduler(
     })
 }
 
-fn searcher(spec: SearcherSpec, py_searcher: &Option<PyCall>) -> Result<Box<dyn Searcher>, String> {
+fn searcher(
+    spec: SearcherSpec,
+    funcs: &[PyCall],
+    py_searcher: &Option<PyCall>,
+) -> Result<Box<dyn Searcher>, String> {
     Ok(match spec {
         SearcherSpec::Basic { points_to_evaluate } => {
             Box::new(BasicVariantGenerator::new().points_to_evaluate(points_to_evaluate))
@@ -414,8 +422,11 @@ fn searcher(spec: SearcherSpec, py_searcher: &Option<PyCall>) -> Result<Box<dyn 
             n_startup_trials,
             n_ei_candidates,
             gamma,
+            gamma_fn,
             multivariate,
             constant_liar,
+            prior_weight,
+            consider_endpoints,
             points_to_evaluate,
         } => {
             let mut t = Tpe::new().points_to_evaluate(points_to_evaluate);
@@ -434,6 +445,20 @@ fn searcher(spec: SearcherSpec, py_searcher: &Option<PyCall>) -> Result<Box<dyn 
             if let Some(c) = constant_liar {
                 t = t.constant_liar(c);
             }
+            if let Some(w) = prior_weight {
+                t = t.prior_weight(w);
+            }
+            if let Some(e) = consider_endpoints {
+                t = t.consider_endpoints(e);
+            }
+            if let Some(i) = gamma_fn {
+                let f = funcs.get(i).cloned().ok_or("missing gamma function")?;
+                t = t.gamma_fn(move |n| {
+                    let v =
+                        Python::attach(|py| bridge_json(py, "call_gamma", (f.0.clone_ref(py), n)));
+                    v.as_u64().map_or(1, |g| g as usize)
+                });
+            }
             Box::new(t)
         }
         SearcherSpec::Python => Box::new(PySearcher {
@@ -442,12 +467,13 @@ fn searcher(spec: SearcherSpec, py_searcher: &Option<PyCall>) -> Result<Box<dyn 
                 .ok_or("a Python searcher was named but not given")?,
             num_samples: usize::MAX,
             asked: 0,
+            last: HashMap::new(),
         }),
         SearcherSpec::Limited {
             inner,
             max_concurrent,
         } => Box::new(ConcurrencyLimiter::new(
-            searcher(*inner, py_searcher)?,
+            searcher(*inner, funcs, py_searcher)?,
             max_concurrent,
         )),
     })
@@ -460,6 +486,8 @@ struct PySearcher {
     obj: PyCall,
     num_samples: usize,
     asked: usize,
+    /// Each live trial's last result, given to `on_trial_complete` as Ray does.
+    last: HashMap<String, Map<String, Value>>,
 }
 
 impl Searcher for PySearcher {
@@ -503,12 +531,27 @@ impl Searcher for PySearcher {
             _ => Suggestion::Wait,
         }
     }
-    fn on_trial_complete(&mut self, trial_id: &str, metric: Option<f64>, error: bool) {
+    fn on_trial_result(&mut self, trial_id: &str, result: &Map<String, Value>) {
+        let json = Value::Object(result.clone()).to_string();
+        Python::attach(|py| {
+            bridge_json(
+                py,
+                "searcher_result",
+                (self.obj.0.clone_ref(py), trial_id, json),
+            )
+        });
+        self.last.insert(trial_id.to_string(), result.clone());
+    }
+    fn on_trial_complete(&mut self, trial_id: &str, _metric: Option<f64>, error: bool) {
+        let last = self
+            .last
+            .remove(trial_id)
+            .map(|m| Value::Object(m).to_string());
         Python::attach(|py| {
             bridge_json(
                 py,
                 "searcher_complete",
-                (self.obj.0.clone_ref(py), trial_id, metric, error),
+                (self.obj.0.clone_ref(py), trial_id, last, error),
             )
         });
     }
@@ -617,7 +660,7 @@ fn build(
         return Err("TuneConfig takes both metric and mode, or neither".into());
     }
     tc.scheduler = scheduler(spec.scheduler, funcs, spec.seed)?;
-    tc.search_alg = searcher(spec.searcher, &py_searcher)?;
+    tc.search_alg = searcher(spec.searcher, funcs, &py_searcher)?;
     tc.max_concurrent_trials = spec.max_concurrent_trials;
     tc.time_budget = spec.time_budget_s.map(Duration::from_secs_f64);
     let mut stop = Stop::new();

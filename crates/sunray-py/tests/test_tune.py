@@ -305,6 +305,45 @@ def test_pbt_exploit_copies_a_donors_checkpoint(local, tmp):
     assert donors and set(donors) <= ids, donors
 
 
+def test_a_python_searcher_sees_every_result_and_each_trials_last_one(local, tmp):
+    """Ray's Searcher interface: on_trial_result for each report, on_trial_complete
+    with the trial's full last result (metrics, training_iteration, config)."""
+    seen: dict[str, list] = {}
+    ends: dict[str, dict] = {}
+
+    class Grid(tune.search.Searcher):
+        def __init__(self):
+            super().__init__(metric="loss", mode="min")
+            self.todo = [{"x": 1.0}, {"x": 2.0}, {"x": 3.0}]
+
+        def suggest(self, trial_id):
+            return self.todo.pop(0) if self.todo else tune.search.Searcher.FINISHED
+
+        def on_trial_result(self, trial_id, result):
+            seen.setdefault(trial_id, []).append((result["training_iteration"], result["loss"]))
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            ends[trial_id] = result
+
+    def train(config):
+        for i in range(4):
+            tune.report({"loss": config["x"] * 10 + i})
+
+    grid = tune.Tuner(
+        train,
+        param_space={"x": tune.uniform(0, 5)},
+        tune_config=tune.TuneConfig(metric="loss", mode="min", num_samples=5, search_alg=Grid()),
+        run_config=tune.RunConfig(storage_path=str(tmp / "r"), verbose=0),
+    ).fit()
+    assert grid.num_terminated == 3
+    by_x = {r.config["x"]: r.trial_id for r in grid}
+    for x, tid in by_x.items():
+        assert seen[tid] == [(i + 1, x * 10 + i) for i in range(4)]
+        assert ends[tid]["training_iteration"] == 4
+        assert ends[tid]["loss"] == x * 10 + 3
+        assert ends[tid]["config"] == {"x": x}
+
+
 def test_an_optuna_searcher_completes_a_search(local, tmp):
     pytest.importorskip(
         "optuna",
@@ -412,6 +451,58 @@ def test_legacy_tune_run_returns_an_analysis(local, tmp):
     assert a.best_config["x"] == 0.3
     assert a.best_result["loss"] == pytest.approx(0.5)
     assert len(a.dataframe()) == 3
+
+
+def test_tpe_takes_optunas_options_and_a_gamma_function(local, tmp):
+    """TPESearch with Optuna's option names; gamma as a function is called with the
+    number of finished trials; a gamma function returning nonsense fails naming it."""
+    calls: list[int] = []
+
+    def gamma(n):
+        calls.append(n)
+        return 2
+
+    def train(config):
+        tune.report({"loss": (config["x"] - 0.3) ** 2 + config["k"] * 0.01})
+
+    def fit(search, name):
+        return tune.Tuner(
+            train,
+            param_space={"x": tune.uniform(0, 1), "k": tune.randint(0, 5)},
+            tune_config=tune.TuneConfig(
+                metric="loss",
+                mode="min",
+                num_samples=12,
+                search_alg=search,
+                max_concurrent_trials=1,
+            ),
+            run_config=tune.RunConfig(storage_path=str(tmp / name), verbose=0),
+        ).fit()
+
+    search = tune.search.TPESearch(
+        n_startup_trials=4,
+        n_ei_candidates=8,
+        gamma=gamma,
+        multivariate=False,
+        constant_liar=False,
+        prior_weight=0.5,
+        consider_endpoints=True,
+        seed=3,
+    )
+    grid = fit(search, "a")
+    assert grid.num_terminated == 12
+    assert all(0 <= r.config["x"] <= 1 and r.config["k"] in range(5) for r in grid)
+    # One call per model suggestion (after the random ones), with the number of finished
+    # results, which grows by one between suggestions (one trial runs at a time; the
+    # tuner asks for the next while the last finishes).
+    assert len(calls) >= 7 and calls[0] >= 3, calls
+    assert calls == list(range(calls[0], calls[0] + len(calls))), calls
+    with pytest.raises(ValueError, match="gamma"):
+        tune.search.TPESearch(gamma=1.5)
+    with pytest.raises(ValueError, match="prior_weight"):
+        tune.search.TPESearch(prior_weight=0)
+    with pytest.raises(sunray.exceptions.TuneError, match="gamma"):
+        fit(tune.search.TPESearch(n_startup_trials=1, gamma=lambda n: 0.5), "b")
 
 
 def test_bad_settings_fail_clearly(local, tmp):

@@ -998,6 +998,7 @@ impl Controller {
             self.tc.scheduler.on_trial_result(trial_id, &result)
         };
         let row = self.row(i, &metrics, dt, decision == Decision::Stop, checkpoint_name);
+        self.tc.search_alg.on_trial_result(trial_id, &row);
         let t = self.trials.get_mut(&i).expect("a live trial");
         if let Some(f) = &mut t.files {
             f.append(&t.dir, &row)?;

@@ -33,6 +33,9 @@ pub trait Searcher: Send {
         seed: u64,
     ) -> Result<(), String>;
     fn suggest(&mut self, space: &Space, trial_id: &str) -> Suggestion;
+    /// Each result a trial reports, as written to its `result.json` (Ray's
+    /// `Searcher.on_trial_result`); the built-in searchers learn only from ends.
+    fn on_trial_result(&mut self, _trial_id: &str, _result: &serde_json::Map<String, Value>) {}
     /// The trial ended; `metric` is its last value of the experiment's metric, if any.
     fn on_trial_complete(&mut self, trial_id: &str, metric: Option<f64>, error: bool);
     fn save(&self) -> Value;
@@ -224,6 +227,9 @@ impl Searcher for ConcurrencyLimiter {
             self.live.insert(trial_id.to_string());
         }
         s
+    }
+    fn on_trial_result(&mut self, trial_id: &str, result: &serde_json::Map<String, Value>) {
+        self.inner.on_trial_result(trial_id, result);
     }
     fn on_trial_complete(&mut self, trial_id: &str, metric: Option<f64>, error: bool) {
         self.live.remove(trial_id);

@@ -49,6 +49,14 @@ def call_with_config(func, config_json: str) -> str:
     return dumps(func(json.loads(config_json)))
 
 
+def call_gamma(func, n: int) -> str:
+    """TPESearch's gamma function: the good set's size for ``n`` results."""
+    g = func(n)
+    if isinstance(g, bool) or not isinstance(g, int) or g < 0:
+        raise TypeError(f"TPESearch: gamma({n}) must return a whole number >= 0, got {g!r}")
+    return dumps(g)
+
+
 def call_stop(func, trial_id: str, result_json: str) -> str:
     return dumps(bool(func(trial_id, json.loads(result_json))))
 
@@ -57,9 +65,14 @@ def searcher_suggest(searcher, trial_id: str) -> str:
     return dumps(searcher.suggest(trial_id))
 
 
-def searcher_complete(searcher, trial_id: str, value, error: bool) -> str:
-    metric = searcher.metric
-    result = {metric: value} if (metric and value is not None) else None
+def searcher_result(searcher, trial_id: str, result_json: str) -> str:
+    searcher.on_trial_result(trial_id, json.loads(result_json))
+    return "null"
+
+
+def searcher_complete(searcher, trial_id: str, last_json: str | None, error: bool) -> str:
+    """Ray passes the trial's last result (None when it reported nothing)."""
+    result = json.loads(last_json) if last_json is not None else None
     searcher.on_trial_complete(trial_id, result=result, error=error)
     return "null"
 

@@ -181,7 +181,7 @@ class Tuner:
             raise TypeError(
                 f"search_alg {type(inner).__name__} is not a sunray searcher nor a tune.search.Searcher"
             )
-        searcher_spec = search.spec() if hasattr(search, "spec") else {"kind": "python"}
+        searcher_spec = search.spec(funcs) if hasattr(search, "spec") else {"kind": "python"}
         m = getattr(inner, "metric", None)
         metric, mode = tc.metric, tc.mode
         if metric is None and isinstance(m, str):

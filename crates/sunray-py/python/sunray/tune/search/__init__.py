@@ -25,7 +25,7 @@ class BasicVariantGenerator:
         self._max_concurrent = int(max_concurrent)
         self.seed = None if random_state is None else int(random_state)
 
-    def spec(self) -> dict:
+    def spec(self, funcs: list) -> dict:
         s = {"kind": "basic", "points_to_evaluate": self._points}
         if self._max_concurrent > 0:
             return {"kind": "limited", "inner": s, "max_concurrent": self._max_concurrent}
@@ -33,9 +33,12 @@ class BasicVariantGenerator:
 
 
 class TPESearch:
-    """sunray's Tree-structured Parzen Estimator (Rust), with Optuna's defaults and
-    option names: 10 random trials first, 24 candidates, a joint (multivariate) model,
-    running trials counted as bad (constant liar)."""
+    """sunray's Tree-structured Parzen Estimator (Rust), with Optuna 5's defaults and
+    option names: 10 random trials first, 24 candidates, the best ``min(ceil(0.1 n),
+    25)`` results as the good set, one kernel per trial over all parameters
+    (``multivariate``), running trials counted as bad (``constant_liar``), prior weight
+    1, ``consider_endpoints=False``. ``gamma`` is a fraction (capped at 25 trials) or, as
+    in Optuna, a function from the number of results to the good set's size."""
 
     def __init__(
         self,
@@ -44,26 +47,42 @@ class TPESearch:
         points_to_evaluate=None,
         n_startup_trials: int | None = None,
         n_ei_candidates: int | None = None,
-        gamma: float | None = None,
+        gamma=None,
         multivariate: bool | None = None,
         constant_liar: bool | None = None,
+        prior_weight: float | None = None,
+        consider_endpoints: bool | None = None,
         seed: int | None = None,
     ):
         if metric is not None or mode is not None:
             self.metric, self.mode = metric, mode
+        if gamma is not None and not callable(gamma):
+            if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
+                raise TypeError("TPESearch: gamma is a fraction or a function n -> int")
+            if not 0 < gamma < 1:
+                raise ValueError("TPESearch: gamma must be between 0 and 1")
+        if prior_weight is not None and not prior_weight > 0:
+            raise ValueError("TPESearch: prior_weight must be positive")
+        self._gamma = gamma
         self._spec = {
             "kind": "tpe",
             "n_startup_trials": n_startup_trials,
             "n_ei_candidates": n_ei_candidates,
-            "gamma": gamma,
+            "gamma": None if callable(gamma) else gamma,
             "multivariate": multivariate,
             "constant_liar": constant_liar,
+            "prior_weight": prior_weight,
+            "consider_endpoints": consider_endpoints,
             "points_to_evaluate": _points(points_to_evaluate),
         }
         self.seed = seed
 
-    def spec(self) -> dict:
-        return self._spec
+    def spec(self, funcs: list) -> dict:
+        gamma_fn = None
+        if callable(self._gamma):
+            funcs.append(self._gamma)
+            gamma_fn = len(funcs) - 1
+        return {**self._spec, "gamma_fn": gamma_fn}
 
 
 class ConcurrencyLimiter:
@@ -78,8 +97,8 @@ class ConcurrencyLimiter:
         self.max_concurrent = int(max_concurrent)
         self.seed = getattr(searcher, "seed", None)
 
-    def spec(self) -> dict:
-        inner = self.searcher.spec() if hasattr(self.searcher, "spec") else {"kind": "python"}
+    def spec(self, funcs: list) -> dict:
+        inner = self.searcher.spec(funcs) if hasattr(self.searcher, "spec") else {"kind": "python"}
         return {"kind": "limited", "inner": inner, "max_concurrent": self.max_concurrent}
 
 
