@@ -1,5 +1,6 @@
-//! The `sunray` command: `start`, `stop`, `status`, `slurm`.
+//! The `sunray` command: `start`, `stop`, `status`, `dashboard`, `slurm`.
 
+mod dashboard;
 mod slurm;
 mod start;
 mod status;
@@ -26,6 +27,8 @@ enum Cmd {
     Stop(stop::StopArgs),
     /// Show the nodes of a cluster and its task counts.
     Status(status::StatusArgs),
+    /// Serve the web dashboard: the cluster live and Tune experiments' learning curves.
+    Dashboard(dashboard::DashboardArgs),
     /// Run a cluster over a Slurm allocation: `sunray slurm run -- <driver>`.
     #[command(subcommand)]
     Slurm(slurm::SlurmCmd),
@@ -75,6 +78,7 @@ pub fn run_command_line(exe: std::path::PathBuf, args: Vec<String>) -> i32 {
         Cmd::Start(a) => start::run(a),
         Cmd::Stop(a) => stop::run(a),
         Cmd::Status(a) => status::run(a),
+        Cmd::Dashboard(a) => dashboard::run(a),
         Cmd::Slurm(c) => slurm::run(c),
     };
     match r {

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use sunray_tune::{
-    grid_search, uniform, Checkpoint, Config, HyperBand, Mode, Pbt, RunConfig, Session, Space,
-    Stop, TrainResult, TuneConfig, Tuner,
+    grid_search, uniform, Asha, Checkpoint, Config, HyperBand, Mode, Pbt, RunConfig, Session,
+    Space, Stop, TrainResult, TuneConfig, Tuner,
 };
 
 /// Writes the iteration (and a value) into a fresh checkpoint.
@@ -131,6 +131,22 @@ fn main() {
                     .scheduler(HyperBand::new().max_t(9.0).reduction_factor(3.0)),
             )
             .run_config(rc.name("hyperband"))
+            .fit(),
+        Some("asha") => Tuner::new(grow)
+            .param_space(Space::new().with("lr", uniform(0.0, 1.0)))
+            .tune_config(
+                TuneConfig::new()
+                    .metric("acc", Mode::Max)
+                    .num_samples(8)
+                    .seed(4)
+                    .scheduler(
+                        Asha::new()
+                            .max_t(12.0)
+                            .grace_period(1.0)
+                            .reduction_factor(2.0),
+                    ),
+            )
+            .run_config(rc.name("asha"))
             .fit(),
         Some("slow") => Tuner::new(slow)
             .param_space(Space::new().with("lr", uniform(0.0, 1.0)))

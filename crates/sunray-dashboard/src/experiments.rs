@@ -1,0 +1,512 @@
+//! Tune experiments as Ray lays them out on disk (which sunray writes too): found under
+//! the results directories, read incrementally (a running experiment's `result.json`
+//! files grow; only the new bytes are parsed), so that polling a large experiment costs
+//! a `stat` per trial.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// One result row as the trial wrote it.
+pub type Row = Map<String, Value>;
+
+/// Every experiment under some results directories, with what was read of them.
+#[derive(Default)]
+pub struct Library {
+    roots: Vec<PathBuf>,
+    results: HashMap<PathBuf, ResultFile>,
+}
+
+/// What was read of one trial's `result.json`.
+#[derive(Default)]
+struct ResultFile {
+    offset: u64,
+    /// Bytes after the last complete line (a row being written).
+    partial: Vec<u8>,
+    rows: Vec<Row>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExperimentSummary {
+    /// Its path relative to the results directory it was found in, prefixed with that
+    /// directory's index: how the API names it.
+    pub id: String,
+    pub name: String,
+    pub path: PathBuf,
+    pub trials: usize,
+    pub metric: Option<String>,
+    pub mode: Option<String>,
+    pub status: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrialView {
+    pub trial_id: String,
+    pub dir: String,
+    pub status: String,
+    pub config: Value,
+    pub iterations: usize,
+    /// The last result's numbers.
+    pub last: BTreeMap<String, f64>,
+    pub node_ip: Option<String>,
+    pub hostname: Option<String>,
+}
+
+/// A rung of ASHA: where trials are compared, and the cut-off in the metric's units.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rung {
+    pub milestone: f64,
+    pub cutoff: Option<f64>,
+    pub recorded: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExperimentView {
+    pub id: String,
+    pub name: String,
+    pub path: PathBuf,
+    pub metric: Option<String>,
+    pub mode: Option<String>,
+    pub scheduler: Option<String>,
+    pub rungs: Vec<Rung>,
+    /// Numeric result columns any trial reported (for the metric picker).
+    pub metrics: Vec<String>,
+    pub trials: Vec<TrialView>,
+    /// The best trial by the experiment's metric and mode (last results).
+    pub best: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Curve {
+    pub trial_id: String,
+    pub points: Vec<[f64; 2]>,
+}
+
+impl Library {
+    pub fn new(roots: Vec<PathBuf>) -> Self {
+        Library {
+            roots,
+            results: HashMap::new(),
+        }
+    }
+
+    /// Experiment directories: a root that holds trial directories is one; otherwise
+    /// each of its subdirectories that does.
+    fn experiment_dirs(&self) -> Vec<(String, PathBuf)> {
+        let mut out = Vec::new();
+        for (i, root) in self.roots.iter().enumerate() {
+            if is_experiment(root) {
+                let name = root.file_name().map_or("".into(), |n| n.to_string_lossy());
+                out.push((format!("{i}/{name}"), root.clone()));
+                continue;
+            }
+            let mut dirs: Vec<PathBuf> = subdirs(root)
+                .into_iter()
+                .filter(|d| is_experiment(d))
+                .collect();
+            dirs.sort();
+            for d in dirs {
+                let name = d.file_name().map_or("".into(), |n| n.to_string_lossy());
+                out.push((format!("{i}/{name}"), d));
+            }
+        }
+        out
+    }
+
+    pub fn list(&mut self) -> Vec<ExperimentSummary> {
+        self.experiment_dirs()
+            .into_iter()
+            .map(|(id, path)| {
+                let state = read_state(&path);
+                let trials = trial_dirs(&path);
+                let mut status = BTreeMap::new();
+                for t in &trials {
+                    *status.entry(trial_status(t, None)).or_insert(0) += 1;
+                }
+                ExperimentSummary {
+                    name: path
+                        .file_name()
+                        .map_or("".into(), |n| n.to_string_lossy().into_owned()),
+                    id,
+                    trials: trials.len(),
+                    metric: state_str(&state, "metric"),
+                    mode: state_str(&state, "mode"),
+                    status,
+                    path,
+                }
+            })
+            .collect()
+    }
+
+    fn find(&self, id: &str) -> Option<PathBuf> {
+        self.experiment_dirs()
+            .into_iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, p)| p)
+    }
+
+    /// The experiment named `id` (as [`Library::list`] names it), its trials read up
+    /// to now; `None` for an id that names none.
+    pub fn experiment(&mut self, id: &str) -> Option<ExperimentView> {
+        let path = self.find(id)?;
+        let state = read_state(&path);
+        let metric = state_str(&state, "metric");
+        let mode = state_str(&state, "mode");
+        let mut metrics = std::collections::BTreeSet::new();
+        let mut trials = Vec::new();
+        for dir in trial_dirs(&path) {
+            let rows = self.rows(&dir.join("result.json"));
+            let last = rows.last();
+            let mut numbers = BTreeMap::new();
+            if let Some(r) = last {
+                for (k, v) in r {
+                    if let Some(x) = v.as_f64() {
+                        numbers.insert(k.clone(), x);
+                    }
+                }
+            }
+            for r in rows {
+                for (k, v) in r {
+                    if v.is_number() && !metrics.contains(k) {
+                        metrics.insert(k.clone());
+                    }
+                }
+            }
+            let params = std::fs::read(dir.join("params.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let config = params
+                .or_else(|| last.and_then(|r| r.get("config").cloned()))
+                .unwrap_or(Value::Null);
+            let s = |k: &str| {
+                last.and_then(|r| r.get(k))
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            };
+            trials.push(TrialView {
+                trial_id: s("trial_id").unwrap_or_else(|| trial_id_of(&dir)),
+                dir: dir
+                    .file_name()
+                    .map_or("".into(), |n| n.to_string_lossy().into_owned()),
+                status: trial_status(&dir, last),
+                config,
+                iterations: rows.len(),
+                last: numbers,
+                node_ip: s("node_ip"),
+                hostname: s("hostname"),
+            });
+        }
+        let best = match (&metric, mode.as_deref()) {
+            (Some(m), Some(mode)) => trials
+                .iter()
+                .filter_map(|t| t.last.get(m).map(|v| (t, *v)))
+                .filter(|(_, v)| v.is_finite())
+                .max_by(|a, b| {
+                    let (x, y) = if mode == "min" {
+                        (b.1, a.1)
+                    } else {
+                        (a.1, b.1)
+                    };
+                    x.total_cmp(&y)
+                })
+                .map(|(t, _)| t.trial_id.clone()),
+            _ => None,
+        };
+        Some(ExperimentView {
+            name: path
+                .file_name()
+                .map_or("".into(), |n| n.to_string_lossy().into_owned()),
+            id: id.to_string(),
+            scheduler: state_str(&state, "scheduler"),
+            rungs: rungs(&state, mode.as_deref()),
+            metrics: metrics.into_iter().collect(),
+            metric,
+            mode,
+            trials,
+            best,
+            path,
+        })
+    }
+
+    /// One line per trial of `metric` against `x` (`training_iteration`,
+    /// `time_total_s`, any reported number).
+    pub fn curves(&mut self, id: &str, metric: &str, x: &str) -> Option<Vec<Curve>> {
+        let path = self.find(id)?;
+        Some(
+            trial_dirs(&path)
+                .into_iter()
+                .map(|dir| {
+                    let rows = self.rows(&dir.join("result.json"));
+                    let points = rows
+                        .iter()
+                        .filter_map(|r| Some([r.get(x)?.as_f64()?, r.get(metric)?.as_f64()?]))
+                        .filter(|p| p[0].is_finite() && p[1].is_finite())
+                        .collect();
+                    let trial_id = rows
+                        .last()
+                        .and_then(|r| r.get("trial_id"))
+                        .and_then(Value::as_str)
+                        .map_or_else(|| trial_id_of(&dir), String::from);
+                    Curve { trial_id, points }
+                })
+                .collect(),
+        )
+    }
+
+    /// The rows of a `result.json`, reading only what was appended since last time.
+    fn rows(&mut self, file: &Path) -> &[Row] {
+        let entry = self.results.entry(file.to_path_buf()).or_default();
+        let len = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        if len < entry.offset {
+            // Rewritten (a restored experiment starting over): read it again.
+            *entry = ResultFile::default();
+        }
+        if len > entry.offset {
+            if let Ok(mut f) = std::fs::File::open(file) {
+                let mut buf = Vec::new();
+                if f.seek(SeekFrom::Start(entry.offset)).is_ok() && f.read_to_end(&mut buf).is_ok()
+                {
+                    entry.offset += buf.len() as u64;
+                    let mut data = std::mem::take(&mut entry.partial);
+                    data.extend_from_slice(&buf);
+                    let complete = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                    for line in data[..complete].split(|b| *b == b'\n') {
+                        if let Ok(Value::Object(row)) = serde_json::from_slice::<Value>(line) {
+                            entry.rows.push(row);
+                        }
+                    }
+                    entry.partial = data[complete..].to_vec();
+                }
+            }
+        }
+        &entry.rows
+    }
+}
+
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn is_trial(dir: &Path) -> bool {
+    dir.join("result.json").is_file() || dir.join("params.json").is_file()
+}
+
+fn is_experiment(dir: &Path) -> bool {
+    dir.join("experiment_state.json").is_file() || subdirs(dir).iter().any(|d| is_trial(d))
+}
+
+fn trial_dirs(exp: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = subdirs(exp).into_iter().filter(|d| is_trial(d)).collect();
+    v.sort();
+    v
+}
+
+/// Ray names trial directories `{trainable}_{id}_{index}_…`: the id is the second
+/// and third fields joined (`51e43_00000`).
+fn trial_id_of(dir: &Path) -> String {
+    let name = dir
+        .file_name()
+        .map_or("".into(), |n| n.to_string_lossy().into_owned());
+    let parts: Vec<&str> = name.split('_').collect();
+    let hex = |p: &str| p.len() == 5 && p.chars().all(|c| c.is_ascii_hexdigit());
+    let digits = |p: &str| p.len() == 5 && p.chars().all(|c| c.is_ascii_digit());
+    match (0..parts.len().saturating_sub(1)).find(|&i| hex(parts[i]) && digits(parts[i + 1])) {
+        Some(i) => format!("{}_{}", parts[i], parts[i + 1]),
+        None => name,
+    }
+}
+
+/// sunray's `.trial_end.json` when the trial ended; else an `error.txt` means it
+/// failed (Ray writes one too), a last result marked `done` that it finished, and
+/// anything else that it is still running (or was stopped without a word).
+fn trial_status(dir: &Path, last: Option<&Row>) -> String {
+    if let Some(s) = std::fs::read(dir.join(".trial_end.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v.get("status").and_then(Value::as_str).map(String::from))
+    {
+        return s;
+    }
+    if dir.join("error.txt").is_file() {
+        return "ERROR".into();
+    }
+    if last.and_then(|r| r.get("done")).and_then(Value::as_bool) == Some(true) {
+        return "TERMINATED".into();
+    }
+    "RUNNING".into()
+}
+
+fn read_state(exp: &Path) -> Value {
+    std::fs::read(exp.join("experiment_state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+fn state_str(state: &Value, key: &str) -> Option<String> {
+    state.get(key).and_then(Value::as_str).map(String::from)
+}
+
+/// ASHA's rungs from sunray's saved scheduler state, cut-offs in the metric's units
+/// (the state keeps scores, higher better: a minimised metric's are negated).
+fn rungs(state: &Value, mode: Option<&str>) -> Vec<Rung> {
+    let Some(sched) = state.get("scheduler_state") else {
+        return Vec::new();
+    };
+    let rf = sched
+        .get("reduction_factor")
+        .and_then(Value::as_f64)
+        .unwrap_or(4.0);
+    let sign = if mode == Some("min") { -1.0 } else { 1.0 };
+    let mut out = Vec::new();
+    for b in sched
+        .get("brackets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for r in b
+            .get("rungs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(milestone) = r.get("milestone").and_then(Value::as_f64) else {
+                continue;
+            };
+            let scores: Vec<f64> = r
+                .get("recorded")
+                .and_then(Value::as_object)
+                .map(|m| m.values().filter_map(Value::as_f64).collect())
+                .unwrap_or_default();
+            out.push(Rung {
+                milestone,
+                cutoff: percentile(&scores, (1.0 - 1.0 / rf) * 100.0).map(|c| c * sign),
+                recorded: scores.len(),
+            });
+        }
+    }
+    out
+}
+
+/// numpy's linear percentile (ASHA's cut-off rule).
+fn percentile(values: &[f64], p: f64) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = p / 100.0 * (v.len() - 1) as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    Some(v[lo] + (v[hi] - v[lo]) * (rank - lo as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trial(exp: &Path, name: &str, rows: &[&str]) -> PathBuf {
+        let d = exp.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("params.json"), r#"{"lr": 0.1}"#).unwrap();
+        std::fs::write(
+            d.join("result.json"),
+            rows.iter().map(|r| format!("{r}\n")).collect::<String>(),
+        )
+        .unwrap();
+        d
+    }
+
+    #[test]
+    fn a_growing_result_file_is_read_from_where_it_was_left() {
+        let tmp = tempfile::tempdir().unwrap();
+        let exp = tmp.path().join("exp");
+        let t = trial(
+            &exp,
+            "train_abcde_00000_0_lr=0.1_2026",
+            &[r#"{"loss": 3, "training_iteration": 1, "trial_id": "abcde_00000"}"#],
+        );
+        let mut lib = Library::new(vec![tmp.path().to_path_buf()]);
+        let id = lib.list()[0].id.clone();
+        assert_eq!(
+            lib.curves(&id, "loss", "training_iteration").unwrap()[0].points,
+            vec![[1.0, 3.0]]
+        );
+        // A row half written, then completed.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(t.join("result.json"))
+            .unwrap();
+        use std::io::Write;
+        f.write_all(br#"{"loss": 2, "training_"#).unwrap();
+        assert_eq!(
+            lib.curves(&id, "loss", "training_iteration").unwrap()[0]
+                .points
+                .len(),
+            1
+        );
+        f.write_all(b"iteration\": 2, \"done\": true}\n").unwrap();
+        let v = lib.experiment(&id).unwrap();
+        assert_eq!(v.trials[0].iterations, 2);
+        assert_eq!(v.trials[0].status, "TERMINATED");
+        assert_eq!(v.trials[0].trial_id, "abcde_00000");
+        assert_eq!(
+            lib.curves(&id, "loss", "training_iteration").unwrap()[0].points,
+            vec![[1.0, 3.0], [2.0, 2.0]]
+        );
+    }
+
+    #[test]
+    fn the_best_trial_follows_the_mode_and_rungs_are_in_metric_units() {
+        let tmp = tempfile::tempdir().unwrap();
+        let exp = tmp.path().join("exp");
+        trial(
+            &exp,
+            "t_aaaaa_00000_0",
+            &[r#"{"loss": 0.5, "trial_id": "a"}"#],
+        );
+        trial(
+            &exp,
+            "t_aaaaa_00001_1",
+            &[r#"{"loss": 0.2, "trial_id": "b"}"#],
+        );
+        std::fs::write(
+            exp.join("experiment_state.json"),
+            r#"{"metric": "loss", "mode": "min", "scheduler": "AsyncHyperBand",
+                "scheduler_state": {"reduction_factor": 2.0, "brackets": [{"rungs": [
+                  {"milestone": 1.0, "recorded": {"a": -0.5, "b": -0.2, "c": -0.9}}]}]}}"#,
+        )
+        .unwrap();
+        let mut lib = Library::new(vec![exp.clone()]);
+        let id = lib.list()[0].id.clone();
+        let v = lib.experiment(&id).unwrap();
+        assert_eq!(v.best.as_deref(), Some("b"));
+        // Scores -0.9, -0.5, -0.2: the median -0.5 is a loss of 0.5.
+        assert_eq!(v.rungs.len(), 1);
+        assert_eq!(v.rungs[0].cutoff, Some(0.5));
+        assert_eq!(v.metrics, vec!["loss".to_string()]);
+        assert!(lib.experiment("0/none").is_none());
+    }
+
+    #[test]
+    fn trial_ids_come_from_ray_directory_names() {
+        assert_eq!(
+            trial_id_of(Path::new("/x/train_cifar_51e43_00003_3_lr=0.1_2026-01-01")),
+            "51e43_00003"
+        );
+        assert_eq!(
+            trial_id_of(Path::new("/x/f_12345_00000_0_2026")),
+            "12345_00000"
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! sunray's dashboard: a page served on loopback (by `sunray dashboard`, or a head
+//! started with `--dashboard-port`) showing the cluster live and every Tune
+//! experiment under the results directories: trials, learning curves with ASHA's
+//! rungs, config against the metric. Self-contained (no CDN: clusters are often
+//! offline); reached from a laptop through `ssh -L`.
+
+pub mod experiments;
+mod server;
+
+pub use server::{serve, Options};

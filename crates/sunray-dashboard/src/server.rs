@@ -1,0 +1,235 @@
+//! The dashboard's HTTP side: a login with the cluster token (a cookie from then on; the
+//! token is never in a URL or a log), the page, and the JSON it polls.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Form, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::experiments::Library;
+
+const COOKIE: &str = "sunray_dashboard";
+const PAGE: &str = include_str!("page.html");
+const LOGIN: &str = include_str!("login.html");
+
+/// What the dashboard shows and who may see it.
+pub struct Options {
+    /// The cluster token: the one password of the page.
+    pub token: String,
+    /// Results directories (Ray's layout) whose experiments the Tune view lists.
+    pub results: Vec<PathBuf>,
+    /// The head whose nodes and tasks the cluster view shows, if any.
+    pub head: Option<String>,
+}
+
+struct App {
+    token: String,
+    head: Option<String>,
+    sessions: Mutex<HashSet<String>>,
+    library: Mutex<Library>,
+}
+
+/// Serves the dashboard on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, opts: Options) -> std::io::Result<()> {
+    let app = Arc::new(App {
+        token: opts.token,
+        head: opts.head,
+        sessions: Mutex::new(HashSet::new()),
+        library: Mutex::new(Library::new(opts.results)),
+    });
+    let router = Router::new()
+        .route("/", get(index))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/api/experiments", get(experiments))
+        .route("/api/experiment", get(experiment))
+        .route("/api/curves", get(curves))
+        .route("/api/cluster", get(cluster))
+        .with_state(app);
+    axum::serve(listener, router).await
+}
+
+impl App {
+    /// A request carries a session cookie this server handed out, or the token itself
+    /// as `Authorization: Bearer` (for scripts).
+    fn allowed(&self, headers: &HeaderMap) -> bool {
+        if let Some(bearer) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        {
+            return bool::from(bearer.as_bytes().ct_eq(self.token.as_bytes()));
+        }
+        let sessions = self.sessions.lock().expect("not poisoned");
+        cookies(headers).any(|(k, v)| k == COOKIE && sessions.contains(v))
+    }
+}
+
+fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+}
+
+fn refused() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"error": "log in with the cluster token first (POST /login)"})),
+    )
+        .into_response()
+}
+
+fn login_page(status: StatusCode, message: &str) -> Response {
+    (status, Html(LOGIN.replace("{{message}}", message))).into_response()
+}
+
+async fn index(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if app.allowed(&headers) {
+        Html(PAGE).into_response()
+    } else {
+        login_page(StatusCode::OK, "")
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(app): State<Arc<App>>, Form(f): Form<LoginForm>) -> Response {
+    if !bool::from(f.token.trim().as_bytes().ct_eq(app.token.as_bytes())) {
+        return login_page(
+            StatusCode::UNAUTHORIZED,
+            "That is not this cluster's token (see the head's session directory or `sunray start` output).",
+        );
+    }
+    let mut id = [0u8; 16];
+    if getrandom::fill(&mut id).is_err() {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no randomness for a session",
+        )
+            .into_response();
+    }
+    let sid: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    app.sessions
+        .lock()
+        .expect("not poisoned")
+        .insert(sid.clone());
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/".to_string()),
+            (
+                header::SET_COOKIE,
+                format!("{COOKIE}={sid}; HttpOnly; SameSite=Strict; Path=/"),
+            ),
+        ],
+    )
+        .into_response()
+}
+
+async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let mut sessions = app.sessions.lock().expect("not poisoned");
+    for (k, v) in cookies(&headers) {
+        if k == COOKIE {
+            sessions.remove(v);
+        }
+    }
+    (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response()
+}
+
+async fn experiments(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if !app.allowed(&headers) {
+        return refused();
+    }
+    let list = app.library.lock().expect("not poisoned").list();
+    Json(json!({ "experiments": list })).into_response()
+}
+
+#[derive(Deserialize)]
+struct Which {
+    id: String,
+    metric: Option<String>,
+    x: Option<String>,
+}
+
+fn unknown(id: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": format!("no experiment {id:?} under the results directories")})),
+    )
+        .into_response()
+}
+
+async fn experiment(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(w): Query<Which>,
+) -> Response {
+    if !app.allowed(&headers) {
+        return refused();
+    }
+    let v = app.library.lock().expect("not poisoned").experiment(&w.id);
+    match v {
+        Some(v) => Json(v).into_response(),
+        None => unknown(&w.id),
+    }
+}
+
+async fn curves(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(w): Query<Which>,
+) -> Response {
+    if !app.allowed(&headers) {
+        return refused();
+    }
+    let Some(metric) = w.metric else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "name a metric: ?metric=loss"})),
+        )
+            .into_response();
+    };
+    let x = w.x.unwrap_or_else(|| "training_iteration".into());
+    let c = app
+        .library
+        .lock()
+        .expect("not poisoned")
+        .curves(&w.id, &metric, &x);
+    match c {
+        Some(c) => Json(json!({"metric": metric, "x": x, "curves": c})).into_response(),
+        None => unknown(&w.id),
+    }
+}
+
+async fn cluster(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if !app.allowed(&headers) {
+        return refused();
+    }
+    let Some(head) = &app.head else {
+        return Json(json!({"head": null})).into_response();
+    };
+    match sunray_runtime::driver::query(head, &app.token, sunray_proto::Query::Status).await {
+        Ok(view) => Json(json!({"head": head, "view": view})).into_response(),
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            Json(
+                json!({"head": head, "error": format!("the head at {head} does not answer: {e}")}),
+            ),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,265 @@
+//! `sunray dashboard` as a user meets it: a real dashboard process on loopback, a real
+//! head, a real ASHA experiment; every endpoint asked over HTTP, with and without the
+//! token.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+const TUNE: &str = env!("CARGO_BIN_EXE_it_tune");
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request (the connection closed after it).
+fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a complete reply");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    Reply {
+        status,
+        headers: head.to_lowercase(),
+        body: body.to_string(),
+    }
+}
+
+/// Starts `sunray dashboard` with `args`; returns it and its port (from its first line).
+fn dashboard(c: &Cluster, args: &[&str]) -> (Child, u16) {
+    let mut d = c
+        .sunray(&[&["dashboard", "--port", "0"], args].concat())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(c.tmp.join("dashboard.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(d.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let port = first
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    let mut rest = String::new();
+    std::thread::spawn(move || out.read_to_string(&mut rest));
+    (d, port)
+}
+
+#[test]
+fn the_dashboard_shows_an_experiment_and_the_cluster_to_token_holders_only() {
+    let c = Cluster::start(2.0, &[]);
+    let results = c.tmp.join("results");
+    let run = Command::new(TUNE)
+        .args(["asha", results.to_str().unwrap()])
+        .env("SUNRAY_TMPDIR", c.tmp.join("tune"))
+        .env_remove("SUNRAY_ADDRESS")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let token = c.token();
+    let (mut d, port) = dashboard(
+        &c,
+        &[
+            "--address",
+            &c.address,
+            "--results",
+            results.to_str().unwrap(),
+        ],
+    );
+
+    // Without the token: the login page, and no data.
+    let page = http(port, "GET", "/", &[], "");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Cluster token") && !page.body.contains("id=\"curves\""));
+    for path in [
+        "/api/experiments",
+        "/api/experiment?id=0/asha",
+        "/api/curves?id=0/asha&metric=acc",
+        "/api/cluster",
+    ] {
+        assert_eq!(http(port, "GET", path, &[], "").status, 401, "{path}");
+        let wrong = http(
+            port,
+            "GET",
+            path,
+            &[("Authorization", "Bearer not-the-token")],
+            "",
+        );
+        assert_eq!(wrong.status, 401, "{path}");
+        assert!(wrong.json()["error"].as_str().unwrap().contains("log in"));
+        let forged = http(
+            port,
+            "GET",
+            path,
+            &[(
+                "Cookie",
+                "sunray_dashboard=00112233445566778899aabbccddeeff",
+            )],
+            "",
+        );
+        assert_eq!(forged.status, 401, "{path}");
+    }
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let bad = http(port, "POST", "/login", &form, "token=guess");
+    assert_eq!(bad.status, 401);
+    assert!(bad.body.contains("not this cluster"));
+
+    // Logged in: a session cookie, never the token.
+    let login = http(port, "POST", "/login", &form, &format!("token={token}"));
+    assert_eq!(login.status, 303);
+    let cookie = login
+        .headers
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .expect("a cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(cookie.starts_with("sunray_dashboard=") && !cookie.contains(&token.to_lowercase()));
+    assert!(login.headers.contains("httponly"));
+    let auth = [("Cookie", cookie.as_str())];
+    let page = http(port, "GET", "/", &auth, "");
+    // Self-contained: nothing is fetched from elsewhere (clusters are often offline).
+    assert!(page.body.contains("id=\"curves\""));
+    for outside in ["src=\"http", "href=\"http", "<link", "@import", "url("] {
+        assert!(!page.body.contains(outside), "the page loads {outside}…");
+    }
+
+    let list = http(port, "GET", "/api/experiments", &auth, "").json();
+    let exps = list["experiments"].as_array().unwrap();
+    assert_eq!(exps.len(), 1, "{list}");
+    assert_eq!(exps[0]["id"], "0/asha");
+    assert_eq!(exps[0]["trials"], 8);
+    assert_eq!(exps[0]["metric"], "acc");
+    assert_eq!(exps[0]["status"]["TERMINATED"], 8);
+
+    let e = http(port, "GET", "/api/experiment?id=0/asha", &auth, "").json();
+    let trials = e["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 8);
+    assert_eq!(e["scheduler"], "AsyncHyperBand");
+    let rungs = e["rungs"].as_array().unwrap();
+    assert!(
+        !rungs.is_empty() && rungs.iter().any(|r| r["cutoff"].is_number()),
+        "{e}"
+    );
+    // The best trial is the one with the highest last accuracy.
+    let best = trials
+        .iter()
+        .max_by(|a, b| {
+            a["last"]["acc"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["last"]["acc"].as_f64().unwrap())
+        })
+        .unwrap();
+    assert_eq!(e["best"], best["trial_id"]);
+    assert!(trials
+        .iter()
+        .all(|t| t["config"]["lr"].is_number() && t["node_ip"] == "127.0.0.1"));
+    // ASHA stopped some trials early: not every trial has max_t results.
+    let iters: Vec<u64> = trials
+        .iter()
+        .map(|t| t["iterations"].as_u64().unwrap())
+        .collect();
+    assert!(
+        iters.contains(&12) && iters.iter().any(|i| *i < 12),
+        "{iters:?}"
+    );
+
+    let curves = http(
+        port,
+        "GET",
+        "/api/curves?id=0/asha&metric=acc&x=training_iteration",
+        &auth,
+        "",
+    )
+    .json();
+    let curves = curves["curves"].as_array().unwrap();
+    assert_eq!(curves.len(), 8, "one line per trial");
+    for (c, t) in curves.iter().zip(trials) {
+        assert_eq!(c["trial_id"], t["trial_id"]);
+        assert_eq!(
+            c["points"].as_array().unwrap().len() as u64,
+            t["iterations"].as_u64().unwrap()
+        );
+    }
+    assert_eq!(
+        http(port, "GET", "/api/curves?id=0/asha", &auth, "").status,
+        400
+    );
+    assert_eq!(
+        http(port, "GET", "/api/experiment?id=0/../..", &auth, "").status,
+        404
+    );
+
+    let cl = http(port, "GET", "/api/cluster", &auth, "").json();
+    let nodes = cl["view"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0]["alive"], true);
+    assert_eq!(nodes[0]["total"]["cpu"], 2.0);
+
+    // Logging out ends the session.
+    http(port, "POST", "/logout", &auth, "");
+    assert_eq!(http(port, "GET", "/api/experiments", &auth, "").status, 401);
+
+    d.kill().ok();
+    d.wait().ok();
+    let err = std::fs::read_to_string(c.tmp.join("dashboard.err")).unwrap();
+    assert!(!err.contains(&token), "the token is never logged");
+    for pid in std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    {
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            assert!(!String::from_utf8_lossy(&cmd).contains(&token));
+        }
+    }
+}
+
+#[test]
+fn without_a_cluster_the_dashboard_needs_a_token_of_its_own() {
+    let tmp = fresh_tmp();
+    let out = sunray_in(
+        &tmp,
+        &[
+            "dashboard",
+            "--port",
+            "0",
+            "--results",
+            tmp.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--token-file"), "{err}");
+}
