@@ -1,10 +1,11 @@
-//! The `sunray` command: `start`, `stop`, `status`, `dashboard`, `slurm`.
+//! The `sunray` command: `start`, `stop`, `status`, `dashboard`, `tune plot`, `slurm`.
 
 mod dashboard;
 mod slurm;
 mod start;
 mod status;
 mod stop;
+mod tune;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,9 @@ enum Cmd {
     Status(status::StatusArgs),
     /// Serve the web dashboard: the cluster live and Tune experiments' learning curves.
     Dashboard(dashboard::DashboardArgs),
+    /// Tune experiments on disk: `sunray tune plot DIR -o curves.png`.
+    #[command(subcommand)]
+    Tune(tune::TuneCmd),
     /// Run a cluster over a Slurm allocation: `sunray slurm run -- <driver>`.
     #[command(subcommand)]
     Slurm(slurm::SlurmCmd),
@@ -79,6 +83,7 @@ pub fn run_command_line(exe: std::path::PathBuf, args: Vec<String>) -> i32 {
         Cmd::Stop(a) => stop::run(a),
         Cmd::Status(a) => status::run(a),
         Cmd::Dashboard(a) => dashboard::run(a),
+        Cmd::Tune(c) => tune::run(c),
         Cmd::Slurm(c) => slurm::run(c),
     };
     match r {

@@ -5,6 +5,7 @@
 //! offline); reached from a laptop through `ssh -L`.
 
 pub mod experiments;
+pub mod plot;
 mod server;
 
 pub use server::{serve, Options};

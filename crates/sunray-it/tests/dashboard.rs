@@ -226,6 +226,43 @@ fn the_dashboard_shows_an_experiment_and_the_cluster_to_token_holders_only() {
     assert_eq!(nodes[0]["alive"], true);
     assert_eq!(nodes[0]["total"]["cpu"], 2.0);
 
+    // Without a browser: the same curves as a PNG of the size asked, a line per trial.
+    let png_path = c.tmp.join("curves.png");
+    let out = run_ok(c.sunray(&[
+        "tune",
+        "plot",
+        results.join("asha").to_str().unwrap(),
+        "--metric",
+        "acc",
+        "-o",
+        png_path.to_str().unwrap(),
+        "--width",
+        "900",
+        "--height",
+        "500",
+    ]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("8 curves of acc"));
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&png_path).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!((info.width, info.height), (900, 500));
+    let colours: std::collections::HashSet<[u8; 3]> = buf[..info.buffer_size()]
+        .chunks(3)
+        .map(|p| [p[0], p[1], p[2]])
+        .collect();
+    use sunray_dashboard::plot::{BEST, PALETTE};
+    assert!(colours.contains(&BEST), "the best trial's line");
+    for (i, c) in PALETTE.iter().enumerate() {
+        assert_eq!(
+            colours.contains(c),
+            i < 7,
+            "colour {i}: 7 other trials, one colour each"
+        );
+    }
+
     // Logging out ends the session.
     http(port, "POST", "/logout", &auth, "");
     assert_eq!(http(port, "GET", "/api/experiments", &auth, "").status, 401);
