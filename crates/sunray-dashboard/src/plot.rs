@@ -68,7 +68,8 @@ impl DrawTarget for Canvas {
 
 /// Round tick values covering `lo..=hi`, about `n` of them.
 fn ticks(lo: f64, hi: f64, n: usize, whole: bool) -> Vec<f64> {
-    if !(hi > lo) {
+    // Also when either is NaN.
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return vec![lo];
     }
     let raw = ((hi - lo) / n as f64).max(if whole { 1.0 } else { 0.0 });
