@@ -108,7 +108,89 @@ fn two_node_cluster(tmp: &Path) -> String {
     ];
     sunray(tmp, &node);
     sunray(tmp, &["status", "--wait-for-nodes", "2", "--timeout", "10"]);
+    if std::env::var_os("SUNRAY_BENCH_DASHBOARD").is_some() {
+        WATCHERS.lock().unwrap().push(Watcher::start(tmp, &address));
+    }
     address
+}
+
+/// With `SUNRAY_BENCH_DASHBOARD` set: a dashboard on each two-node cluster, asked for
+/// the cluster view and the experiment list every 500 ms (a page open, refreshing four
+/// times as often as the page does), so the figures show what watching costs.
+static WATCHERS: std::sync::Mutex<Vec<Watcher>> = std::sync::Mutex::new(Vec::new());
+
+struct Watcher {
+    dashboard: std::process::Child,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watcher {
+    fn start(tmp: &Path, address: &str) -> Watcher {
+        use std::io::{BufRead, Read, Write};
+        let mut dashboard = Command::new(sunray_bin())
+            .args([
+                "dashboard",
+                "--address",
+                address,
+                "--port",
+                "0",
+                "--results",
+            ])
+            .arg(tmp)
+            .env("SUNRAY_TMPDIR", tmp)
+            .env_remove("SUNRAY_ADDRESS")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(dashboard.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let url = first.split_whitespace().nth(3).unwrap().to_string();
+        let port: u16 = url
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .parse()
+            .unwrap();
+        let token = std::fs::read_dir(tmp.join(format!("sunray-{}", unsafe { libc::getuid() })))
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("token")).ok())
+            .next()
+            .expect("the head's token")
+            .trim()
+            .to_string();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for path in ["/api/cluster", "/api/experiments"] {
+                    if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                        let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+                        let _ = s.read_to_end(&mut Vec::new());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        });
+        Watcher { dashboard, stop }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.dashboard.kill();
+        let _ = self.dashboard.wait();
+    }
+}
+
+/// Stops the cluster of `tmp` (and a dashboard watching it).
+fn stop_cluster(tmp: &Path) {
+    WATCHERS.lock().unwrap().clear();
+    sunray(tmp, &["stop"]);
 }
 
 /// `--tasks N`: one driver submits N no-op tasks at once on a head with 2 CPUs and one
@@ -160,7 +242,7 @@ fn many_tasks(n: usize) {
         get("DRIVER_PEAK_KB") / 1024.0,
         get("DRIVER_PEAK_KB") * 1024.0 / n as f64
     );
-    sunray(&tmp, &["stop"]);
+    stop_cluster(&tmp);
     std::fs::remove_dir_all(&tmp).ok();
 }
 
@@ -393,6 +475,6 @@ fn main() {
         get(&out, "TASKS_PER_ROUND"),
         get(&out, "ROUND_S")
     );
-    sunray(&tmp, &["stop"]);
+    stop_cluster(&tmp);
     std::fs::remove_dir_all(&tmp).ok();
 }

@@ -46,10 +46,7 @@ pub fn run(a: DashboardArgs) -> anyhow::Result<()> {
         })?,
     };
     let results = if a.results.is_empty() {
-        vec![std::env::var_os("SUNRAY_STORAGE_PATH")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join("sunray_results")))
-            .unwrap_or_else(|| PathBuf::from("sunray_results"))]
+        default_results()
     } else {
         a.results.clone()
     };
@@ -73,4 +70,56 @@ pub fn run(a: DashboardArgs) -> anyhow::Result<()> {
             .await
             .context("dashboard server")
     })
+}
+
+/// Where Tune writes experiments when a script names no storage path.
+fn default_results() -> Vec<PathBuf> {
+    vec![std::env::var_os("SUNRAY_STORAGE_PATH")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join("sunray_results")))
+        .unwrap_or_else(|| PathBuf::from("sunray_results"))]
+}
+
+/// `sunray start --head --dashboard-port P`: the dashboard in the head's process, on a
+/// thread and runtime of its own (its file reads never hold up the head's loop).
+pub(crate) fn serve_beside_head(
+    session_dir: &std::path::Path,
+    head: &str,
+    bind: IpAddr,
+    port: u16,
+) -> anyhow::Result<()> {
+    let token = crate::read_token_file(&session_dir.join("token"))?;
+    let addr = SocketAddr::new(bind, port);
+    let listener = std::net::TcpListener::bind(addr).with_context(|| {
+        format!("cannot serve the dashboard on {addr} (port taken? pick another --dashboard-port)")
+    })?;
+    listener.set_nonblocking(true)?;
+    let opts = sunray_dashboard::Options {
+        token,
+        results: default_results(),
+        head: Some(head.to_string()),
+    };
+    std::thread::Builder::new()
+        .name("dashboard".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return tracing::error!("dashboard: no runtime: {e}"),
+            };
+            rt.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => {
+                        if let Err(e) = sunray_dashboard::serve(l, opts).await {
+                            tracing::error!("dashboard stopped: {e}");
+                        }
+                    }
+                    Err(e) => tracing::error!("dashboard: {e}"),
+                }
+            })
+        })?;
+    tracing::info!("dashboard on http://{addr}/");
+    Ok(())
 }

@@ -1,10 +1,12 @@
 //! The `sunray` command: `start`, `stop`, `status`, `dashboard`, `tune plot`, `slurm`.
 
+#[cfg(feature = "dashboard")]
 mod dashboard;
 mod slurm;
 mod start;
 mod status;
 mod stop;
+#[cfg(feature = "dashboard")]
 mod tune;
 
 use clap::{Parser, Subcommand};
@@ -29,8 +31,10 @@ enum Cmd {
     /// Show the nodes of a cluster and its task counts.
     Status(status::StatusArgs),
     /// Serve the web dashboard: the cluster live and Tune experiments' learning curves.
+    #[cfg(feature = "dashboard")]
     Dashboard(dashboard::DashboardArgs),
     /// Tune experiments on disk: `sunray tune plot DIR -o curves.png`.
+    #[cfg(feature = "dashboard")]
     #[command(subcommand)]
     Tune(tune::TuneCmd),
     /// Run a cluster over a Slurm allocation: `sunray slurm run -- <driver>`.
@@ -82,7 +86,9 @@ pub fn run_command_line(exe: std::path::PathBuf, args: Vec<String>) -> i32 {
         Cmd::Start(a) => start::run(a),
         Cmd::Stop(a) => stop::run(a),
         Cmd::Status(a) => status::run(a),
+        #[cfg(feature = "dashboard")]
         Cmd::Dashboard(a) => dashboard::run(a),
+        #[cfg(feature = "dashboard")]
         Cmd::Tune(c) => tune::run(c),
         Cmd::Slurm(c) => slurm::run(c),
     };

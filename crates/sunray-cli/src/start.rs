@@ -43,6 +43,16 @@ pub struct StartArgs {
     /// dead, a node gives up on its head.
     #[arg(long, env = "SUNRAY_HEARTBEAT_TIMEOUT", value_parser = parse_timeout)]
     heartbeat_timeout: Option<f64>,
+    /// Head: also serve the dashboard (as `sunray dashboard` does) on this port, from
+    /// the head's process (its own thread: the head's loop never waits on it).
+    #[cfg(feature = "dashboard")]
+    #[arg(long, requires = "head")]
+    dashboard_port: Option<u16>,
+    /// The dashboard's listening address: loopback unless asked (reach it with
+    /// `ssh -L`).
+    #[cfg(feature = "dashboard")]
+    #[arg(long, requires = "dashboard_port", default_value_t = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))]
+    dashboard_bind: std::net::IpAddr,
     /// Stay in the foreground until signalled.
     #[arg(long)]
     block: bool,
@@ -65,6 +75,10 @@ impl StartArgs {
             token: std::env::var("SUNRAY_TOKEN").ok(),
             token_file: None,
             heartbeat_timeout: None,
+            #[cfg(feature = "dashboard")]
+            dashboard_port: None,
+            #[cfg(feature = "dashboard")]
+            dashboard_bind: std::net::Ipv4Addr::LOCALHOST.into(),
             block: true,
             daemon_child: false,
         }
@@ -176,6 +190,18 @@ pub fn run(mut a: StartArgs) -> anyhow::Result<()> {
                 gpu_ids,
             })
             .await?;
+            #[cfg(feature = "dashboard")]
+            if let Some(port) = a.dashboard_port {
+                if let Err(e) = crate::dashboard::serve_beside_head(
+                    &started.session.dir,
+                    &started.address,
+                    a.dashboard_bind,
+                    port,
+                ) {
+                    started.session.remove();
+                    return Err(e);
+                }
+            }
             announce(
                 &format!(
                     "READY head {} {} {}",

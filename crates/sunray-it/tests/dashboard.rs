@@ -300,3 +300,73 @@ fn without_a_cluster_the_dashboard_needs_a_token_of_its_own() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--token-file"), "{err}");
 }
+
+#[test]
+fn a_head_started_with_a_dashboard_port_serves_the_dashboard() {
+    let tmp = fresh_tmp();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut head = sunray_in(
+        &tmp,
+        &[
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            "0",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--num-cpus",
+            "1",
+            "--dashboard-port",
+            &port.to_string(),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(std::fs::File::create(tmp.join("head.err")).unwrap())
+    .spawn()
+    .unwrap();
+    wait_line(&mut head, "sunray head started:");
+    let token = std::fs::read_dir(session_base(&tmp))
+        .unwrap()
+        .find_map(|e| std::fs::read_to_string(e.ok()?.path().join("token")).ok())
+        .unwrap();
+    let bearer = format!("Bearer {}", token.trim());
+    assert_eq!(http(port, "GET", "/api/cluster", &[], "").status, 401);
+    let cl = http(
+        port,
+        "GET",
+        "/api/cluster",
+        &[("Authorization", &bearer)],
+        "",
+    )
+    .json();
+    assert_eq!(cl["view"]["nodes"].as_array().unwrap().len(), 1, "{cl}");
+    // A second head cannot take the same port: it says so and leaves nothing behind.
+    let out = sunray_in(
+        &tmp,
+        &[
+            "start",
+            "--head",
+            "--port",
+            "0",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--dashboard-port",
+            &port.to_string(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--dashboard-port"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    head.kill().ok();
+    head.wait().ok();
+}
