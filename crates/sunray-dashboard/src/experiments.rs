@@ -122,9 +122,13 @@ impl Library {
             .map(|(id, path)| {
                 let state = read_state(&path);
                 let trials = trial_dirs(&path);
+                let ray = ray_statuses(&path);
                 let mut status = BTreeMap::new();
                 for t in &trials {
-                    *status.entry(trial_status(t, None)).or_insert(0) += 1;
+                    let last = self.rows(&t.join("result.json")).last().cloned();
+                    *status
+                        .entry(trial_status(t, last.as_ref(), &ray))
+                        .or_insert(0) += 1;
                 }
                 ExperimentSummary {
                     name: path
@@ -157,6 +161,7 @@ impl Library {
         let mode = state_str(&state, "mode");
         let mut metrics = std::collections::BTreeSet::new();
         let mut trials = Vec::new();
+        let ray = ray_statuses(&path);
         for dir in trial_dirs(&path) {
             let rows = self.rows(&dir.join("result.json"));
             let last = rows.last();
@@ -191,7 +196,7 @@ impl Library {
                 dir: dir
                     .file_name()
                     .map_or("".into(), |n| n.to_string_lossy().into_owned()),
-                status: trial_status(&dir, last),
+                status: trial_status(&dir, last, &ray),
                 config,
                 iterations: rows.len(),
                 last: numbers,
@@ -326,16 +331,65 @@ fn trial_id_of(dir: &Path) -> String {
     }
 }
 
-/// sunray's `.trial_end.json` when the trial ended; else an `error.txt` means it
-/// failed (Ray writes one too), a last result marked `done` that it finished, and
-/// anything else that it is still running (or was stopped without a word).
-fn trial_status(dir: &Path, last: Option<&Row>) -> String {
+/// Trial statuses from Ray Tune's `experiment_state-<date>.json` (its `trial_data`:
+/// pairs of a trial's JSON and its runtime state), by trial id.
+fn ray_statuses(exp: &Path) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let Ok(rd) = std::fs::read_dir(exp) else {
+        return out;
+    };
+    let mut files: Vec<PathBuf> = rd
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("experiment_state-") && n.ends_with(".json"))
+        })
+        .collect();
+    files.sort();
+    let Some(state) = files.last().and_then(|f| std::fs::read(f).ok()) else {
+        return out;
+    };
+    let Ok(v) = serde_json::from_slice::<Value>(&state) else {
+        return out;
+    };
+    for pair in v
+        .get("trial_data")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let trial = pair
+            .get(0)
+            .and_then(Value::as_str)
+            .and_then(|s| serde_json::from_str::<Value>(s).ok());
+        if let Some(t) = trial {
+            if let (Some(id), Some(st)) = (
+                t.get("trial_id").and_then(Value::as_str),
+                t.get("status").and_then(Value::as_str),
+            ) {
+                out.insert(id.to_string(), st.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// sunray's `.trial_end.json` when the trial ended, Ray's experiment state when Ray
+/// wrote the experiment; else an `error.txt` means it failed, a last result marked
+/// `done` that it finished, and anything else that it is still running (or was
+/// stopped without a word).
+fn trial_status(dir: &Path, last: Option<&Row>, ray: &HashMap<String, String>) -> String {
     if let Some(s) = std::fs::read(dir.join(".trial_end.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .and_then(|v| v.get("status").and_then(Value::as_str).map(String::from))
     {
         return s;
+    }
+    if let Some(s) = ray.get(&trial_id_of(dir)) {
+        return s.clone();
     }
     if dir.join("error.txt").is_file() {
         return "ERROR".into();
@@ -496,6 +550,46 @@ mod tests {
         assert_eq!(v.rungs[0].cutoff, Some(0.5));
         assert_eq!(v.metrics, vec!["loss".to_string()]);
         assert!(lib.experiment("0/none").is_none());
+    }
+
+    #[test]
+    fn an_experiment_ray_tune_wrote_is_read_with_its_statuses() {
+        // Ray 2.x: `experiment_state-<date>.json` holds `trial_data`, pairs of a trial's
+        // JSON (as a string) and its runtime state; no metric or mode; results without
+        // a `done` at the end.
+        let tmp = tempfile::tempdir().unwrap();
+        let exp = tmp.path().join("train_cifar_2026-12-02_10-31-12");
+        trial(
+            &exp,
+            "train_cifar_802dc_00000_0_lr=0.0002_2026-12-02_10-31-14",
+            &[r#"{"loss": 2.3, "training_iteration": 1}"#],
+        );
+        trial(
+            &exp,
+            "train_cifar_802dc_00001_1_lr=0.0006_2026-12-02_10-31-14",
+            &[r#"{"loss": 2.1, "training_iteration": 1}"#],
+        );
+        let trial_json = |id: &str, status: &str| {
+            serde_json::to_string(&serde_json::json!({"trial_id": id, "status": status})).unwrap()
+        };
+        let state = serde_json::json!({"trial_data": [
+            [trial_json("802dc_00000", "TERMINATED"), "{}"],
+            [trial_json("802dc_00001", "ERROR"), "{}"],
+        ], "runner_data": {}, "stats": {}});
+        std::fs::write(
+            exp.join("experiment_state-2026-12-02_10-31-14.json"),
+            state.to_string(),
+        )
+        .unwrap();
+        let mut lib = Library::new(vec![tmp.path().to_path_buf()]);
+        let list = lib.list();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].status.get("TERMINATED"), Some(&1));
+        assert_eq!(list[0].status.get("ERROR"), Some(&1));
+        let v = lib.experiment(&list[0].id).unwrap();
+        assert_eq!(v.trials[0].trial_id, "802dc_00000");
+        assert_eq!(v.metric, None);
+        assert_eq!(v.trials[1].status, "ERROR");
     }
 
     #[test]
