@@ -66,7 +66,8 @@ pub fn run(a: DashboardArgs) -> anyhow::Result<()> {
         if let Some(h) = &head {
             println!("cluster: {h}");
         }
-        sunray_dashboard::serve(listener, sunray_dashboard::Options { token, results, head })
+        let sessions = Some(sunray_runtime::session::base_dir());
+        sunray_dashboard::serve(listener, sunray_dashboard::Options { token, results, head, sessions })
             .await
             .context("dashboard server")
     })
@@ -98,6 +99,7 @@ pub(crate) fn serve_beside_head(
         token,
         results: default_results(),
         head: Some(head.to_string()),
+        sessions: Some(sunray_runtime::session::base_dir()),
     };
     std::thread::Builder::new()
         .name("dashboard".into())

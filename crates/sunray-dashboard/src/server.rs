@@ -28,11 +28,15 @@ pub struct Options {
     pub results: Vec<PathBuf>,
     /// The head whose nodes and tasks the cluster view shows, if any.
     pub head: Option<String>,
+    /// This user's sunray session directory (`/tmp/sunray-<uid>`): the logs it holds
+    /// (heads' and nodes' `*.log`, a Slurm job's `head.log` and `nodes.log`) are shown.
+    pub sessions: Option<PathBuf>,
 }
 
 struct App {
     token: String,
     head: Option<String>,
+    session_dir: Option<PathBuf>,
     sessions: Mutex<HashSet<String>>,
     library: Mutex<Library>,
 }
@@ -42,6 +46,7 @@ pub async fn serve(listener: tokio::net::TcpListener, opts: Options) -> std::io:
     let app = Arc::new(App {
         token: opts.token,
         head: opts.head,
+        session_dir: opts.sessions,
         sessions: Mutex::new(HashSet::new()),
         library: Mutex::new(Library::new(opts.results)),
     });
@@ -53,6 +58,8 @@ pub async fn serve(listener: tokio::net::TcpListener, opts: Options) -> std::io:
         .route("/api/experiment", get(experiment))
         .route("/api/curves", get(curves))
         .route("/api/cluster", get(cluster))
+        .route("/api/logs", get(logs))
+        .route("/api/log", get(log))
         .with_state(app);
     axum::serve(listener, router).await
 }
@@ -229,6 +236,103 @@ async fn cluster(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
             Json(
                 json!({"head": head, "error": format!("the head at {head} does not answer: {e}")}),
             ),
+        )
+            .into_response(),
+    }
+}
+
+/// Most bytes of a log the page gets: its end.
+const LOG_TAIL: u64 = 64 * 1024;
+
+/// The `*.log` files under the session directory (three levels down at most), as
+/// paths relative to it.
+fn log_files(root: &std::path::Path) -> Vec<(String, u64)> {
+    fn walk(
+        root: &std::path::Path,
+        dir: &std::path::Path,
+        depth: u32,
+        out: &mut Vec<(String, u64)>,
+    ) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.filter_map(Result::ok) {
+            let Ok(ft) = e.file_type() else { continue };
+            let p = e.path();
+            if ft.is_dir() && depth < 3 {
+                walk(root, &p, depth + 1, out);
+            } else if ft.is_file() && p.extension().is_some_and(|x| x == "log") {
+                if let (Ok(rel), Ok(m)) = (p.strip_prefix(root), e.metadata()) {
+                    out.push((rel.to_string_lossy().into_owned(), m.len()));
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, 0, &mut out);
+    out.sort();
+    out
+}
+
+async fn logs(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if !app.allowed(&headers) {
+        return refused();
+    }
+    let files = app
+        .session_dir
+        .as_deref()
+        .map(log_files)
+        .unwrap_or_default();
+    let files: Vec<_> = files
+        .into_iter()
+        .map(|(name, bytes)| json!({"name": name, "bytes": bytes}))
+        .collect();
+    Json(json!({ "logs": files })).into_response()
+}
+
+#[derive(Deserialize)]
+struct LogName {
+    name: String,
+}
+
+async fn log(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<LogName>,
+) -> Response {
+    use std::io::{Read, Seek, SeekFrom};
+    if !app.allowed(&headers) {
+        return refused();
+    }
+    // Only a file the listing names: no path from the request reaches the disk.
+    let Some(root) = app.session_dir.as_deref() else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no session directory"})),
+        )
+            .into_response();
+    };
+    if !log_files(root).iter().any(|(n, _)| *n == q.name) {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no log {:?}", q.name)})),
+        )
+            .into_response();
+    }
+    let path = root.join(&q.name);
+    let mut text = Vec::new();
+    let read = std::fs::File::open(&path).and_then(|mut f| {
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL)))?;
+        f.read_to_end(&mut text)
+    });
+    match read {
+        Ok(_) => {
+            Json(json!({"name": q.name, "tail": String::from_utf8_lossy(&text)})).into_response()
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": format!("cannot read {}: {e}", q.name)})),
         )
             .into_response(),
     }

@@ -220,11 +220,26 @@ fn the_dashboard_shows_an_experiment_and_the_cluster_to_token_holders_only() {
         404
     );
 
+    // The cluster view, after a driver ran 30 tasks of one function.
+    c.driver(&["burst", "30"]);
     let cl = http(port, "GET", "/api/cluster", &auth, "").json();
     let nodes = cl["view"]["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 1);
     assert_eq!(nodes[0]["alive"], true);
     assert_eq!(nodes[0]["total"]["cpu"], 2.0);
+    let functions = cl["view"]["functions"].as_array().unwrap();
+    let square = functions
+        .iter()
+        .find(|f| f["function"].as_str().unwrap().ends_with("square"))
+        .unwrap_or_else(|| panic!("{functions:?}"));
+    assert_eq!(
+        (
+            square["finished"].as_u64(),
+            square["waiting"].as_u64(),
+            square["running"].as_u64()
+        ),
+        (Some(30), Some(0), Some(0))
+    );
 
     // Without a browser: the same curves as a PNG of the size asked, a line per trial.
     let png_path = c.tmp.join("curves.png");
@@ -262,6 +277,38 @@ fn the_dashboard_shows_an_experiment_and_the_cluster_to_token_holders_only() {
             "colour {i}: 7 other trials, one colour each"
         );
     }
+
+    // Logs in this user's session directory: listed, their tails served; nothing else.
+    let job = session_base(&c.tmp).join("j77");
+    std::fs::create_dir_all(&job).unwrap();
+    std::fs::write(
+        job.join("nodes.log"),
+        "[node 127.0.0.2] joined\n[node 127.0.0.2] ran square\n",
+    )
+    .unwrap();
+    let logs = http(port, "GET", "/api/logs", &auth, "").json();
+    assert!(
+        logs["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["name"] == "j77/nodes.log"),
+        "{logs}"
+    );
+    let tail = http(port, "GET", "/api/log?name=j77/nodes.log", &auth, "").json();
+    assert!(tail["tail"].as_str().unwrap().ends_with("ran square\n"));
+    for bad in [
+        "../results/asha/experiment_state.json",
+        "/etc/passwd",
+        "j77/../../head.err",
+    ] {
+        assert_eq!(
+            http(port, "GET", &format!("/api/log?name={bad}"), &auth, "").status,
+            404,
+            "{bad}"
+        );
+    }
+    assert_eq!(http(port, "GET", "/api/logs", &[], "").status, 401);
 
     // Logging out ends the session.
     http(port, "POST", "/logout", &auth, "");

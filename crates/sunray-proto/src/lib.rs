@@ -320,6 +320,18 @@ pub struct ClusterView {
     /// results) and the bytes of those with a value.
     pub objects: u64,
     pub object_bytes: u64,
+    /// Tasks per remote function, by name.
+    pub functions: Vec<FunctionTasks>,
+}
+
+/// The tasks of one remote function: waiting (for their arguments or for resources),
+/// running, and ended since the head started (successes and failures).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionTasks {
+    pub function: String,
+    pub waiting: u64,
+    pub running: u64,
+    pub finished: u64,
 }
 
 /// What the head gives a node to run: the task with every argument resolved.

@@ -90,6 +90,11 @@ def test_the_page_shows_every_trial_and_a_line_per_trial(cluster, tmp, browser):
         wait.until(lambda _: count("#trials tbody tr") == 8)
         wait.until(lambda _: count("svg#curves path.curve") == 8)
         wait.until(lambda _: count("#nodes tbody tr") == 3)
+        # The trials ran as tasks of one function: 8 of them ended.
+        fn_rows = [
+            r.text.split() for r in browser.find_elements(By.CSS_SELECTOR, "#functions tbody tr")
+        ]
+        assert any(row[-1] == "8" for row in fn_rows), fn_rows
         assert count("svg#curves path.curve.best") == 1
         assert count("svg#curves line.cut") >= 1, "ASHA's cut-offs are drawn"
         assert count("svg#scatter circle.point") == 8

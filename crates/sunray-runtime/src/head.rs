@@ -1,7 +1,7 @@
 //! The head: cluster state (nodes, drivers, tasks, objects) in one actor task; connection
 //! tasks only decode frames into [`Event`]s and encode what the actor sends back.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -12,8 +12,9 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use sunray_proto::{
     limits, object_owner, Arg, Assignment, BinaryChunk, BinaryInfo, ClientId, ClusterView,
-    DriverToHead, ErrorKind, HeadToDriver, HeadToNode, HelloReply, NodeId, NodeRegistration,
-    NodeToHead, NodeView, ObjectId, Outcome, Query, Resources, Role, TaskError, TaskId, TaskSpec,
+    DriverToHead, ErrorKind, FunctionTasks, HeadToDriver, HeadToNode, HelloReply, NodeId,
+    NodeRegistration, NodeToHead, NodeView, ObjectId, Outcome, Query, Resources, Role, TaskError,
+    TaskId, TaskSpec,
 };
 use sunray_sched::{Pipelining, ResourceSet, Scheduler};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -608,6 +609,8 @@ struct HeadState {
     /// Pending objects their driver released already: dropped once they are ready.
     released: HashSet<ObjectId>,
     node_waiters: Vec<(u32, oneshot::Sender<ClusterView>)>,
+    /// Tasks ended per function name (one entry per function a driver ever ran).
+    finished: HashMap<String, u64>,
 }
 
 impl HeadState {
@@ -794,7 +797,30 @@ impl HeadState {
                     _ => 0,
                 })
                 .sum(),
+            functions: self.function_counts(),
         }
+    }
+
+    /// Per function: live tasks, running or not, and those ended.
+    fn function_counts(&self) -> Vec<FunctionTasks> {
+        let mut by: BTreeMap<&str, FunctionTasks> = BTreeMap::new();
+        for (id, t) in &self.tasks {
+            let f = by.entry(&t.spec.function).or_default();
+            if self.sched.running_on(*id).is_some() {
+                f.running += 1;
+            } else {
+                f.waiting += 1;
+            }
+        }
+        for (name, n) in &self.finished {
+            by.entry(name).or_default().finished = *n;
+        }
+        by.into_iter()
+            .map(|(name, mut f)| {
+                f.function = name.to_string();
+                f
+            })
+            .collect()
     }
 
     fn on_driver_message(&mut self, client: ClientId, msg: DriverToHead) {
@@ -1026,6 +1052,12 @@ impl HeadState {
             let Some(t) = self.tasks.remove(&task) else {
                 continue;
             };
+            match self.finished.get_mut(&t.spec.function) {
+                Some(n) => *n += 1,
+                None => {
+                    self.finished.insert(t.spec.function.clone(), 1);
+                }
+            }
             if let Some(d) = self.drivers.get_mut(&t.owner) {
                 d.done.push((task, outcome.clone()));
             }
