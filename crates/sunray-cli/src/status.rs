@@ -122,7 +122,7 @@ pub fn render(address: &str, v: &ClusterView) -> String {
             custom_line(&n.total, &n.available),
         ]);
     }
-    format!(
+    let mut out = format!(
         "cluster {address}: {alive} nodes alive, {} dead; {} CPUs, {} GPUs in use\n{t}\ntasks: {} queued, {} running, {} infeasible; drivers connected: {}\nobjects held: {} ({:.1} MB)\n",
         v.nodes.len() - alive,
         amount(cpu_used, cpu_total),
@@ -133,5 +133,64 @@ pub fn render(address: &str, v: &ClusterView) -> String {
         v.drivers,
         v.objects,
         v.object_bytes as f64 / 1e6
+    );
+    if !v.actors.is_empty() {
+        out.push_str(&actors_table(v));
+    }
+    out
+}
+
+/// Actors alive, starting, restarting, and the last dead ones (with why they died).
+fn actors_table(v: &ClusterView) -> String {
+    use sunray_proto::ActorState;
+    let count = |s: ActorState| v.actors.iter().filter(|a| a.state == s).count();
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(vec![
+        "actor",
+        "class",
+        "name",
+        "state",
+        "node",
+        "restarts",
+        "calls",
+        "holds",
+        "last death",
+    ]);
+    for a in &v.actors {
+        let state = match a.state {
+            ActorState::Pending => "pending",
+            ActorState::Alive => "alive",
+            ActorState::Restarting => "restarting",
+            ActorState::Dead => "dead",
+        };
+        let mut holds = format!("CPU {}", trim(a.resources.cpu));
+        if a.resources.gpu > 0.0 {
+            holds.push_str(&format!(", GPU {}", trim(a.resources.gpu)));
+        }
+        let class = a.class.rsplit("::").next().unwrap_or(&a.class);
+        t.add_row(vec![
+            format!("{:016x}", a.id),
+            class.to_string(),
+            match (&a.name, a.detached) {
+                (Some(n), true) => format!("{n} (detached)"),
+                (Some(n), false) => n.clone(),
+                (None, true) => "(detached)".into(),
+                (None, false) => String::new(),
+            },
+            state.to_string(),
+            a.node.map(|n| format!("{n:08x}")).unwrap_or_default(),
+            a.restarts.to_string(),
+            a.pending_calls.to_string(),
+            holds,
+            a.death.clone().unwrap_or_default(),
+        ]);
+    }
+    format!(
+        "actors: {} alive, {} pending, {} restarting, {} dead\n{t}\n",
+        count(ActorState::Alive),
+        count(ActorState::Pending),
+        count(ActorState::Restarting),
+        count(ActorState::Dead),
     )
 }

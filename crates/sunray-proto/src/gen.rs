@@ -50,7 +50,11 @@ pub fn resources(rng: &mut impl Rng) -> Resources {
 
 /// Any message a driver may send.
 pub fn driver_message(rng: &mut impl Rng, client: ClientId) -> DriverToHead {
-    match rng.random_range(0..6) {
+    match rng.random_range(0..7) {
+        6 => DriverToHead::KillActor {
+            actor: id(rng, client),
+            no_restart: rng.random(),
+        },
         0 => DriverToHead::Submit(
             (0..rng.random_range(0..4))
                 .map(|_| TaskSpec {
@@ -64,6 +68,7 @@ pub fn driver_message(rng: &mut impl Rng, client: ClientId) -> DriverToHead {
                         .collect(),
                     resources: resources(rng),
                     max_retries: rng.random_range(0..3),
+                    kind: task_kind(rng, client),
                 })
                 .collect(),
         ),
@@ -90,10 +95,32 @@ pub fn driver_message(rng: &mut impl Rng, client: ClientId) -> DriverToHead {
     }
 }
 
+/// Mostly plain tasks; actors' creations (absurd options included) and calls of
+/// actors that may or may not exist.
+pub fn task_kind(rng: &mut impl Rng, client: ClientId) -> TaskKind {
+    match rng.random_range(0..6) {
+        0 => TaskKind::CreateActor(Box::new(ActorOptions {
+            class: string(rng),
+            name: rng.random::<bool>().then(|| string(rng)),
+            detached: rng.random(),
+            max_restarts: rng.random_range(-2..3),
+            max_task_retries: rng.random_range(-2..3),
+        })),
+        1 | 2 => TaskKind::ActorCall {
+            actor: id(rng, client),
+        },
+        _ => TaskKind::Plain,
+    }
+}
+
 /// Any message a node may send.
 pub fn node_message(rng: &mut impl Rng) -> NodeToHead {
     let id = rng.random_range(0..1u64 << 44);
-    match rng.random_range(0..4) {
+    match rng.random_range(0..5) {
+        4 => NodeToHead::ActorDied {
+            actor: id,
+            why: string(rng),
+        },
         0 => NodeToHead::Done(vec![(
             id,
             match rng.random() {

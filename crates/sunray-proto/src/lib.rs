@@ -20,7 +20,7 @@ pub mod limits;
 /// Bumped on every incompatible change of a message below. The first field of
 /// [`Hello`] stays a `u32` version in every protocol, so that a head can refuse an older
 /// or newer peer with a message it understands ([`HelloReply::Refused`] keeps its place).
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Largest frame a peer may send before it has authenticated: a [`Hello`] with an
 /// executable path of `PATH_MAX` fits with room to spare. Nobody can make the head
@@ -43,6 +43,8 @@ pub type ClientId = u32;
 /// The id of a task and of the object holding its return value (one return per task).
 pub type ObjectId = u64;
 pub type TaskId = ObjectId;
+/// An actor's id: minted by its creator as object ids are (the id of its creation task).
+pub type ActorId = ObjectId;
 
 /// Object ids are minted by the client without a round trip: the head assigns each client
 /// an id at connect time and the client numbers its objects under it.
@@ -187,6 +189,38 @@ pub struct TaskSpec {
     pub resources: Resources,
     /// How often the task is re-run after its worker or node died.
     pub max_retries: u32,
+    /// A plain task, an actor's creation, or a call of one of its methods.
+    pub kind: TaskKind,
+}
+
+/// What a task is to the head and the node agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TaskKind {
+    Plain,
+    /// Starts an actor (its id is this task's id): the task runs the constructor in a
+    /// worker of its own, which then belongs to the actor and keeps the task's resources
+    /// for the actor's lifetime. The task's result says whether the constructor returned.
+    CreateActor(Box<ActorOptions>),
+    /// Calls a method (`TaskSpec::function` names it) in the actor's worker; calls run
+    /// one at a time in the order the head received them. Holds no resources.
+    ActorCall {
+        actor: ActorId,
+    },
+}
+
+/// How an actor lives (Ray's actor options).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActorOptions {
+    /// The actor's class, for errors and `sunray status`.
+    pub class: String,
+    /// Unique among live actors when given: others find it with `get_actor(name)`.
+    pub name: Option<String>,
+    /// Outlives its creator (Ray's `lifetime="detached"`); ends with `kill` or the cluster.
+    pub detached: bool,
+    /// How often it is restarted after its process or node died (`-1`: always).
+    pub max_restarts: i64,
+    /// How often a call cut short by the actor's death is run again (`-1`: always).
+    pub max_task_retries: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +239,9 @@ pub enum ErrorKind {
     BadArguments,
     /// A task this one depends on failed.
     DependencyFailed,
+    /// The actor of a method call is dead (killed, its constructor failed, or its
+    /// process or node died with no restarts left).
+    ActorDied,
     /// The object was never created or was released.
     ObjectLost,
     /// The node could not start a worker (missing executable, exec failure).
@@ -231,6 +268,7 @@ impl std::fmt::Display for TaskError {
             ErrorKind::Invalid => "was refused by the head",
             ErrorKind::BadArguments => "cannot run: bad arguments",
             ErrorKind::DependencyFailed => "cannot run: a dependency failed",
+            ErrorKind::ActorDied => "cannot run: its actor died",
             ErrorKind::ObjectLost => "cannot run: object lost",
             ErrorKind::WorkerStartFailed => "cannot run: worker did not start",
         };
@@ -265,6 +303,12 @@ pub enum DriverToHead {
         last: bool,
     },
     Query(Query),
+    /// Ray's `kill(actor, no_restart=…)`: ends the actor's process; with `no_restart`
+    /// false it is restarted as after a crash (while it has restarts left).
+    KillActor {
+        actor: ActorId,
+        no_restart: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -322,6 +366,35 @@ pub struct ClusterView {
     pub object_bytes: u64,
     /// Tasks per remote function, by name.
     pub functions: Vec<FunctionTasks>,
+    /// Actors alive, starting or restarting, and the last dead ones.
+    pub actors: Vec<ActorView>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActorState {
+    /// Waiting for resources or its constructor.
+    Pending,
+    Alive,
+    Restarting,
+    Dead,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActorView {
+    pub id: ActorId,
+    pub class: String,
+    pub name: Option<String>,
+    pub state: ActorState,
+    pub node: Option<NodeId>,
+    /// The driver that created it.
+    pub owner: ClientId,
+    pub detached: bool,
+    pub restarts: u32,
+    pub resources: Resources,
+    /// Calls waiting or running.
+    pub pending_calls: u64,
+    /// Why it died, once dead.
+    pub death: Option<String>,
 }
 
 /// The tasks of one remote function: waiting (for their arguments or for resources),
@@ -360,6 +433,10 @@ pub enum HeadToNode {
         task: TaskId,
         data: Bytes,
     },
+    /// End this actor's process (`kill`, or its owner left).
+    KillActor {
+        actor: ActorId,
+    },
     Shutdown,
     /// Sent every second (see [`HeadToDriver::Heartbeat`]).
     Heartbeat,
@@ -376,6 +453,12 @@ pub enum NodeToHead {
         client: ClientId,
         origin: String,
         lines: Vec<String>,
+    },
+    /// An actor's process ended (crashed, killed, or its constructor failed to start):
+    /// its resources are free on this node; the calls it had are the head's to retry.
+    ActorDied {
+        actor: ActorId,
+        why: String,
     },
     Heartbeat,
 }
@@ -434,6 +517,7 @@ mod tests {
                 ..Default::default()
             },
             max_retries: 3,
+            kind: TaskKind::ActorCall { actor: 9 },
         }]);
         let back: DriverToHead = decode(&encode(&msg)).unwrap();
         match back {

@@ -3,8 +3,8 @@
 //! an abort or an allocation its sender chose.
 
 use crate::{
-    object_owner, BinaryInfo, ClientId, DriverToHead, NodeRegistration, Resources, TaskSpec,
-    BINARY_CHUNK_BYTES,
+    object_owner, BinaryInfo, ClientId, DriverToHead, NodeRegistration, Resources, TaskKind,
+    TaskSpec, BINARY_CHUNK_BYTES,
 };
 
 /// Largest amount of any one resource (CPUs, memory, a custom resource) a node may offer
@@ -156,6 +156,12 @@ fn check_task(client: ClientId, t: &TaskSpec) -> Result<(), String> {
             t.args.len()
         ));
     }
+    if let TaskKind::CreateActor(o) = &t.kind {
+        check_name("an actor class", &o.class)?;
+        if let Some(n) = &o.name {
+            check_name("an actor name", n)?;
+        }
+    }
     Ok(())
 }
 
@@ -187,7 +193,7 @@ pub fn check_driver_message(client: ClientId, m: &DriverToHead) -> Result<(), St
             }
             Ok(())
         }
-        DriverToHead::Query(_) => Ok(()),
+        DriverToHead::Query(_) | DriverToHead::KillActor { .. } => Ok(()),
     }
 }
 
@@ -271,6 +277,7 @@ mod tests {
             args: vec![Arg::Ref(theirs)],
             resources: Resources::default(),
             max_retries: 0,
+            kind: TaskKind::Plain,
         };
         // Another driver's object as an argument is allowed (the head resolves it)...
         assert!(check_driver_message(3, &DriverToHead::Submit(vec![task(mine)])).is_ok());

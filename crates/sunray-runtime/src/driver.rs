@@ -1064,6 +1064,15 @@ impl Client {
         rx
     }
 
+    /// Ray's `kill(actor, no_restart=…)`.
+    pub fn kill_actor(
+        &self,
+        actor: sunray_proto::ActorId,
+        no_restart: bool,
+    ) -> Result<(), GetError> {
+        self.send(DriverToHead::KillActor { actor, no_restart })
+    }
+
     pub fn reply_to_task(&self, task: TaskId, data: Bytes) -> Result<(), GetError> {
         self.send(DriverToHead::TaskReply { task, data })
     }
@@ -1163,6 +1172,7 @@ mod tests {
                 ..Default::default()
             },
             max_retries: 0,
+            kind: sunray_proto::TaskKind::Plain,
         }
     }
 

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use sunray_proto::{
-    limits, object_owner, Arg, Assignment, BinaryChunk, BinaryInfo, ClientId, ClusterView,
-    DriverToHead, ErrorKind, FunctionTasks, HeadToDriver, HeadToNode, HelloReply, NodeId,
-    NodeRegistration, NodeToHead, NodeView, ObjectId, Outcome, Query, Resources, Role, TaskError,
-    TaskId, TaskSpec,
+    limits, object_owner, ActorId, ActorState, Arg, Assignment, BinaryChunk, BinaryInfo, ClientId,
+    ClusterView, DriverToHead, ErrorKind, FunctionTasks, HeadToDriver, HeadToNode, HelloReply,
+    NodeId, NodeRegistration, NodeToHead, NodeView, ObjectId, Outcome, Query, Resources, Role,
+    TaskError, TaskId, TaskKind, TaskSpec,
 };
 use sunray_sched::{Pipelining, ResourceSet, Scheduler};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -611,6 +611,7 @@ struct HeadState {
     node_waiters: Vec<(u32, oneshot::Sender<ClusterView>)>,
     /// Tasks ended per function name (one entry per function a driver ever ran).
     finished: HashMap<String, u64>,
+    actors: crate::actors::Actors,
 }
 
 impl HeadState {
@@ -782,10 +783,19 @@ impl HeadState {
             .collect();
         nodes.sort_by_key(|n| n.id);
         nodes.extend(self.dead_nodes.iter().cloned());
+        let actors = self.actors.view();
         ClusterView {
             nodes,
             queued_tasks: self.sched.queued_len() as u64,
-            running_tasks: self.sched.running_len() as u64,
+            // Actors hold their creation task's place in the scheduler: not tasks.
+            running_tasks: self.sched.running_len().saturating_sub(
+                actors
+                    .iter()
+                    .filter(|a| {
+                        a.state == ActorState::Alive && self.sched.running_on(a.id).is_some()
+                    })
+                    .count(),
+            ) as u64,
             infeasible_tasks: self.sched.infeasible_len() as u64,
             drivers: self.drivers.len() as u32,
             objects: self.objects.len() as u64,
@@ -798,6 +808,7 @@ impl HeadState {
                 })
                 .sum(),
             functions: self.function_counts(),
+            actors,
         }
     }
 
@@ -849,13 +860,21 @@ impl HeadState {
                 }
             }
             DriverToHead::TaskReply { task, data } => {
-                if let Some(n) = self.sched.node_of(task) {
+                let on = self.sched.node_of(task).or_else(|| {
+                    let t = self.tasks.get(&task)?;
+                    match t.spec.kind {
+                        TaskKind::ActorCall { actor } => self.actors.get(actor)?.node,
+                        _ => None,
+                    }
+                });
+                if let Some(n) = on {
                     if let Some(node) = self.nodes.get(&n) {
                         let _ = node.tx.send(HeadToNode::TaskReply { task, data });
                     }
                 }
             }
             DriverToHead::UploadBinary { .. } => {}
+            DriverToHead::KillActor { actor, no_restart } => self.kill_actor(actor, no_restart),
             DriverToHead::Query(_) => {
                 let view = self.view();
                 if let Some(d) = self.drivers.get(&client) {
@@ -879,6 +898,32 @@ impl HeadState {
         self.objects.insert(id, ObjState::Pending);
         let mut deps_left = 0;
         let mut failure = invalid.map(|why| (ErrorKind::Invalid, why));
+        let mut retries_left = spec.max_retries;
+        match &spec.kind {
+            TaskKind::Plain => {}
+            TaskKind::CreateActor(opts) if failure.is_none() => {
+                let binary = match self.drivers.get(&client) {
+                    Some(d) => d.binary.clone(),
+                    None => return,
+                };
+                if let Err(why) =
+                    self.actors
+                        .create(id, client, opts, binary, spec.resources.clone())
+                {
+                    failure = Some((ErrorKind::Invalid, why));
+                }
+            }
+            TaskKind::CreateActor(_) => {}
+            TaskKind::ActorCall { actor } => match self.actors.accept_call(*actor) {
+                Ok(retries) => {
+                    retries_left = retries;
+                    if let Some(a) = self.actors.get_mut(*actor) {
+                        a.queue.push_back(id);
+                    }
+                }
+                Err(why) => failure = Some((ErrorKind::ActorDied, why)),
+            },
+        }
         for arg in spec.args.iter_mut() {
             if failure.is_some() {
                 break;
@@ -912,7 +957,7 @@ impl HeadState {
         let entry = TaskEntry {
             owner: client,
             deps_left,
-            retries_left: spec.max_retries,
+            retries_left,
             spec,
         };
         self.tasks.insert(id, entry);
@@ -941,8 +986,19 @@ impl HeadState {
             NodeToHead::Heartbeat => {}
             NodeToHead::Done(results) => {
                 for (task, outcome) in results {
+                    if let Some(actor) = self.call_in_flight(task, node) {
+                        if let Some(a) = self.actors.get_mut(actor) {
+                            a.sent.retain(|t| *t != task);
+                        }
+                        self.complete(task, outcome);
+                        continue;
+                    }
                     if self.sched.running_on(task) != Some(node) {
                         continue; // cancelled or re-placed meanwhile
+                    }
+                    if self.actors.get(task).is_some() {
+                        self.actor_created(task, outcome);
+                        continue;
                     }
                     self.sched.finish(task);
                     match outcome {
@@ -951,8 +1007,20 @@ impl HeadState {
                     }
                 }
             }
+            NodeToHead::ActorDied { actor, why } => {
+                if self.actors.get(actor).is_some_and(|a| a.node == Some(node)) {
+                    let ip = self.nodes.get(&node).map(|n| n.reg.ip.clone());
+                    let why = format!(
+                        "its process on node {node} ({}) ended: {why}",
+                        ip.unwrap_or_default()
+                    );
+                    self.actor_lost(actor, &why);
+                }
+            }
             NodeToHead::TaskMessage { task, data } => {
-                if self.sched.running_on(task) != Some(node) {
+                if self.sched.running_on(task) != Some(node)
+                    && self.call_in_flight(task, node).is_none()
+                {
                     return; // not this node's task (any more)
                 }
                 if let Some(t) = self.tasks.get(&task) {
@@ -994,6 +1062,11 @@ impl HeadState {
         }
         self.update_homes();
         for task in self.sched.remove_node(node) {
+            if self.actors.get(task).is_some() {
+                let why = format!("its node {node} ({}) left the cluster ({why})", conn.reg.ip);
+                self.actor_lost(task, &why);
+                continue;
+            }
             let Some(t) = self.tasks.get(&task) else {
                 continue;
             };
@@ -1025,6 +1098,13 @@ impl HeadState {
         let Some(_d) = self.drivers.remove(&client) else {
             return;
         };
+        // Its actors die with it (the node agents kill their workers with the job's),
+        // except detached ones.
+        for actor in self.actors.owned_by(client) {
+            self.sched.finish(actor);
+            let calls = self.actors.kill_now(actor, "its driver left the cluster");
+            self.fail_calls(actor, calls);
+        }
         let mine: HashSet<TaskId> = self
             .tasks
             .iter()
@@ -1104,6 +1184,168 @@ impl HeadState {
         }
     }
 
+    /// The actor whose call `task` is, when that call was sent to `node` and has not
+    /// come back.
+    fn call_in_flight(&self, task: TaskId, node: NodeId) -> Option<ActorId> {
+        let t = self.tasks.get(&task)?;
+        let TaskKind::ActorCall { actor } = t.spec.kind else {
+            return None;
+        };
+        let a = self.actors.get(actor)?;
+        (a.node == Some(node) && a.sent.contains(&task)).then_some(actor)
+    }
+
+    /// Sends an alive actor the calls at the front of its queue whose arguments are
+    /// ready, in order: a call waiting for an argument holds back the ones behind it.
+    fn pump_actor(&mut self, actor: ActorId) {
+        let Some(a) = self.actors.get_mut(actor) else {
+            return;
+        };
+        let (ActorState::Alive, Some(node)) = (a.state, a.node) else {
+            return;
+        };
+        let Some(conn) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        while let Some(&call) = a.queue.front() {
+            let Some(t) = self.tasks.get(&call) else {
+                a.queue.pop_front(); // failed or cancelled meanwhile
+                continue;
+            };
+            if t.deps_left > 0 {
+                break;
+            }
+            a.queue.pop_front();
+            a.sent.push_back(call);
+            conn.run.push(Assignment {
+                client: a.owner,
+                spec: t.spec.clone(),
+                after: None,
+            });
+        }
+    }
+
+    /// An actor's creation task returned: alive (its calls go), or dead with the
+    /// constructor's error.
+    fn actor_created(&mut self, actor: ActorId, outcome: Outcome) {
+        match outcome {
+            Ok(v) => {
+                if self.actors.alive(actor) {
+                    self.complete(actor, Ok(v));
+                } else {
+                    self.tasks.remove(&actor); // a restart: its creator knew already
+                }
+                self.pump_actor(actor);
+            }
+            Err(e) => {
+                self.sched.finish(actor);
+                let why = format!("its constructor failed: {e}");
+                let calls = self.actors.kill_now(actor, &why);
+                self.fail_calls(actor, calls);
+                self.complete(actor, Err(e));
+            }
+        }
+    }
+
+    /// The actor lost its process or node: restarted (its creation task first in its
+    /// queue) while it has restarts left, else dead; calls cut short are retried or fail.
+    fn actor_lost(&mut self, actor: ActorId, why: &str) {
+        self.sched.finish(actor);
+        let tasks = &mut self.tasks;
+        let fate = self.actors.lost(actor, why, |call| {
+            tasks.get_mut(&call).is_some_and(|t| {
+                let has = t.retries_left > 0;
+                t.retries_left = t.retries_left.saturating_sub(1);
+                has
+            })
+        });
+        let Some(a) = self.actors.get(actor) else {
+            return;
+        };
+        let what = a.describe(actor);
+        match fate {
+            None => {}
+            Some(crate::actors::Fate::Restart { fail, .. }) => {
+                warn!("{what}: {why}; restarting it");
+                let (spec, owner, request) = (a.spec.clone(), a.owner, to_request(&a.resources));
+                self.fail_calls(actor, fail);
+                let Some(spec) = spec else { return };
+                self.tasks.entry(actor).or_insert(TaskEntry {
+                    spec,
+                    owner,
+                    deps_left: 0,
+                    retries_left: 0,
+                });
+                self.sched.submit_long_lived(actor, request, None, true);
+            }
+            Some(crate::actors::Fate::Dead { fail }) => {
+                warn!("{what} died: {why}");
+                self.fail_calls(actor, fail);
+                if self.tasks.contains_key(&actor) {
+                    // It died before its constructor returned (the first time).
+                    let err = self.actor_died_error(actor, what);
+                    self.complete(actor, Err(err));
+                }
+            }
+        }
+    }
+
+    fn actor_died_error(&self, actor: ActorId, function: String) -> TaskError {
+        let a = self.actors.get(actor);
+        TaskError {
+            kind: ErrorKind::ActorDied,
+            function,
+            location: None,
+            message: match a {
+                Some(a) => format!(
+                    "{} died: {}",
+                    a.describe(actor),
+                    a.death.as_deref().unwrap_or("unknown cause")
+                ),
+                None => format!("actor {actor:#x} died"),
+            },
+        }
+    }
+
+    /// Fails these calls of `actor` with its cause of death (or of its restart).
+    fn fail_calls(&mut self, actor: ActorId, calls: Vec<TaskId>) {
+        for call in calls {
+            let Some(t) = self.tasks.get(&call) else {
+                continue;
+            };
+            let err = self.actor_died_error(actor, t.spec.function.clone());
+            self.complete(call, Err(err));
+        }
+    }
+
+    /// `kill(actor)`: a placed actor's process is killed (its death then follows the
+    /// usual path: restart unless `no_restart`); one still waiting for resources dies now.
+    fn kill_actor(&mut self, actor: ActorId, no_restart: bool) {
+        let Some(a) = self.actors.get_mut(actor) else {
+            return;
+        };
+        if a.state == ActorState::Dead {
+            return;
+        }
+        a.no_restart |= no_restart;
+        match a.node {
+            Some(node) => {
+                if let Some(n) = self.nodes.get(&node) {
+                    let _ = n.tx.send(HeadToNode::KillActor { actor });
+                }
+            }
+            None => {
+                self.sched.cancel(&HashSet::from([actor]));
+                let calls = self.actors.kill_now(actor, "killed before it started");
+                self.fail_calls(actor, calls);
+                if self.tasks.contains_key(&actor) {
+                    let err = self.actor_died_error(actor, "actor creation".into());
+                    self.complete(actor, Err(err));
+                }
+            }
+        }
+    }
+
     /// Places queued tasks and queues the assignments for their nodes.
     fn dispatch(&mut self) {
         for p in self.sched.schedule() {
@@ -1115,12 +1357,20 @@ impl HeadState {
                 continue;
             };
             if node.jobs.insert(t.owner) {
-                if let Some(d) = self.drivers.get(&t.owner) {
+                // A detached actor restarted after its driver left still has the binary.
+                let binary = match self.drivers.get(&t.owner) {
+                    Some(d) => Some(d.binary.clone()),
+                    None => self.actors.get(p.task).map(|a| a.binary.clone()),
+                };
+                if let Some(binary) = binary {
                     let _ = node.tx.send(HeadToNode::Job {
                         client: t.owner,
-                        binary: d.binary.clone(),
+                        binary,
                     });
                 }
+            }
+            if let TaskKind::CreateActor(_) = t.spec.kind {
+                self.actors.placed(p.task, p.node, &t.spec);
             }
             node.run.push(Assignment {
                 client: t.owner,
@@ -1135,6 +1385,11 @@ impl HeadState {
     /// shape infeasible are not re-announced).
     fn enqueue(&mut self, id: TaskId) {
         let Some(t) = self.tasks.get(&id) else { return };
+        if let TaskKind::ActorCall { actor } = t.spec.kind {
+            self.pump_actor(actor);
+            return;
+        }
+        let long_lived = matches!(t.spec.kind, TaskKind::CreateActor(_));
         let (owner, request) = (t.owner, t.request());
         let mut home = None;
         if let Some(d) = self.drivers.get_mut(&owner) {
@@ -1145,7 +1400,11 @@ impl HeadState {
                 )));
             }
         }
-        self.sched.submit_preferring(id, request, home);
+        if long_lived {
+            self.sched.submit_long_lived(id, request, home, false);
+        } else {
+            self.sched.submit_preferring(id, request, home);
+        }
     }
 
     fn flush(&mut self) {
@@ -1226,6 +1485,7 @@ mod tests {
                 ..Default::default()
             },
             max_retries: 0,
+            kind: TaskKind::Plain,
         }
     }
 

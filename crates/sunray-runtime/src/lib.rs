@@ -2,6 +2,7 @@
 //! client. Decisions are made by `sunray-sched`; this crate only moves messages between
 //! that core, processes and sockets.
 
+mod actors;
 pub mod detect;
 pub mod driver;
 mod error;

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use sunray_proto::{
-    Assignment, BinaryChunk, BinaryInfo, ClientId, ErrorKind, HeadToNode, HelloReply, NodeId,
-    NodeRegistration, NodeToHead, NodeToWorker, Outcome, ProgramKind, Role, TaskError, TaskId,
-    TaskSpec, WorkerTask, WorkerToNode,
+    ActorId, Assignment, BinaryChunk, BinaryInfo, ClientId, ErrorKind, HeadToNode, HelloReply,
+    NodeId, NodeRegistration, NodeToHead, NodeToWorker, Outcome, ProgramKind, Role, TaskError,
+    TaskId, TaskKind, TaskSpec, WorkerTask, WorkerToNode,
 };
 use sunray_sched::{Allocation, NodeLedger, ResourceSet, Successors};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -141,6 +141,25 @@ struct Worker {
     running: Option<Running>,
     pending: Option<Assignment>,
     idle_since: u64,
+    /// The actor this worker was started for: it runs only that actor's calls.
+    actor: Option<ActorHere>,
+}
+
+/// An actor living in a worker of this node.
+struct ActorHere {
+    id: ActorId,
+    detached: bool,
+    /// The creation task's resources, held from its constructor's return until the
+    /// worker ends.
+    alloc: Option<Allocation>,
+    /// Calls sent to the worker, oldest first (it runs them in this order).
+    calls: VecDeque<TaskId>,
+}
+
+impl Worker {
+    fn actor_is(&self, actor: ActorId) -> bool {
+        self.actor.as_ref().is_some_and(|a| a.id == actor)
+    }
 }
 
 /// A task waiting to start here; a pipelined one may hold its predecessor's allocation.
@@ -317,6 +336,10 @@ impl Agent {
             }
             HeadToNode::Run(assignments) => {
                 for a in assignments {
+                    if let TaskKind::ActorCall { actor } = a.spec.kind {
+                        self.send_call(actor, a.spec);
+                        continue;
+                    }
                     match a.after {
                         Some(p) if self.is_here(p) => {
                             self.successors.insert(p, a.spec.id, a.client, a);
@@ -340,19 +363,30 @@ impl Agent {
                     self.task_ended(q.a.spec.id, q.alloc);
                 }
                 for w in self.workers.values() {
-                    if w.client == client {
+                    if w.client == client && !w.actor.as_ref().is_some_and(|a| a.detached) {
                         kill(w.pid);
                     }
                 }
                 self.top_up_prestarted();
             }
+            HeadToNode::KillActor { actor } => {
+                if let Some(w) = self.workers.values().find(|w| w.actor_is(actor)) {
+                    kill(w.pid);
+                } else if let Some(i) = self.queue.iter().position(|q| q.a.spec.id == actor) {
+                    let q = self.queue.remove(i).expect("found above");
+                    self.task_ended(actor, q.alloc);
+                    let _ = self.to_head.send(NodeToHead::ActorDied {
+                        actor,
+                        why: "killed before it started".into(),
+                    });
+                }
+            }
             HeadToNode::Heartbeat => {}
             HeadToNode::TaskReply { task, data } => {
-                if let Some(w) = self
-                    .workers
-                    .values()
-                    .find(|w| w.running.as_ref().is_some_and(|r| r.task == task))
-                {
+                if let Some(w) = self.workers.values().find(|w| {
+                    w.running.as_ref().is_some_and(|r| r.task == task)
+                        || w.actor.as_ref().is_some_and(|a| a.calls.contains(&task))
+                }) {
                     if let Some(tx) = &w.tx {
                         let _ = tx.send(NodeToWorker::Reply { task, data });
                     }
@@ -395,6 +429,31 @@ impl Agent {
                     let Some(w) = self.workers.get_mut(&id) else {
                         return;
                     };
+                    if let Some(a) = w.actor.as_mut() {
+                        let outcome = outcome.map_err(|mut e| {
+                            e.location.get_or_insert_with(|| {
+                                format!("node {} ({})", self.id, self.cfg.ip)
+                            });
+                            e
+                        });
+                        if a.calls.front() == Some(&task) {
+                            a.calls.pop_front();
+                            self.done.push((task, outcome));
+                            return;
+                        }
+                        let Some(r) = w.running.take() else { return };
+                        if outcome.is_ok() {
+                            // The constructor returned: the actor keeps the resources.
+                            a.alloc = Some(r.alloc);
+                        } else {
+                            // It failed: the worker goes, silently (the error says it all).
+                            w.actor = None;
+                            kill(w.pid);
+                            self.task_ended(r.task, Some(r.alloc));
+                        }
+                        self.done.push((task, outcome));
+                        return;
+                    }
                     if let Some(r) = w.running.take() {
                         debug_assert_eq!(r.task, task);
                         w.idle_since = clock;
@@ -421,6 +480,26 @@ impl Agent {
                 debug!("worker {id} exited: {status}");
                 // What it had prefetched runs elsewhere (it never started, or died with it).
                 self.prefetched.retain(|_, on| *on != id);
+                if let Some(a) = w.actor {
+                    if let Some(alloc) = &a.alloc {
+                        self.ledger.release(alloc);
+                    }
+                    if let Some(r) = w.running {
+                        self.task_ended(r.task, Some(r.alloc));
+                    }
+                    // Results it sent before it died go first: the head must not retry
+                    // a call that returned.
+                    self.flush();
+                    let why = if w.tx.is_some() {
+                        format!("worker process (pid {}) {status}", w.pid.unwrap_or(0))
+                    } else {
+                        format!("its worker process exited before connecting ({status})")
+                    };
+                    let _ = self
+                        .to_head
+                        .send(NodeToHead::ActorDied { actor: a.id, why });
+                    return;
+                }
                 if let Some(r) = w.running {
                     self.task_ended(r.task, Some(r.alloc));
                     let (kind, message) = if w.tx.is_some() {
@@ -500,11 +579,36 @@ impl Agent {
                 function: a.spec.function.clone(),
                 alloc,
             };
+            if let TaskKind::CreateActor(opts) = &a.spec.kind {
+                // An actor gets a worker of its own, for its lifetime.
+                let here = ActorHere {
+                    id: a.spec.id,
+                    detached: opts.detached,
+                    alloc: None,
+                    calls: VecDeque::new(),
+                };
+                self.make_room();
+                let program = self
+                    .jobs
+                    .get(&client)
+                    .map(|j| (j.binary.registry_hash.clone(), j.binary.kind.clone()))
+                    .unwrap_or((String::new(), ProgramKind::Native));
+                let wid = self.next_worker;
+                self.spawn_worker(client, &path, &program, gpus, Some((a, running)));
+                if let Some(w) = self.workers.get_mut(&wid) {
+                    w.actor = Some(here);
+                }
+                continue;
+            }
             let idle = self
                 .workers
                 .iter()
                 .filter(|(_, w)| {
-                    w.client == client && w.gpus == gpus && w.running.is_none() && w.tx.is_some()
+                    w.client == client
+                        && w.gpus == gpus
+                        && w.running.is_none()
+                        && w.tx.is_some()
+                        && w.actor.is_none()
                 })
                 .max_by_key(|(_, w)| w.idle_since)
                 .map(|(id, _)| *id);
@@ -529,6 +633,23 @@ impl Agent {
                     .unwrap_or((String::new(), ProgramKind::Native));
                 self.spawn_worker(client, &path, &program, gpus, Some((a, running)));
             }
+        }
+    }
+
+    /// Sends a call to its actor's worker, which runs calls in the order they come. An
+    /// actor not here (it just died) drops it: the head retries or fails the calls it
+    /// had sent when it hears of the death.
+    fn send_call(&mut self, actor: ActorId, spec: TaskSpec) {
+        let Some((id, w)) = self.workers.iter().find(|(_, w)| w.actor_is(actor)) else {
+            return;
+        };
+        let (Some(tx), gpus, id) = (w.tx.clone(), w.gpus.clone(), *id) else {
+            return;
+        };
+        let task = spec.id;
+        let _ = tx.send(NodeToWorker::Run(self.worker_task(spec, &gpus)));
+        if let Some(a) = self.workers.get_mut(&id).and_then(|w| w.actor.as_mut()) {
+            a.calls.push_back(task);
         }
     }
 
@@ -623,7 +744,7 @@ impl Agent {
         if let Some((_, w)) = self
             .workers
             .iter()
-            .filter(|(_, w)| w.running.is_none() && w.tx.is_some())
+            .filter(|(_, w)| w.running.is_none() && w.tx.is_some() && w.actor.is_none())
             .min_by_key(|(_, w)| w.idle_since)
         {
             kill(w.pid);
@@ -683,6 +804,7 @@ impl Agent {
             running,
             pending,
             idle_since: 0,
+            actor: None,
         };
         match cmd.spawn() {
             Ok(mut child) => {

@@ -10,13 +10,15 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
 use sunray_proto::{
-    decode, encode, Arg, ErrorKind, NodeToWorker, TaskError, TaskId, WorkerTask, WorkerToNode,
+    decode, encode, ActorId, Arg, ErrorKind, NodeToWorker, TaskError, TaskId, TaskKind, TaskSpec,
+    WorkerTask, WorkerToNode,
 };
 
 use crate::env;
 
-/// Calls a registered function by name with serialised arguments.
-pub type Invoke<'a> = &'a dyn Fn(&str, &[Bytes]) -> Result<Bytes, (ErrorKind, String)>;
+/// Runs a task (a registered function by name, an actor's constructor or one of its
+/// methods: see `spec.kind`) with its serialised arguments.
+pub type Invoke<'a> = &'a dyn Fn(&TaskSpec, &[Bytes]) -> Result<Bytes, (ErrorKind, String)>;
 
 /// What a running task may ask about itself.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +28,8 @@ pub struct TaskContext {
     pub node_ip: String,
     pub gpu_ids: Vec<String>,
     pub function: String,
+    /// The actor this worker serves, in its constructor and its methods.
+    pub actor: Option<ActorId>,
 }
 
 static CONTEXT: Mutex<Option<TaskContext>> = Mutex::new(None);
@@ -259,8 +263,13 @@ fn run_one(invoke: Invoke, task: WorkerTask) -> Result<Bytes, TaskError> {
         node_ip: task.node_ip.clone(),
         gpu_ids: task.gpu_ids.clone(),
         function: task.spec.function.clone(),
+        actor: match task.spec.kind {
+            TaskKind::Plain => None,
+            TaskKind::CreateActor(_) => Some(task.spec.id),
+            TaskKind::ActorCall { actor } => Some(actor),
+        },
     });
-    let r = std::panic::catch_unwind(AssertUnwindSafe(|| invoke(&task.spec.function, &args)));
+    let r = std::panic::catch_unwind(AssertUnwindSafe(|| invoke(&task.spec, &args)));
     *CONTEXT.lock().unwrap() = None;
     match r {
         Ok(Ok(v)) => Ok(v),

@@ -70,6 +70,9 @@ struct Class {
     running: BTreeSet<TaskId>,
     /// Smoothed run time of this class's finished tasks (head's view, so latency included).
     mean_us: Option<u64>,
+    /// Its tasks keep their resources indefinitely (actors): nothing is pipelined
+    /// behind them.
+    long_lived: bool,
 }
 
 #[derive(Debug)]
@@ -99,7 +102,7 @@ struct Running {
 pub struct Scheduler {
     nodes: BTreeMap<NodeId, Node>,
     classes: Vec<Class>,
-    class_of: HashMap<(ResourceSet, Option<NodeId>), usize>,
+    class_of: HashMap<(ResourceSet, Option<NodeId>, bool), usize>,
     running: HashMap<TaskId, Running>,
     /// Pipelined tasks (not started yet) and the node they wait on.
     pinned: HashMap<TaskId, NodeId>,
@@ -176,20 +179,44 @@ impl Scheduler {
         request: ResourceSet,
         prefer: Option<NodeId>,
     ) {
-        let c = self.class_index(request, prefer);
+        let c = self.class_index(request, prefer, false);
         self.classes[c].queue.push_back(task);
+        self.queued += 1;
+    }
+
+    /// Queues a task that keeps its resources until it is finished explicitly, however
+    /// long that is (an actor's creation: the actor holds them for its lifetime). Such
+    /// tasks are never pipelined behind, and retries of them go first.
+    pub fn submit_long_lived(
+        &mut self,
+        task: TaskId,
+        request: ResourceSet,
+        prefer: Option<NodeId>,
+        front: bool,
+    ) {
+        let c = self.class_index(request, prefer, true);
+        if front {
+            self.classes[c].queue.push_front(task);
+        } else {
+            self.classes[c].queue.push_back(task);
+        }
         self.queued += 1;
     }
 
     /// Queues a task ahead of the others of its class (a retry keeps its turn).
     pub fn submit_front(&mut self, task: TaskId, request: ResourceSet) {
-        let c = self.class_index(request, None);
+        let c = self.class_index(request, None, false);
         self.classes[c].queue.push_front(task);
         self.queued += 1;
     }
 
-    fn class_index(&mut self, request: ResourceSet, prefer: Option<NodeId>) -> usize {
-        let key = (request, prefer);
+    fn class_index(
+        &mut self,
+        request: ResourceSet,
+        prefer: Option<NodeId>,
+        long_lived: bool,
+    ) -> usize {
+        let key = (request, prefer, long_lived);
         if let Some(&i) = self.class_of.get(&key) {
             return i;
         }
@@ -199,6 +226,7 @@ impl Scheduler {
             queue: VecDeque::new(),
             running: BTreeSet::new(),
             mean_us: None,
+            long_lived,
         });
         self.class_of.insert(key, self.classes.len() - 1);
         self.classes.len() - 1
@@ -338,6 +366,9 @@ impl Scheduler {
     /// Fills the pipelines of class `ci`'s running tasks level by level, so that queued
     /// work spreads evenly over the slots.
     fn pipeline(&mut self, ci: usize, out: &mut Vec<Placement>) {
+        if self.classes[ci].long_lived {
+            return;
+        }
         let depth = self.pipelining.depth(self.classes[ci].mean_us);
         if depth == 0 || self.classes[ci].queue.is_empty() {
             return;
@@ -633,6 +664,33 @@ mod tests {
         let p = s.schedule();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].after, None);
+    }
+
+    /// An actor holds its slot for its lifetime: short tasks of the same shape must never
+    /// be queued behind it (they would wait until the actor ends).
+    #[test]
+    fn nothing_is_pipelined_behind_an_actor() {
+        let mut s = Scheduler::with_pipelining(PIPE);
+        s.add_node(1, cpu(2.0));
+        // Short tasks of shape {1 CPU}: pipelining is on for the class.
+        s.submit(0, cpu(1.0));
+        s.schedule();
+        s.advance(100);
+        s.finish(0);
+        s.submit_long_lived(100, cpu(1.0), None, false);
+        s.submit_long_lived(101, cpu(1.0), None, false);
+        let placed: Vec<_> = s.schedule().iter().map(|p| (p.task, p.after)).collect();
+        assert_eq!(placed, vec![(100, None), (101, None)]);
+        for t in 1..10 {
+            s.submit(t, cpu(1.0));
+        }
+        assert!(s.schedule().is_empty(), "nothing queued behind the actors");
+        assert_eq!(s.queued_len(), 9, "the short tasks wait at the head");
+        // The actor ends: its slot takes short tasks again (the first one plainly).
+        s.finish(100);
+        let p = s.schedule();
+        assert_eq!((p[0].task, p[0].after), (1, None));
+        assert!(p[1..].iter().all(|p| p.after.is_some_and(|a| a != 101)));
     }
 
     /// Chains fill level by level, so queued work spreads over every slot of the cluster.

@@ -24,19 +24,23 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
-use sunray_proto::{Arg, ObjectId, Resources, TaskError, TaskSpec};
+use sunray_proto::{Arg, ObjectId, Resources, TaskError, TaskKind, TaskSpec};
 use sunray_runtime::driver::{Client, GetError};
 use sunray_runtime::{detect, local::HeadOptions, session, wire};
 
-pub use sunray_macros::remote;
-pub use sunray_proto::{ErrorKind, TaskError as RemoteError};
+mod actor;
+
+pub use actor::{get_actor, get_actor_within, kill, Actor, ActorCall, ActorHandle, ActorOptions};
+pub use sunray_macros::{actor, remote};
+pub use sunray_proto::{ActorId, ErrorKind, TaskError as RemoteError};
 
 /// Re-exports for the code `#[remote]` generates; not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::actor::{create as create_actor, ActorClass};
     pub use bytes::Bytes;
     pub use inventory;
-    pub use sunray_proto::ErrorKind;
+    pub use sunray_proto::{ActorId, ErrorKind};
 
     /// What a registered function returns to the worker loop.
     pub type InvokeResult = Result<Bytes, (ErrorKind, String)>;
@@ -151,12 +155,17 @@ fn registry_hash() -> String {
     let mut names: Vec<&str> = inventory::iter::<__private::RemoteFunction>
         .into_iter()
         .map(|f| f.name)
+        .chain(actor::class_names())
         .collect();
     names.sort_unstable();
     detect::hash_bytes(names.join("\n").as_bytes())
 }
 
-fn invoke(name: &str, args: &[Bytes]) -> Result<Bytes, (ErrorKind, String)> {
+fn invoke(spec: &TaskSpec, args: &[Bytes]) -> Result<Bytes, (ErrorKind, String)> {
+    if spec.kind != TaskKind::Plain {
+        return actor::invoke(spec, args);
+    }
+    let name = &spec.function[..];
     match inventory::iter::<__private::RemoteFunction>
         .into_iter()
         .find(|f| f.name == name)
@@ -397,6 +406,22 @@ impl<T> IntoArg<T> for &ObjectRef<T> {
 }
 
 fn submit<T>(name: &'static str, args: Vec<ArgValue>, opts: &TaskOptions) -> ObjectRef<T> {
+    submit_kind(
+        name,
+        args,
+        opts.to_resources(),
+        opts.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+        TaskKind::Plain,
+    )
+}
+
+fn submit_kind<T>(
+    name: &'static str,
+    args: Vec<ArgValue>,
+    resources: Resources,
+    max_retries: u32,
+    kind: TaskKind,
+) -> ObjectRef<T> {
     let c = CLIENT
         .get()
         .expect("call sunray::init() before calling remote functions");
@@ -413,8 +438,9 @@ fn submit<T>(name: &'static str, args: Vec<ArgValue>, opts: &TaskOptions) -> Obj
         id,
         function: name.to_string(),
         args: wire_args,
-        resources: opts.to_resources(),
-        max_retries: opts.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+        resources,
+        max_retries,
+        kind,
     };
     if let Err(e) = c.submit(spec) {
         panic!("cannot submit {name}: {e}");

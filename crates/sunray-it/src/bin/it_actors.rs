@@ -1,0 +1,182 @@
+//! Actor scenarios for the integration tests: each prints what the test checks, one
+//! fact per line.
+
+use std::time::Duration;
+
+use sunray::{ActorHandle, ActorOptions};
+
+pub struct Counter {
+    n: u64,
+    log: Vec<u64>,
+}
+
+#[sunray::actor]
+impl Counter {
+    pub fn new(start: u64) -> Self {
+        Counter {
+            n: start,
+            log: Vec::new(),
+        }
+    }
+
+    pub fn incr(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.log.push(by);
+        self.n
+    }
+
+    /// The arguments of every call so far, in the order they ran.
+    pub fn log(&self) -> Vec<u64> {
+        self.log.clone()
+    }
+
+    /// Where the actor lives: node ip, pid, CUDA_VISIBLE_DEVICES.
+    pub fn whereabouts(&self) -> (String, u32, String) {
+        (
+            sunray::get_runtime_context().node_ip,
+            std::process::id(),
+            std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default(),
+        )
+    }
+
+    pub fn incr_slowly(&mut self, by: u64, seconds: f64) -> u64 {
+        std::thread::sleep(Duration::from_secs_f64(seconds));
+        self.incr(by)
+    }
+
+    pub fn crash(&mut self) -> u64 {
+        std::process::exit(7)
+    }
+
+    pub fn fails(&self, why: String) -> Result<u64, String> {
+        Err(why)
+    }
+}
+
+pub struct Picky;
+
+#[sunray::actor]
+impl Picky {
+    pub fn new(ok: bool) -> Self {
+        assert!(ok, "constructor refused its argument");
+        Picky
+    }
+
+    pub fn ping(&self) -> String {
+        "pong".into()
+    }
+}
+
+/// A task that is given a handle (it cannot call it yet, but it can carry it back).
+#[sunray::remote]
+fn carry(h: ActorHandle<Counter>) -> u64 {
+    h.id()
+}
+
+fn main() {
+    sunray::init().expect("init");
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+    match arg(1).as_str() {
+        "order" => {
+            // Many calls in flight at once run in submission order, on one instance.
+            let c = Counter::remote(100);
+            let refs: Vec<_> = (1..=200u64).map(|i| c.incr(i).remote()).collect();
+            let got = sunray::get_all(&refs).unwrap();
+            let mut expect = 100;
+            for (i, v) in got.iter().enumerate() {
+                expect += i as u64 + 1;
+                assert_eq!(*v, expect, "call {i}");
+            }
+            let log = c.log().remote().get().unwrap();
+            assert_eq!(log, (1..=200).collect::<Vec<_>>());
+            println!("ORDERED {}", got.len());
+            let e = c.fails("nope 17".to_string()).remote().get().unwrap_err();
+            println!("ERR {e}");
+            println!("AFTER_ERR {}", c.incr(1).remote().get().unwrap());
+            let back = carry.remote(c.clone()).get().unwrap();
+            println!("HANDLE_TRAVELS {}", back == c.id());
+        }
+        "hold" => {
+            // An actor holding 1 CPU and a GPU: what the cluster has left, what it sees.
+            let c = Counter::options(ActorOptions::new().num_cpus(1.0).num_gpus(1.0)).remote(0);
+            let (ip, pid, cvd) = c.whereabouts().remote().get().unwrap();
+            println!("ACTOR {ip} {pid} [{cvd}]");
+            let avail = sunray::available_resources().unwrap();
+            println!(
+                "AVAILABLE CPU={} GPU={}",
+                avail.get("CPU").copied().unwrap_or(0.0),
+                avail.get("GPU").copied().unwrap_or(0.0)
+            );
+            c.kill().unwrap();
+            let e = c.incr(1).remote().get().unwrap_err();
+            println!("KILLED {e}");
+        }
+        "restart" => {
+            // Restarts once after its process dies; a call its death cut short fails
+            // (no task retries), later ones run on the new process.
+            let c = Counter::options(ActorOptions::new().max_restarts(1)).remote(5);
+            let (_, pid1, _) = c.whereabouts().remote().get().unwrap();
+            println!("CRASH {}", c.crash().remote().get().unwrap_err());
+            // The constructor ran again: state starts over at 5.
+            println!("AFTER_RESTART {}", c.incr(1).remote().get().unwrap());
+            let (_, pid2, _) = c.whereabouts().remote().get().unwrap();
+            println!("NEW_PROCESS {}", pid1 != pid2);
+            // No restarts left: the second crash is final.
+            println!("CRASH2 {}", c.crash().remote().get().unwrap_err());
+            println!("LATER {}", c.incr(1).remote().get().unwrap_err());
+        }
+        "node" => {
+            // Lives on a node the test kills; later calls succeed on its restart.
+            let c = Counter::options(
+                ActorOptions::new()
+                    .num_cpus(1.0)
+                    .max_restarts(-1)
+                    .max_task_retries(-1),
+            )
+            .remote(0);
+            let (ip, _, _) = c.whereabouts().remote().get().unwrap();
+            c.incr(1).remote().get().unwrap();
+            // Sent before its node dies, answered by the restarted actor (retried).
+            let slow = c.incr_slowly(3, 2.0).remote();
+            println!("LIVES {ip}");
+            use std::io::Write;
+            std::io::stdout().flush().unwrap();
+            let v = slow.get().unwrap();
+            let (ip2, _, _) = c.whereabouts().remote().get().unwrap();
+            println!("AFTER {v} {ip2}");
+        }
+        "detached" => {
+            let name = arg(2);
+            let c = Counter::options(ActorOptions::new().name(&name).detached()).remote(40);
+            println!("CREATED {}", c.incr(1).remote().get().unwrap());
+            let again = Counter::options(ActorOptions::new().name(&name)).remote(0);
+            println!("DUPLICATE {}", again.ready().unwrap_err());
+        }
+        "find" => {
+            let name = arg(2);
+            let c: ActorHandle<Counter> = sunray::get_actor(&name).unwrap();
+            println!("FOUND {}", c.incr(1).remote().get().unwrap());
+            c.kill().unwrap();
+            let gone = sunray::get_actor_within::<Counter>(&name, None);
+            // The kill is asynchronous; the name goes once the head buried the actor.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let mut gone = gone.is_err();
+            while !gone && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+                gone = sunray::get_actor::<Counter>(&name).is_err();
+            }
+            println!("GONE {gone}");
+        }
+        "ctor" => {
+            let p = Picky::remote(false);
+            println!("READY {}", p.ready().unwrap_err());
+            println!("CALL {}", p.ping().remote().get().unwrap_err());
+            println!("OK {}", Picky::remote(true).ping().remote().get().unwrap());
+        }
+        other => {
+            eprintln!("unknown scenario {other:?}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Actors on a real cluster: a head and nodes on loopback addresses, drivers started as
+//! separate programs (`it_actors`).
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read};
+use std::process::Stdio;
+
+const ACTORS: &str = env!("CARGO_BIN_EXE_it_actors");
+
+fn status(c: &Cluster) -> String {
+    let st = c
+        .sunray(&["status", "--address", &c.address])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&st.stdout).into_owned()
+}
+
+#[test]
+fn actor_state_persists_and_calls_run_in_submission_order() {
+    let c = Cluster::start(2.0, &[("127.0.0.2", 2.0, 0)]);
+    let out = run_ok(c.program(ACTORS, &["order"]));
+    assert_eq!(lines(&out, "ORDERED "), ["200"]);
+    let err = lines(&out, "ERR ")[0];
+    assert!(
+        err.contains("Counter::fails") && err.contains("nope 17"),
+        "{err}"
+    );
+    // A method's error is that call's result: the actor lives on.
+    assert_eq!(
+        lines(&out, "AFTER_ERR "),
+        [(100 + 200 * 201 / 2 + 1).to_string()]
+    );
+    assert_eq!(lines(&out, "HANDLE_TRAVELS "), ["true"]);
+}
+
+#[test]
+fn an_actor_holds_its_resources_and_gpus_until_killed() {
+    let c = Cluster::start(0.0, &[("127.0.0.2", 2.0, 2)]);
+    let out = run_ok(c.program(ACTORS, &["hold"]));
+    let actor = lines(&out, "ACTOR ")[0];
+    assert!(
+        actor.starts_with("127.0.0.2 ") && actor.ends_with("[0]"),
+        "{actor}"
+    );
+    assert_eq!(lines(&out, "AVAILABLE "), ["CPU=1 GPU=1"]);
+    let killed = lines(&out, "KILLED ")[0];
+    assert!(
+        killed.contains("its actor died") && killed.contains("Counter"),
+        "{killed}"
+    );
+    // Killed: its CPU and GPU are free again, and status says why it died.
+    let st = status(&c);
+    assert!(st.contains("0/2 CPUs, 0/2 GPUs in use"), "{st}");
+    assert!(
+        st.contains("actors: 0 alive, 0 pending, 0 restarting, 1 dead"),
+        "{st}"
+    );
+    assert!(st.contains("killed by signal 9"), "{st}");
+}
+
+#[test]
+fn a_crashed_actor_restarts_until_its_restarts_run_out() {
+    let c = Cluster::start(2.0, &[]);
+    let out = run_ok(c.program(ACTORS, &["restart"]));
+    let crash = lines(&out, "CRASH ")[0];
+    assert!(
+        crash.contains("its actor died") && crash.contains("exit code 7"),
+        "{crash}"
+    );
+    assert_eq!(
+        lines(&out, "AFTER_RESTART "),
+        ["6"],
+        "the constructor ran again"
+    );
+    assert_eq!(lines(&out, "NEW_PROCESS "), ["true"]);
+    let later = lines(&out, "LATER ")[0];
+    assert!(
+        later.contains("is dead") || later.contains("died"),
+        "{later}"
+    );
+}
+
+#[test]
+fn an_actor_on_a_killed_node_restarts_elsewhere_and_its_calls_are_retried() {
+    let mut c = Cluster::start(0.0, &[("127.0.0.2", 1.0, 0), ("127.0.0.3", 1.0, 0)]);
+    let mut d = c
+        .program(ACTORS, &["node"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r = BufReader::new(d.stdout.take().unwrap());
+    let mut line = String::new();
+    let lives = loop {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "driver ended early");
+        if let Some(ip) = line.trim().strip_prefix("LIVES ") {
+            break ip.to_string();
+        }
+    };
+    let victim = c.nodes.iter().position(|(ip, _)| *ip == lives).unwrap();
+    c.nodes[victim].1.kill().unwrap();
+    c.nodes[victim].1.wait().unwrap();
+    let mut rest = String::new();
+    r.read_to_string(&mut rest).unwrap();
+    let mut err = String::new();
+    d.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(d.wait().unwrap().success(), "driver failed: {rest}\n{err}");
+    let after = rest
+        .lines()
+        .find_map(|l| l.strip_prefix("AFTER "))
+        .expect("an answer after the restart");
+    let (v, ip) = after.split_once(' ').unwrap();
+    assert_eq!(
+        v, "3",
+        "the restarted actor's state starts over, then the retried call"
+    );
+    assert_ne!(ip, lives, "it lives on the surviving node now");
+    // Its driver left: the actor (not detached) died with it.
+    let st = status(&c);
+    assert!(st.contains("its driver left"), "{st}");
+}
+
+#[test]
+fn a_detached_named_actor_outlives_its_driver_and_is_found_by_name() {
+    let c = Cluster::start(2.0, &[]);
+    let out = run_ok(c.program(ACTORS, &["detached", "keeper"]));
+    assert_eq!(lines(&out, "CREATED "), ["41"]);
+    let dup = lines(&out, "DUPLICATE ")[0];
+    assert!(dup.contains("'keeper' exists already"), "{dup}");
+    // Its driver is gone; the actor still lives, and keeps its state.
+    let st = status(&c);
+    assert!(st.contains("keeper") && st.contains("alive"), "{st}");
+    let out = run_ok(c.program(ACTORS, &["find", "keeper"]));
+    assert_eq!(lines(&out, "FOUND "), ["42"]);
+    assert_eq!(lines(&out, "GONE "), ["true"]);
+}
+
+#[test]
+fn a_failing_constructor_is_reported_to_the_creator_and_to_callers() {
+    let c = Cluster::start(2.0, &[]);
+    let out = run_ok(c.program(ACTORS, &["ctor"]));
+    let ready = lines(&out, "READY ")[0];
+    assert!(
+        ready.contains("constructor refused its argument"),
+        "{ready}"
+    );
+    let call = lines(&out, "CALL ")[0];
+    assert!(
+        call.contains("its actor died") && call.contains("constructor"),
+        "{call}"
+    );
+    assert_eq!(lines(&out, "OK "), ["pong"]);
+}
