@@ -112,6 +112,33 @@ for _ in range(5):
 print(
     f"round trip, get(f.remote()) x 1,000:  {summary(rtts, 1)} us mean (median of 5, range)"
 )
+
+
+@ray.remote
+class Idle:
+    def noop(self):
+        return None
+
+
+a = Idle.remote()
+ray.get(a.noop.remote())
+rtts = []
+for _ in range(5):
+    t = time.time()
+    for _ in range(1000):
+        ray.get(a.noop.remote())
+    rtts.append((time.time() - t) * 1e3)
+print(
+    f"actor call round trip, get(a.noop.remote()) x 1,000: {summary(rtts, 1)} us mean (median of 5, range)"
+)
+rates = []
+for _ in range(5):
+    t = time.time()
+    ray.get([a.noop.remote() for _ in range(10_000)])
+    rates.append(10_000 / (time.time() - t))
+print(
+    f"actor calls, 10,000 submitted then gathered: {summary(rates, 0)} calls/s (median of 5, range)"
+)
 cpus = int(ray.cluster_resources()["CPU"])
 rounds = []
 for _ in range(5):

@@ -21,6 +21,18 @@ fn sleep_ip(s: f64) -> String {
     sunray::get_runtime_context().node_ip
 }
 
+/// An actor whose method does nothing: calls measure the actor path alone.
+#[derive(Default)]
+pub struct Idle;
+
+#[sunray::actor]
+impl Idle {
+    pub fn new() -> Self {
+        Idle
+    }
+    pub fn noop(&self) {}
+}
+
 /// A head on loopback with 2 CPUs and any free port, as in the Ray reference.
 const HEAD_ARGS: &[&str] = &[
     "start",
@@ -317,6 +329,27 @@ fn driver_role(role: &str) {
                 rtts.push(t.elapsed().as_secs_f64() * 1e6 / m as f64);
             }
             println!("RTT_US {}", summary(rtts, 1));
+            let a = Idle::remote();
+            a.noop().remote().get().unwrap();
+            let mut rtts = Vec::new();
+            for _ in 0..REPEATS {
+                let m = 1000;
+                let t = Instant::now();
+                for _ in 0..m {
+                    a.noop().remote().get().unwrap();
+                }
+                rtts.push(t.elapsed().as_secs_f64() * 1e6 / m as f64);
+            }
+            println!("ACTOR_RTT_US {}", summary(rtts, 1));
+            let mut rates = Vec::new();
+            for _ in 0..REPEATS {
+                let n = 10_000;
+                let t = Instant::now();
+                let refs: Vec<_> = (0..n).map(|_| a.noop().remote()).collect();
+                sunray::get_all(&refs).unwrap();
+                rates.push(n as f64 / t.elapsed().as_secs_f64());
+            }
+            println!("ACTOR_THROUGHPUT {}", summary(rates, 0));
         }
         "many" => {
             // `--tasks N`: N no-op tasks submitted at once, then gathered.
@@ -464,6 +497,14 @@ fn main() {
     println!(
         "round trip, get(f.remote()) x 1,000:  {} us mean (median of {REPEATS}, range)",
         get(&out, "RTT_US")
+    );
+    println!(
+        "actor call round trip, get(a.noop().remote()) x 1,000: {} us mean (median of {REPEATS}, range)",
+        get(&out, "ACTOR_RTT_US")
+    );
+    println!(
+        "actor calls, 10,000 submitted then gathered: {} calls/s (median of {REPEATS}, range)",
+        get(&out, "ACTOR_THROUGHPUT")
     );
     println!(
         "machine floor: process ping-pong:     {:>8.1} us round trip (blocking Unix socket)",

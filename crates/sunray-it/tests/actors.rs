@@ -154,3 +154,18 @@ fn a_failing_constructor_is_reported_to_the_creator_and_to_callers() {
     );
     assert_eq!(lines(&out, "OK "), ["pong"]);
 }
+
+#[test]
+fn tasks_submit_tasks_and_call_actors_and_recursion_cannot_deadlock_two_cpus() {
+    // Two CPUs in all: fib(15) has 986 tasks waiting for their children at some point;
+    // each lends its CPU while it waits.
+    let c = Cluster::start(2.0, &[]);
+    let out = run_ok(c.program(ACTORS, &["nested", "15"]));
+    assert_eq!(lines(&out, "FIB "), ["610"]);
+    assert_eq!(lines(&out, "PUT_IN_TASK "), ["55"]);
+    assert_eq!(lines(&out, "BUMPED "), ["150"]);
+    assert_eq!(lines(&out, "LAST_SEEN_MAX "), ["true"]);
+    // Every CPU is free again: lent CPUs came back and nothing is oversubscribed.
+    let st = status(&c);
+    assert!(st.contains("0/2 CPUs"), "{st}");
+}

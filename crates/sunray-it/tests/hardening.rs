@@ -675,6 +675,8 @@ fn valid_token_peers_sending_generated_messages_never_stop_the_head() {
                     },
                     hostname: "h".into(),
                     pid: 1,
+                    // Some claim to work for a job that may not exist.
+                    job: (round % 4 == 0).then_some(round),
                 },
             };
             let is_node = matches!(role, Role::Node(_));

@@ -50,7 +50,8 @@ pub fn resources(rng: &mut impl Rng) -> Resources {
 
 /// Any message a driver may send.
 pub fn driver_message(rng: &mut impl Rng, client: ClientId) -> DriverToHead {
-    match rng.random_range(0..7) {
+    match rng.random_range(0..8) {
+        7 => DriverToHead::Subscribe((0..3).map(|_| id(rng, client)).collect()),
         6 => DriverToHead::KillActor {
             actor: id(rng, client),
             no_restart: rng.random(),
@@ -116,7 +117,9 @@ pub fn task_kind(rng: &mut impl Rng, client: ClientId) -> TaskKind {
 /// Any message a node may send.
 pub fn node_message(rng: &mut impl Rng) -> NodeToHead {
     let id = rng.random_range(0..1u64 << 44);
-    match rng.random_range(0..5) {
+    match rng.random_range(0..7) {
+        5 => NodeToHead::Blocked { task: id },
+        6 => NodeToHead::Unblocked { task: id },
         4 => NodeToHead::ActorDied {
             actor: id,
             why: string(rng),

@@ -129,6 +129,9 @@ pub enum Role {
         binary: BinaryInfo,
         hostname: String,
         pid: u32,
+        /// Set by a worker that submits tasks from inside a task: the job (driver) it
+        /// works for, whose workers run what it submits. None for a driver.
+        job: Option<ClientId>,
     },
     /// A node agent joining the cluster.
     Node(NodeRegistration),
@@ -303,6 +306,9 @@ pub enum DriverToHead {
         last: bool,
     },
     Query(Query),
+    /// Send me these objects' outcomes when they are known (objects of other clients:
+    /// a task's arguments naming refs of its driver, say).
+    Subscribe(Vec<ObjectId>),
     /// Ray's `kill(actor, no_restart=…)`: ends the actor's process; with `no_restart`
     /// false it is restarted as after a crash (while it has restarts left).
     KillActor {
@@ -454,6 +460,15 @@ pub enum NodeToHead {
         origin: String,
         lines: Vec<String>,
     },
+    /// The task waits in `get` or `wait` for other tasks: its CPUs are lent to them
+    /// until [`NodeToHead::Unblocked`] (Ray does the same, so nested tasks cannot
+    /// deadlock a full cluster). Tasks pipelined behind it were revoked.
+    Blocked {
+        task: TaskId,
+    },
+    Unblocked {
+        task: TaskId,
+    },
     /// An actor's process ended (crashed, killed, or its constructor failed to start):
     /// its resources are free on this node; the calls it had are the head's to retry.
     ActorDied {
@@ -467,6 +482,8 @@ pub enum NodeToHead {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerTask {
     pub spec: TaskSpec,
+    /// The job (driver) the task belongs to: what it submits belongs to it too.
+    pub job: ClientId,
     pub node_id: NodeId,
     pub node_ip: String,
     pub gpu_ids: Vec<String>,
@@ -479,6 +496,11 @@ pub enum NodeToWorker {
         task: TaskId,
         data: Bytes,
     },
+    /// Answer to [`WorkerToNode::Blocked`]: the tasks sent ahead to this worker that it
+    /// must not run (they go elsewhere).
+    Revoked {
+        tasks: Vec<TaskId>,
+    },
     /// A prestarted Python worker now serves a driver: its module path goes first on
     /// `sys.path`, and it moves to the driver's working directory.
     Adopt {
@@ -489,9 +511,26 @@ pub enum NodeToWorker {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum WorkerToNode {
-    Hello { worker_id: u64, token: String },
-    Done { task: TaskId, outcome: Outcome },
-    Message { task: TaskId, data: Bytes },
+    Hello {
+        worker_id: u64,
+        token: String,
+    },
+    Done {
+        task: TaskId,
+        outcome: Outcome,
+    },
+    Message {
+        task: TaskId,
+        data: Bytes,
+    },
+    /// The running task waits for other tasks' results (see [`NodeToHead::Blocked`]);
+    /// the node answers [`NodeToWorker::Revoked`].
+    Blocked {
+        task: TaskId,
+    },
+    Unblocked {
+        task: TaskId,
+    },
 }
 
 #[cfg(test)]

@@ -193,7 +193,9 @@ pub fn check_driver_message(client: ClientId, m: &DriverToHead) -> Result<(), St
             }
             Ok(())
         }
-        DriverToHead::Query(_) | DriverToHead::KillActor { .. } => Ok(()),
+        DriverToHead::Query(_) | DriverToHead::KillActor { .. } | DriverToHead::Subscribe(_) => {
+            Ok(())
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
-use sunray_proto::{Arg, ErrorKind, Resources, TaskError, TaskSpec};
+use sunray_proto::{ActorState, Arg, ErrorKind, Resources, TaskError, TaskKind, TaskSpec};
 use sunray_runtime::driver::{Client, GetError};
 use sunray_runtime::{detect, local::HeadOptions, session, wire};
 
@@ -70,6 +70,7 @@ fn task_error(py: Python<'_>, e: &TaskError) -> PyErr {
         ErrorKind::NodeDied => "NodeDiedError",
         ErrorKind::ObjectLost => "ObjectLostError",
         ErrorKind::WorkerStartFailed => "WorkerStartError",
+        ErrorKind::ActorDied => "ActorDiedError",
         _ => "TaskError",
     };
     let made = py
@@ -360,10 +361,14 @@ fn register_function(fid: Vec<u8>, code: &Bound<'_, PyBytes>) -> PyResult<()> {
     Ok(())
 }
 
+/// An actor's creation: (class, name, detached, max_restarts, max_task_retries).
+type CreateActor = (String, Option<String>, bool, i64, i64);
+
 /// Submits a task; `args` holds `bytes` (a pickled value) or `ObjectRef`s (resolved to
-/// their value before the task runs).
+/// their value before the task runs). With `create_actor` the task starts an actor
+/// (its id is the returned ref's); with `actor` it calls a method of that actor.
 #[pyfunction]
-#[pyo3(signature = (function, args, num_cpus, num_gpus, memory, resources, max_retries))]
+#[pyo3(signature = (function, args, num_cpus, num_gpus, memory, resources, max_retries, create_actor=None, actor=None))]
 #[allow(clippy::too_many_arguments)]
 fn submit(
     py: Python<'_>,
@@ -374,7 +379,22 @@ fn submit(
     memory: f64,
     resources: Vec<(String, f64)>,
     max_retries: u32,
+    create_actor: Option<CreateActor>,
+    actor: Option<u64>,
 ) -> PyResult<ObjectRef> {
+    let kind = match (create_actor, actor) {
+        (Some((class, name, detached, max_restarts, max_task_retries)), _) => {
+            TaskKind::CreateActor(Box::new(sunray_proto::ActorOptions {
+                class,
+                name,
+                detached,
+                max_restarts,
+                max_task_retries,
+            }))
+        }
+        (None, Some(actor)) => TaskKind::ActorCall { actor },
+        (None, None) => TaskKind::Plain,
+    };
     let c = client()?;
     let mut wire_args = Vec::with_capacity(args.len());
     for a in args.iter() {
@@ -396,6 +416,7 @@ fn submit(
             custom: resources,
         },
         max_retries,
+        kind,
     };
     let r = owned_ref(&c, id);
     py.detach(|| c.submit(spec)).map_err(|e| get_error(py, e))?;
@@ -520,6 +541,48 @@ fn nodes<'py>(py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         .collect()
 }
 
+/// Ray's `kill(actor, no_restart=…)`.
+#[pyfunction]
+fn kill_actor(py: Python<'_>, actor: u64, no_restart: bool) -> PyResult<()> {
+    let c = client()?;
+    py.detach(|| c.kill_actor(actor, no_restart))
+        .map_err(|e| get_error(py, e))
+}
+
+/// The actors the head knows (alive, pending, restarting, and the last dead ones).
+#[pyfunction]
+fn actors<'py>(py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    let c = client()?;
+    let view = py
+        .detach(|| c.cluster_view())
+        .map_err(|e| get_error(py, e))?;
+    view.actors
+        .iter()
+        .map(|a| {
+            let d = PyDict::new(py);
+            d.set_item("actor_id", a.id)?;
+            d.set_item("class_name", &a.class)?;
+            d.set_item("name", a.name.clone())?;
+            d.set_item(
+                "state",
+                match a.state {
+                    ActorState::Pending => "PENDING_CREATION",
+                    ActorState::Alive => "ALIVE",
+                    ActorState::Restarting => "RESTARTING",
+                    ActorState::Dead => "DEAD",
+                },
+            )?;
+            d.set_item("node_id", a.node.map(|n| format!("{n:08x}")))?;
+            d.set_item("job_id", format!("{:08x}", a.owner))?;
+            d.set_item("detached", a.detached)?;
+            d.set_item("num_restarts", a.restarts)?;
+            d.set_item("pending_calls", a.pending_calls)?;
+            d.set_item("death_cause", a.death.clone())?;
+            Ok(d)
+        })
+        .collect()
+}
+
 /// Runs tasks until the node agent closes the connection, then exits the process:
 /// `invoke(function_name, [argument bytes]) -> result bytes` runs one;
 /// `adopt(sys_path, cwd)` is called when this worker, started ahead of any driver, is
@@ -534,14 +597,20 @@ fn worker_main(py: Python<'_>, invoke: Py<PyAny>, adopt: Py<PyAny>) {
         })
     }));
     py.detach(move || {
-        let call = |name: &str, args: &[Bytes]| -> Result<Bytes, (ErrorKind, String)> {
+        let call = |spec: &TaskSpec, args: &[Bytes]| -> Result<Bytes, (ErrorKind, String)> {
+            // 0: a function, 1: an actor's constructor, 2: one of its methods.
+            let kind = match spec.kind {
+                TaskKind::Plain => 0,
+                TaskKind::CreateActor(_) => 1,
+                TaskKind::ActorCall { .. } => 2,
+            };
             Python::attach(|py| {
                 let r = (|| -> PyResult<Bytes> {
                     let list = PyList::empty(py);
                     for a in args {
                         list.append(PyBytes::new(py, a))?;
                     }
-                    let out = invoke.bind(py).call1((name, list))?;
+                    let out = invoke.bind(py).call1((&spec.function, list, kind))?;
                     Ok(bytes_of(out.cast::<PyBytes>()?))
                 })();
                 r.map_err(|e| {
@@ -589,6 +658,7 @@ fn current_task<'py>(py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
     d.set_item("node_ip", t.node_ip)?;
     d.set_item("gpu_ids", t.gpu_ids)?;
     d.set_item("function", t.function)?;
+    d.set_item("actor_id", t.actor.map(|a| format!("{a:016x}")))?;
     Ok(Some(d))
 }
 
@@ -635,6 +705,8 @@ fn _sunray(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(wait, m)?)?;
     m.add_function(wrap_pyfunction!(nodes, m)?)?;
     m.add_function(wrap_pyfunction!(worker_main, m)?)?;
+    m.add_function(wrap_pyfunction!(kill_actor, m)?)?;
+    m.add_function(wrap_pyfunction!(actors, m)?)?;
     m.add_function(wrap_pyfunction!(fetch_function, m)?)?;
     m.add_function(wrap_pyfunction!(current_task, m)?)?;
     m.add_function(wrap_pyfunction!(job_id, m)?)?;

@@ -427,14 +427,6 @@ def test_a_module_the_nodes_cannot_import_is_named(cluster, tmp):
     assert err and "helper_mod_x" in err[0], r.stdout
 
 
-def test_remote_on_a_class_says_actors_are_missing():
-    with pytest.raises(TypeError, match="actors"):
-
-        @ray.remote
-        class Counter:
-            pass
-
-
 def test_python_and_rust_drivers_share_a_cluster(cluster):
     rust = os.environ.get("SUNRAY_RUST_SIMPLE_TRAINER")
     if not rust or not os.path.exists(rust):

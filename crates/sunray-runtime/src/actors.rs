@@ -321,8 +321,10 @@ mod tests {
         assert_eq!(a.queue, [10, 12, 13], "retries go first, in their order");
         assert_eq!((a.state, a.restarts), (ActorState::Restarting, 1));
         assert!(!t.alive(1), "a restart is not a first start");
-        // The second death exceeds max_restarts=1: every call fails.
-        t.get_mut(1).unwrap().sent.extend([10]);
+        // 10 is sent again; the second death exceeds max_restarts=1: every call fails.
+        let a = t.get_mut(1).unwrap();
+        a.queue.pop_front();
+        a.sent.push_back(10);
         let fate = t.lost(1, "crash again", |_| true).unwrap();
         assert_eq!(
             fate,

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sunray_proto::{
-    object_id, BinaryInfo, ClientId, ClusterView, DriverToHead, HeadToDriver, HelloReply, ObjectId,
-    Query, Role, TaskError, TaskId, TaskSpec,
+    object_id, object_owner, BinaryInfo, ClientId, ClusterView, DriverToHead, HeadToDriver,
+    HelloReply, ObjectId, Query, Role, TaskError, TaskId, TaskSpec,
 };
 use tokio::sync::mpsc;
 
@@ -108,6 +108,7 @@ impl State {
 }
 
 struct Shared {
+    client: ClientId,
     state: Mutex<State>,
     /// Results arrived, or `reader` came back.
     cond: Condvar,
@@ -122,8 +123,13 @@ struct Shared {
 }
 
 impl Shared {
+    fn is_mine(&self, id: ObjectId) -> bool {
+        object_owner(id) == self.client
+    }
+
     fn new(client: ClientId, handover: Option<std::os::unix::net::UnixStream>) -> Shared {
         Shared {
+            client,
             state: Mutex::new(State {
                 results: crate::results::Results::new(client),
                 tombstones: Default::default(),
@@ -717,11 +723,31 @@ impl Client {
     /// Connects to the head at `address`: through its Unix socket when it runs on this
     /// host (see [`session::local_head_socket`]), else over TCP.
     pub fn connect(address: &str, token: &str, binary: BinaryInfo) -> Result<Client, Error> {
+        Self::connect_for(address, token, binary, None)
+    }
+
+    /// A worker's connection, for tasks submitted from inside a task of driver `job`.
+    pub fn connect_worker(
+        address: &str,
+        token: &str,
+        binary: BinaryInfo,
+        job: ClientId,
+    ) -> Result<Client, Error> {
+        Self::connect_for(address, token, binary, Some(job))
+    }
+
+    fn connect_for(
+        address: &str,
+        token: &str,
+        binary: BinaryInfo,
+        job: Option<ClientId>,
+    ) -> Result<Client, Error> {
         let rt = runtime();
         let role = Role::Driver {
             binary: binary.clone(),
             hostname: detect::hostname(),
             pid: std::process::id(),
+            job,
         };
         if let Some(path) = session::local_head_socket(address) {
             match rt.block_on(wire::connect_unix(&path, address, token, role.clone())) {
@@ -802,6 +828,7 @@ impl Client {
                 binary,
                 tx: htx,
                 ip: None,
+                job: None,
             });
             let events = shared_head.events.clone();
             tokio::spawn(async move {
@@ -1008,12 +1035,40 @@ impl Client {
 
     /// Waits for an object's value.
     pub fn get(&self, id: ObjectId, timeout: Option<Duration>) -> Result<Bytes, GetError> {
-        self.wait_for(
+        let foreign = object_owner(id) != self.client_id;
+        if foreign {
+            self.subscribe(&[id])?;
+        }
+        let r = self.wait_for(
             timeout,
             |st| st.results.get(&id).cloned(),
             |_| Err(GetError::Timeout),
-        )?
-        .map_err(|e| GetError::Task(*e))
+        );
+        if foreign && r.is_ok() {
+            // Another client's object: kept only until read (asked for again next time).
+            self.shared.state.lock().unwrap().results.remove(&id);
+        }
+        r?.map_err(|e| GetError::Task(*e))
+    }
+
+    /// Is the object's outcome here already (a `get` of it would not wait)?
+    pub fn is_ready(&self, id: ObjectId) -> bool {
+        self.shared.state.lock().unwrap().results.get(&id).is_some()
+    }
+
+    /// Asks the head for the outcomes of other clients' objects not here yet.
+    fn subscribe(&self, ids: &[ObjectId]) -> Result<(), GetError> {
+        let missing: Vec<ObjectId> = {
+            let st = self.shared.state.lock().unwrap();
+            ids.iter()
+                .copied()
+                .filter(|id| object_owner(*id) != self.client_id && st.results.get(id).is_none())
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.send(DriverToHead::Subscribe(missing))
     }
 
     /// Waits until `num_returns` of `ids` are ready (or the timeout passes); returns a
@@ -1024,6 +1079,7 @@ impl Client {
         num_returns: usize,
         timeout: Option<Duration>,
     ) -> Result<Vec<bool>, GetError> {
+        self.subscribe(ids)?;
         let flags =
             |st: &State| -> Vec<bool> { ids.iter().map(|i| st.results.contains_key(i)).collect() };
         let want = num_returns.min(ids.len());
@@ -1081,7 +1137,8 @@ impl Client {
 fn on_message(shared: &Shared, m: HeadToDriver) {
     match m {
         HeadToDriver::Done(results) => {
-            let n = results.len();
+            // Only this client's tasks count against its window (not subscribed objects).
+            let n = results.iter().filter(|(id, _)| shared.is_mine(*id)).count();
             let mut st = shared.state.lock().unwrap();
             if let Some(tx) = &st.events {
                 for (id, _) in &results {

@@ -50,6 +50,8 @@ pub enum Event {
         /// The address the driver connects from; None for a driver on the head's host
         /// (in its process, or on its local socket).
         ip: Option<String>,
+        /// For a worker's connection (tasks submitted from a task): its job's driver.
+        job: Option<ClientId>,
     },
     FromDriver(ClientId, DriverToHead),
     DriverLeft(ClientId),
@@ -285,12 +287,18 @@ async fn handle_conn<S>(
             binary,
             hostname,
             pid,
+            job,
         } => {
             let client = shared.next_id();
             // Interpreters are never uploaded: nodes need the driver's whole environment.
             let upload = binary.kind == sunray_proto::ProgramKind::Native
                 && !head_has_binary(&shared, &binary).await;
-            info!("driver {client} joined from {peer} ({hostname} pid {pid})");
+            match job {
+                None => info!("driver {client} joined from {peer} ({hostname} pid {pid})"),
+                Some(j) => {
+                    debug!("a worker of driver {j} connected as {client} ({hostname} pid {pid})")
+                }
+            }
             let reply = HelloReply::Welcome {
                 client_id: client,
                 node_id: None,
@@ -307,6 +315,7 @@ async fn handle_conn<S>(
                 binary,
                 tx,
                 ip: peer_ip.map(|ip| ip.to_string()),
+                job,
             });
             tokio::spawn(wire::pump_out(sink, rx));
             let events = shared.events.clone();
@@ -556,6 +565,9 @@ struct DriverConn {
     /// The node on the driver's host, where its tasks go first.
     home: Option<NodeId>,
     binary: BinaryInfo,
+    /// The driver whose workers run its tasks: itself, or for a worker's connection
+    /// the driver of that worker's job.
+    job: ClientId,
     /// Results waiting to be sent in this round.
     done: Vec<(ObjectId, Outcome)>,
     /// Resource shapes this driver asked for whose feasibility was checked.
@@ -612,6 +624,8 @@ struct HeadState {
     /// Tasks ended per function name (one entry per function a driver ever ran).
     finished: HashMap<String, u64>,
     actors: crate::actors::Actors,
+    /// Clients other than an object's owner waiting for its outcome (`Subscribe`).
+    subscribers: HashMap<ObjectId, Vec<ClientId>>,
 }
 
 impl HeadState {
@@ -622,8 +636,15 @@ impl HeadState {
                 binary,
                 tx,
                 ip,
+                job,
             } => {
                 let home = self.home_node(ip.as_deref());
+                // A worker's connection works for its job's driver (whose workers run
+                // what it submits), while that driver is connected.
+                let (job, binary) = match job.and_then(|j| Some((j, self.drivers.get(&j)?))) {
+                    Some((_, root)) => (root.job, root.binary.clone()),
+                    None => (client, binary),
+                };
                 self.drivers.insert(
                     client,
                     DriverConn {
@@ -631,6 +652,7 @@ impl HeadState {
                         ip,
                         home,
                         binary,
+                        job,
                         done: Vec::new(),
                         checked_requests: HashSet::new(),
                     },
@@ -875,6 +897,32 @@ impl HeadState {
             }
             DriverToHead::UploadBinary { .. } => {}
             DriverToHead::KillActor { actor, no_restart } => self.kill_actor(actor, no_restart),
+            DriverToHead::Subscribe(ids) => {
+                for id in ids {
+                    let outcome = match self.objects.get(&id) {
+                        Some(ObjState::Pending) => {
+                            let subs = self.subscribers.entry(id).or_default();
+                            if !subs.contains(&client) {
+                                subs.push(client);
+                            }
+                            continue;
+                        }
+                        Some(ObjState::Ready(v)) => Ok(v.clone()),
+                        Some(ObjState::Failed(e)) => Err((**e).clone()),
+                        None => Err(TaskError {
+                            kind: ErrorKind::ObjectLost,
+                            function: String::new(),
+                            location: None,
+                            message: format!(
+                                "object {id:#x} does not exist (released by its owner, or never created)"
+                            ),
+                        }),
+                    };
+                    if let Some(d) = self.drivers.get_mut(&client) {
+                        d.done.push((id, outcome));
+                    }
+                }
+            }
             DriverToHead::Query(_) => {
                 let view = self.view();
                 if let Some(d) = self.drivers.get(&client) {
@@ -1007,6 +1055,18 @@ impl HeadState {
                     }
                 }
             }
+            NodeToHead::Blocked { task } => {
+                if self.sched.running_on(task) == Some(node) {
+                    // Tasks pipelined behind it go back to the queue (the node dropped
+                    // them) and are placed again.
+                    self.sched.lend(task);
+                }
+            }
+            NodeToHead::Unblocked { task } => {
+                if self.sched.running_on(task) == Some(node) {
+                    self.sched.reclaim(task);
+                }
+            }
             NodeToHead::ActorDied { actor, why } => {
                 if self.actors.get(actor).is_some_and(|a| a.node == Some(node)) {
                     let ip = self.nodes.get(&node).map(|n| n.reg.ip.clone());
@@ -1095,9 +1155,12 @@ impl HeadState {
     }
 
     fn driver_left(&mut self, client: ClientId) {
-        let Some(_d) = self.drivers.remove(&client) else {
+        let Some(d) = self.drivers.remove(&client) else {
             return;
         };
+        for subs in self.subscribers.values_mut() {
+            subs.retain(|c| *c != client);
+        }
         // Its actors die with it (the node agents kill their workers with the job's),
         // except detached ones.
         for actor in self.actors.owned_by(client) {
@@ -1118,9 +1181,12 @@ impl HeadState {
         self.objects.retain(|id, _| object_owner(*id) != client);
         self.waiters.retain(|id, _| object_owner(*id) != client);
         self.released.retain(|id| object_owner(*id) != client);
-        for n in self.nodes.values_mut() {
-            if n.jobs.remove(&client) {
-                let _ = n.tx.send(HeadToNode::EndJob { client });
+        // A worker's connection ending ends nothing else: its job is its driver's.
+        if d.job == client {
+            for n in self.nodes.values_mut() {
+                if n.jobs.remove(&client) {
+                    let _ = n.tx.send(HeadToNode::EndJob { client });
+                }
             }
         }
     }
@@ -1140,6 +1206,11 @@ impl HeadState {
             }
             if let Some(d) = self.drivers.get_mut(&t.owner) {
                 d.done.push((task, outcome.clone()));
+            }
+            for c in self.subscribers.remove(&task).unwrap_or_default() {
+                if let Some(d) = self.drivers.get_mut(&c) {
+                    d.done.push((task, outcome.clone()));
+                }
             }
             let Some(obj) = self.objects.get_mut(&task) else {
                 continue;
@@ -1356,15 +1427,16 @@ impl HeadState {
             let Some(node) = self.nodes.get_mut(&p.node) else {
                 continue;
             };
-            if node.jobs.insert(t.owner) {
+            let job = self.drivers.get(&t.owner).map_or(t.owner, |d| d.job);
+            if node.jobs.insert(job) {
                 // A detached actor restarted after its driver left still has the binary.
-                let binary = match self.drivers.get(&t.owner) {
+                let binary = match self.drivers.get(&job) {
                     Some(d) => Some(d.binary.clone()),
                     None => self.actors.get(p.task).map(|a| a.binary.clone()),
                 };
                 if let Some(binary) = binary {
                     let _ = node.tx.send(HeadToNode::Job {
-                        client: t.owner,
+                        client: job,
                         binary,
                     });
                 }
@@ -1373,7 +1445,7 @@ impl HeadState {
                 self.actors.placed(p.task, p.node, &t.spec);
             }
             node.run.push(Assignment {
-                client: t.owner,
+                client: job,
                 spec: t.spec.clone(),
                 after: p.after,
             });
@@ -1392,8 +1464,10 @@ impl HeadState {
         let long_lived = matches!(t.spec.kind, TaskKind::CreateActor(_));
         let (owner, request) = (t.owner, t.request());
         let mut home = None;
+        let mut nested = false;
         if let Some(d) = self.drivers.get_mut(&owner) {
             home = d.home;
+            nested = d.job != owner;
             if d.checked_requests.insert(request.clone()) && !self.sched.feasible(&request) {
                 let _ = d.tx.send(HeadToDriver::Warning(format!(
                     "a task asks for {{{request}}}, which no node of the cluster has; it waits until such a node joins"
@@ -1402,6 +1476,11 @@ impl HeadState {
         }
         if long_lived {
             self.sched.submit_long_lived(id, request, home, false);
+        } else if nested {
+            // Submitted by a task: newest first (depth first). A task waiting for its
+            // children holds a worker process; depth first keeps those near the depth
+            // of the recursion instead of the width of its tree.
+            self.sched.submit_front(id, request);
         } else {
             self.sched.submit_preferring(id, request, home);
         }
@@ -1471,6 +1550,7 @@ mod tests {
             binary: binary(),
             tx: dtx,
             ip: driver_ip.map(String::from),
+            job: None,
         });
         (nrx, drx)
     }
@@ -1519,12 +1599,16 @@ mod tests {
                 1 => {
                     let (tx, rx) = mpsc::unbounded_channel();
                     keep.push(Box::new(rx));
+                    // Some are workers' connections, for a driver that may have left.
+                    let job = (!drivers.is_empty() && rng.random_range(0..3) == 0)
+                        .then(|| drivers[rng.random_range(0..drivers.len())]);
                     drivers.push(id);
                     events.push(Event::DriverJoined {
                         client: id,
                         binary: binary(),
                         tx,
                         ip: None,
+                        job,
                     });
                 }
                 2 if !nodes.is_empty() => {
@@ -1639,6 +1723,259 @@ mod tests {
                 matches!(m, HeadToDriver::Done(r) if r.iter().any(|(id, o)| *id == spec.id && o.is_ok()))
             });
             assert!(done, "seed {seed}: the driver got no result");
+        }
+    }
+
+    /// A node agent as the head sees it: runs what it is sent, in order; actors live
+    /// here from their creation until they crash, are killed, or the node dies.
+    #[derive(Default)]
+    struct SimNode {
+        rx: Option<mpsc::UnboundedReceiver<HeadToNode>>,
+        todo: VecDeque<Assignment>,
+        actors: HashSet<ActorId>,
+    }
+
+    impl SimNode {
+        /// Runs the oldest thing it was sent; what it tells the head, if anything.
+        /// Calls that succeed are recorded in `ran`, per actor, in the order they ran.
+        fn run_next(&mut self, ran: &mut HashMap<ActorId, Vec<TaskId>>) -> Option<NodeToHead> {
+            loop {
+                let a = self.todo.pop_front()?;
+                match a.spec.kind {
+                    _ if a.spec.function == "kill" && self.actors.remove(&a.spec.id) => {
+                        return Some(NodeToHead::ActorDied {
+                            actor: a.spec.id,
+                            why: "killed".into(),
+                        });
+                    }
+                    _ if a.spec.function == "kill" => {}
+                    TaskKind::CreateActor(_) => {
+                        self.actors.insert(a.spec.id);
+                        return Some(NodeToHead::Done(vec![(a.spec.id, Ok(Bytes::new()))]));
+                    }
+                    TaskKind::ActorCall { actor } if self.actors.contains(&actor) => {
+                        ran.entry(actor).or_default().push(a.spec.id);
+                        return Some(NodeToHead::Done(vec![(a.spec.id, Ok(Bytes::new()))]));
+                    }
+                    _ => {} // its actor is not here (any more): dropped
+                }
+            }
+        }
+    }
+
+    fn sim_node(head: &mut HeadState, id: NodeId, cpus: f64) -> SimNode {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let reg = NodeRegistration {
+            ip: format!("127.0.0.{id}"),
+            hostname: "n".into(),
+            pid: 1,
+            resources: Resources {
+                cpu: cpus,
+                ..Default::default()
+            },
+            gpu_ids: vec![],
+        };
+        head.handle(Event::NodeJoined {
+            node: id,
+            reg,
+            tx,
+            is_head: false,
+        });
+        SimNode {
+            rx: Some(rx),
+            ..Default::default()
+        }
+    }
+
+    /// Generated lives of actors: calls, crashes, kills, nodes dying and joining, in any
+    /// order. Every call gets exactly one answer; the calls of an actor that succeed
+    /// ran in the order they were submitted; a dead actor's resources are free again.
+    #[test]
+    fn generated_actor_lives_answer_every_call_once_and_in_order() {
+        for seed in 0..300 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut head = HeadState::default();
+            let mut nodes: BTreeMap<NodeId, SimNode> = BTreeMap::new();
+            let mut next_node = 10;
+            for id in [1, 3, 4] {
+                nodes.insert(id, sim_node(&mut head, id, 2.0));
+            }
+            let (dtx, mut drx) = mpsc::unbounded_channel();
+            head.handle(Event::DriverJoined {
+                client: 2,
+                binary: binary(),
+                tx: dtx,
+                ip: None,
+                job: None,
+            });
+            let mut seq = 1;
+            let mut actors = Vec::new();
+            for _ in 0..3 {
+                let mut spec = task(2, seq);
+                seq += 1;
+                spec.kind = TaskKind::CreateActor(Box::new(sunray_proto::ActorOptions {
+                    class: "m::Counter".into(),
+                    name: None,
+                    detached: false,
+                    max_restarts: [0, 1, -1][rng.random_range(0..3)],
+                    max_task_retries: [0, 1, -1][rng.random_range(0..3)],
+                }));
+                actors.push(spec.id);
+                head.handle(Event::FromDriver(2, DriverToHead::Submit(vec![spec])));
+            }
+            // Per actor, the calls in submission order.
+            let mut submitted: HashMap<ActorId, Vec<TaskId>> = HashMap::new();
+            let mut answers: HashMap<TaskId, Vec<bool>> = HashMap::new();
+            let mut ran: HashMap<ActorId, Vec<TaskId>> = HashMap::new();
+            let step = |head: &mut HeadState, nodes: &mut BTreeMap<NodeId, SimNode>| {
+                head.dispatch();
+                head.flush();
+                for n in nodes.values_mut() {
+                    while let Ok(m) = n.rx.as_mut().unwrap().try_recv() {
+                        match m {
+                            HeadToNode::Run(v) => n.todo.extend(v),
+                            HeadToNode::KillActor { actor } => n.todo.push_back(Assignment {
+                                client: 0,
+                                spec: TaskSpec {
+                                    id: actor,
+                                    function: "kill".into(),
+                                    args: vec![],
+                                    resources: Resources::default(),
+                                    max_retries: 0,
+                                    kind: TaskKind::Plain,
+                                },
+                                after: None,
+                            }),
+                            _ => {}
+                        }
+                    }
+                }
+            };
+            for _ in 0..200 {
+                match rng.random_range(0..20) {
+                    0..=5 => {
+                        let actor = actors[rng.random_range(0..actors.len())];
+                        let mut spec = task(2, seq);
+                        seq += 1;
+                        spec.resources = Resources::default();
+                        spec.kind = TaskKind::ActorCall { actor };
+                        submitted.entry(actor).or_default().push(spec.id);
+                        head.handle(Event::FromDriver(2, DriverToHead::Submit(vec![spec])));
+                    }
+                    6..=14 => {
+                        // A node runs the next thing it was sent.
+                        let ids: Vec<NodeId> = nodes.keys().copied().collect();
+                        let id = ids[rng.random_range(0..ids.len())];
+                        if let Some(reply) = nodes.get_mut(&id).unwrap().run_next(&mut ran) {
+                            head.handle(Event::FromNode(id, reply));
+                        }
+                    }
+                    15 | 16 => {
+                        // An actor's process crashes.
+                        let living: Vec<(NodeId, ActorId)> = nodes
+                            .iter()
+                            .flat_map(|(id, n)| n.actors.iter().map(|a| (*id, *a)))
+                            .collect();
+                        if living.is_empty() {
+                            continue;
+                        }
+                        let (id, actor) = living[rng.random_range(0..living.len())];
+                        nodes.get_mut(&id).unwrap().actors.remove(&actor);
+                        head.handle(Event::FromNode(
+                            id,
+                            NodeToHead::ActorDied {
+                                actor,
+                                why: "crash".into(),
+                            },
+                        ));
+                    }
+                    17 => {
+                        let actor = actors[rng.random_range(0..actors.len())];
+                        head.handle(Event::FromDriver(
+                            2,
+                            DriverToHead::KillActor {
+                                actor,
+                                no_restart: rng.random(),
+                            },
+                        ));
+                    }
+                    18 if nodes.len() > 1 => {
+                        let ids: Vec<NodeId> = nodes.keys().copied().collect();
+                        let id = ids[rng.random_range(0..ids.len())];
+                        nodes.remove(&id);
+                        head.handle(Event::NodeLeft(id, "gone".into()));
+                    }
+                    _ => {
+                        nodes.insert(next_node, sim_node(&mut head, next_node, 2.0));
+                        next_node += 1;
+                    }
+                }
+                step(&mut head, &mut nodes);
+            }
+            // Run everything sent until nothing moves; then kill every actor.
+            for round in 0..2 {
+                if round == 1 {
+                    for a in &actors {
+                        head.handle(Event::FromDriver(
+                            2,
+                            DriverToHead::KillActor {
+                                actor: *a,
+                                no_restart: true,
+                            },
+                        ));
+                    }
+                    step(&mut head, &mut nodes);
+                }
+                loop {
+                    let mut moved = false;
+                    let ids: Vec<NodeId> = nodes.keys().copied().collect();
+                    for id in ids {
+                        while let Some(reply) = nodes.get_mut(&id).unwrap().run_next(&mut ran) {
+                            moved = true;
+                            head.handle(Event::FromNode(id, reply));
+                        }
+                    }
+                    step(&mut head, &mut nodes);
+                    if !moved {
+                        break;
+                    }
+                }
+            }
+            while let Ok(m) = drx.try_recv() {
+                if let HeadToDriver::Done(v) = m {
+                    for (id, o) in v {
+                        answers.entry(id).or_default().push(o.is_ok());
+                    }
+                }
+            }
+            for (actor, calls) in &submitted {
+                for c in calls {
+                    let a = answers.get(c).map(Vec::as_slice).unwrap_or(&[]);
+                    assert_eq!(
+                        a.len(),
+                        1,
+                        "seed {seed}: call {c:#x} of {actor:#x} got {a:?}"
+                    );
+                }
+                // Ids grow in submission order: the calls that succeeded ran in it.
+                let ok: Vec<TaskId> = ran
+                    .get(actor)
+                    .map(|r| r.iter().copied().filter(|c| answers[c][0]).collect())
+                    .unwrap_or_default();
+                assert!(ok.windows(2).all(|w| w[0] < w[1]), "seed {seed}: {ok:?}");
+            }
+            for id in nodes.keys() {
+                assert_eq!(
+                    head.sched.node_available(*id),
+                    head.sched.node_total(*id),
+                    "seed {seed}: node {id} still holds resources of dead actors"
+                );
+            }
+            assert!(head
+                .actors
+                .view()
+                .iter()
+                .all(|a| a.state == ActorState::Dead));
         }
     }
 }

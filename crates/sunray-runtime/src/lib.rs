@@ -33,6 +33,8 @@ pub mod env {
     pub const WORKER_ID: &str = "SUNRAY_WORKER_ID";
     pub const WORKER_TOKEN: &str = "SUNRAY_WORKER_TOKEN";
     pub const WORKER_REGISTRY: &str = "SUNRAY_WORKER_REGISTRY";
+    /// The head's address, for a worker whose task submits tasks.
+    pub const WORKER_HEAD: &str = "SUNRAY_WORKER_HEAD";
     /// Seconds without a word from a peer after which it counts as gone (default 30):
     /// the head declares a silent node dead; a node or driver gives up on a silent head.
     pub const HEARTBEAT_TIMEOUT: &str = "SUNRAY_HEARTBEAT_TIMEOUT";

@@ -113,6 +113,8 @@ struct Running {
     task: TaskId,
     function: String,
     alloc: Allocation,
+    /// Its CPU is lent to other tasks while it waits for them (`Blocked`).
+    lent: bool,
 }
 
 /// The client of a prestarted worker no driver has adopted yet.
@@ -341,6 +343,9 @@ impl Agent {
                         continue;
                     }
                     match a.after {
+                        // Behind a task that waits for others: the head takes it back
+                        // when it hears of the wait, and places it again.
+                        Some(p) if self.is_blocked(p) => {}
                         Some(p) if self.is_here(p) => {
                             self.successors.insert(p, a.spec.id, a.client, a);
                             self.prefetch_after(p);
@@ -418,7 +423,8 @@ impl Agent {
                 }
                 if let Some(a) = pending {
                     let task = a.spec.id;
-                    let _ = tx.send(NodeToWorker::Run(self.worker_task(a.spec, &gpus)));
+                    let job = a.client;
+                    let _ = tx.send(NodeToWorker::Run(self.worker_task(a.spec, job, &gpus)));
                     self.prefetch_after(task);
                 }
             }
@@ -456,6 +462,9 @@ impl Agent {
                     }
                     if let Some(r) = w.running.take() {
                         debug_assert_eq!(r.task, task);
+                        if r.lent {
+                            self.ledger.reclaim_cpu(r.alloc.resources.cpu);
+                        }
                         w.idle_since = clock;
                         self.task_ended(r.task, Some(r.alloc));
                         let outcome = outcome.map_err(|mut e| {
@@ -468,7 +477,21 @@ impl Agent {
                     }
                 }
                 WorkerToNode::Message { task, data } => {
+                    // After the results before it (see `blocked`).
+                    self.flush();
                     let _ = self.to_head.send(NodeToHead::TaskMessage { task, data });
+                }
+                WorkerToNode::Blocked { task } => self.blocked(id, task),
+                WorkerToNode::Unblocked { task } => {
+                    let Some(r) = self.workers.get_mut(&id).and_then(|w| w.running.as_mut()) else {
+                        return;
+                    };
+                    if r.task == task && r.lent {
+                        r.lent = false;
+                        self.ledger.reclaim_cpu(r.alloc.resources.cpu);
+                        self.flush();
+                        let _ = self.to_head.send(NodeToHead::Unblocked { task });
+                    }
                 }
                 WorkerToNode::Hello { .. } => {}
             },
@@ -501,6 +524,9 @@ impl Agent {
                     return;
                 }
                 if let Some(r) = w.running {
+                    if r.lent {
+                        self.ledger.reclaim_cpu(r.alloc.resources.cpu);
+                    }
                     self.task_ended(r.task, Some(r.alloc));
                     let (kind, message) = if w.tx.is_some() {
                         (
@@ -578,6 +604,7 @@ impl Agent {
                 task: a.spec.id,
                 function: a.spec.function.clone(),
                 alloc,
+                lent: false,
             };
             if let TaskKind::CreateActor(opts) = &a.spec.kind {
                 // An actor gets a worker of its own, for its lifetime.
@@ -613,7 +640,7 @@ impl Agent {
                 .max_by_key(|(_, w)| w.idle_since)
                 .map(|(id, _)| *id);
             if let Some(id) = idle {
-                let wt = self.worker_task(a.spec, &gpus);
+                let wt = self.worker_task(a.spec, client, &gpus);
                 let w = self.workers.get_mut(&id).expect("found above");
                 let _ =
                     w.tx.as_ref()
@@ -643,14 +670,49 @@ impl Agent {
         let Some((id, w)) = self.workers.iter().find(|(_, w)| w.actor_is(actor)) else {
             return;
         };
-        let (Some(tx), gpus, id) = (w.tx.clone(), w.gpus.clone(), *id) else {
+        let (Some(tx), gpus, id, job) = (w.tx.clone(), w.gpus.clone(), *id, w.client) else {
             return;
         };
         let task = spec.id;
-        let _ = tx.send(NodeToWorker::Run(self.worker_task(spec, &gpus)));
+        let _ = tx.send(NodeToWorker::Run(self.worker_task(spec, job, &gpus)));
         if let Some(a) = self.workers.get_mut(&id).and_then(|w| w.actor.as_mut()) {
             a.calls.push_back(task);
         }
+    }
+
+    /// Worker `id`'s task waits for other tasks: its CPU is lent to them, the tasks
+    /// pipelined behind it are revoked (they would wait for it while it waits for
+    /// them), and the worker is told which of those it was sent must not run.
+    fn blocked(&mut self, id: u64, task: TaskId) {
+        let mut revoked = Vec::new();
+        let running = self
+            .workers
+            .get_mut(&id)
+            .and_then(|w| w.running.as_mut())
+            .filter(|r| r.task == task && !r.lent);
+        if let Some(r) = running {
+            r.lent = true;
+            self.ledger.lend_cpu(r.alloc.resources.cpu);
+            let mut t = task;
+            while let Some(a) = self.successors.take_after(t) {
+                t = a.spec.id;
+                self.prefetched.remove(&t);
+                revoked.push(t);
+            }
+            // After the results read before it: the head must know this task runs (a
+            // pipelined one starts when the `Done` before it ends its predecessor).
+            self.flush();
+            let _ = self.to_head.send(NodeToHead::Blocked { task });
+        }
+        if let Some(tx) = self.workers.get(&id).and_then(|w| w.tx.as_ref()) {
+            let _ = tx.send(NodeToWorker::Revoked { tasks: revoked });
+        }
+    }
+
+    fn is_blocked(&self, task: TaskId) -> bool {
+        self.workers
+            .values()
+            .any(|w| w.running.as_ref().is_some_and(|r| r.task == task && r.lent))
     }
 
     /// Does `task` run here, or wait here to run?
@@ -689,6 +751,7 @@ impl Agent {
                     task: id,
                     function: next.spec.function,
                     alloc,
+                    lent: false,
                 })
             }
             (_, alloc) => self.queue.push_front(Queued { a: next, alloc }),
@@ -707,6 +770,9 @@ impl Agent {
         let Some(w) = worker.and_then(|id| self.workers.get(&id)) else {
             return;
         };
+        if w.running.as_ref().is_some_and(|r| r.lent) {
+            return;
+        }
         let (Some(tx), client, gpus) = (w.tx.clone(), w.client, w.gpus.clone()) else {
             return;
         };
@@ -717,7 +783,7 @@ impl Agent {
                 if a.client != client {
                     return;
                 }
-                let wt = self.worker_task(a.spec.clone(), &gpus);
+                let wt = self.worker_task(a.spec.clone(), client, &gpus);
                 if tx.send(NodeToWorker::Run(wt)).is_err() {
                     return;
                 }
@@ -727,9 +793,10 @@ impl Agent {
         }
     }
 
-    fn worker_task(&self, spec: TaskSpec, gpus: &[usize]) -> WorkerTask {
+    fn worker_task(&self, spec: TaskSpec, job: ClientId, gpus: &[usize]) -> WorkerTask {
         WorkerTask {
             spec,
+            job,
             node_id: self.id,
             node_ip: self.cfg.ip.clone(),
             gpu_ids: gpus.iter().map(|i| self.cfg.gpu_ids[*i].clone()).collect(),
@@ -780,6 +847,7 @@ impl Agent {
             .env(env::WORKER_ID, id.to_string())
             .env(env::WORKER_TOKEN, &self.cfg.token)
             .env(env::WORKER_REGISTRY, registry)
+            .env(env::WORKER_HEAD, &self.cfg.head_address)
             .env("CUDA_VISIBLE_DEVICES", visible.join(","))
             .env_remove(env::ADDRESS)
             .env_remove(env::TOKEN)
@@ -923,7 +991,7 @@ impl Agent {
         };
         let adopt = NodeToWorker::Adopt { sys_path, cwd };
         let task = running.task;
-        let wt = self.worker_task(a.spec.clone(), &[]);
+        let wt = self.worker_task(a.spec.clone(), client, &[]);
         let w = self.workers.get_mut(&id).expect("an adoptable worker");
         w.client = client;
         w.log_client.store(client, Ordering::Relaxed);

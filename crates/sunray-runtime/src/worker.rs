@@ -1,7 +1,7 @@
 //! The worker loop: a process started by a node agent runs tasks one at a time over a
 //! Unix socket. Plain blocking I/O: a worker needs no async runtime.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::panic::AssertUnwindSafe;
@@ -30,6 +30,8 @@ pub struct TaskContext {
     pub function: String,
     /// The actor this worker serves, in its constructor and its methods.
     pub actor: Option<ActorId>,
+    /// The job (driver) the task belongs to.
+    pub job: u32,
 }
 
 static CONTEXT: Mutex<Option<TaskContext>> = Mutex::new(None);
@@ -64,6 +66,9 @@ struct Conn {
     /// Tasks that arrived while a running task waited for its driver's answer (the node
     /// sends pipelined tasks ahead).
     set_aside: VecDeque<Vec<u8>>,
+    /// Tasks sent ahead that the node took back (this worker's task blocked): they run
+    /// elsewhere.
+    revoked: HashSet<TaskId>,
 }
 
 impl Conn {
@@ -74,6 +79,7 @@ impl Conn {
             start: 0,
             end: 0,
             set_aside: VecDeque::new(),
+            revoked: HashSet::new(),
         }
     }
 
@@ -155,9 +161,68 @@ pub fn ask_owner<Q: Serialize, A: DeserializeOwned>(msg: &Q) -> Result<A, String
                 return postcard::from_bytes(&data).map_err(|e| e.to_string())
             }
             NodeToWorker::Run(_) | NodeToWorker::Adopt { .. } => conn.set_aside.push_back(body),
+            NodeToWorker::Reply { .. } | NodeToWorker::Revoked { .. } => {}
+        }
+    }
+}
+
+/// Is this code inside a task that may lend its CPU while it waits (not an actor's
+/// method: an actor keeps what it holds)?
+pub fn in_plain_task() -> bool {
+    current_task().is_some_and(|t| t.actor.is_none())
+}
+
+/// Runs `wait` (a `get` or `wait` that will block) with the running task's CPU lent to
+/// other tasks, as Ray does: a task waiting for tasks it submitted must not hold the
+/// CPU they need. Tasks the node had sent ahead to this worker are given back first.
+pub fn while_blocked<R>(wait: impl FnOnce() -> R) -> R {
+    let Some(task) = current_task()
+        .filter(|t| t.actor.is_none())
+        .map(|t| t.task_id)
+    else {
+        return wait();
+    };
+    let told = {
+        let mut guard = CONN.lock().unwrap();
+        guard.as_mut().is_some_and(|conn| block(conn, task).is_ok())
+    };
+    let r = wait();
+    if told {
+        if let Some(conn) = CONN.lock().unwrap().as_mut() {
+            let _ = conn.write_frame(&encode(&WorkerToNode::Unblocked { task }));
+        }
+    }
+    r
+}
+
+/// Tells the node that `task` blocks and takes in its answer: what it revoked.
+fn block(conn: &mut Conn, task: TaskId) -> Result<(), String> {
+    conn.write_frame(&encode(&WorkerToNode::Blocked { task }))
+        .map_err(|e| e.to_string())?;
+    loop {
+        let body = conn.read_frame().map_err(|e| e.to_string())?;
+        match decode::<NodeToWorker>(&body).map_err(|e| e.to_string())? {
+            NodeToWorker::Revoked { tasks } => {
+                conn.set_aside.retain(|f| match decode::<NodeToWorker>(f) {
+                    Ok(NodeToWorker::Run(t)) => !tasks.contains(&t.spec.id),
+                    _ => true,
+                });
+                conn.revoked.extend(tasks);
+                return Ok(());
+            }
+            NodeToWorker::Run(_) | NodeToWorker::Adopt { .. } => conn.set_aside.push_back(body),
             NodeToWorker::Reply { .. } => {}
         }
     }
+}
+
+/// What a worker needs to submit tasks itself: the head's address, the cluster token,
+/// and the job its tasks belong to. None outside a task.
+pub fn head_of_this_worker() -> Option<(String, String, u32)> {
+    let job = current_task()?.job;
+    let head = std::env::var(env::WORKER_HEAD).ok()?;
+    let token = std::env::var(env::WORKER_TOKEN).ok()?;
+    Some((head, token, job))
 }
 
 /// Runs tasks until the node agent closes the connection, then exits the process.
@@ -204,8 +269,14 @@ fn serve(invoke: Invoke, registry_hash: &str) -> Result<(), String> {
             Err(e) => return Err(format!("node connection: {e}")),
         };
         let task = match decode::<NodeToWorker>(&body) {
-            Ok(NodeToWorker::Run(t)) => t,
-            Ok(NodeToWorker::Reply { .. }) => continue,
+            Ok(NodeToWorker::Run(t)) => {
+                let mut guard = CONN.lock().unwrap();
+                if guard.as_mut().is_some_and(|c| c.revoked.remove(&t.spec.id)) {
+                    continue; // taken back by the node: it runs elsewhere
+                }
+                t
+            }
+            Ok(NodeToWorker::Reply { .. } | NodeToWorker::Revoked { .. }) => continue,
             Ok(NodeToWorker::Adopt { sys_path, cwd }) => {
                 if let Some(hook) = ADOPT.get() {
                     hook(&sys_path, &cwd);
@@ -263,6 +334,7 @@ fn run_one(invoke: Invoke, task: WorkerTask) -> Result<Bytes, TaskError> {
         node_ip: task.node_ip.clone(),
         gpu_ids: task.gpu_ids.clone(),
         function: task.spec.function.clone(),
+        job: task.job,
         actor: match task.spec.kind {
             TaskKind::Plain => None,
             TaskKind::CreateActor(_) => Some(task.spec.id),

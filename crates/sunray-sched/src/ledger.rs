@@ -22,6 +22,9 @@ pub struct NodeLedger {
     total: ResourceSet,
     available: ResourceSet,
     gpu_free: Vec<u64>,
+    /// CPU taken back by tasks that stopped waiting while their CPU was in use by
+    /// others (oversubscription, as Ray allows): paid back from the next releases.
+    owed_cpu: u64,
 }
 
 impl NodeLedger {
@@ -32,6 +35,7 @@ impl NodeLedger {
             available: total.clone(),
             total,
             gpu_free: vec![UNIT; n],
+            owed_cpu: 0,
         }
     }
 
@@ -107,6 +111,34 @@ impl NodeLedger {
             }
         }
         self.available.give(&alloc.resources, &self.total);
+        self.pay_debt();
+    }
+
+    /// A running task waits for others: its `cpu` (fixed-point, as in [`ResourceSet`])
+    /// is free for them until [`reclaim_cpu`](Self::reclaim_cpu).
+    pub fn lend_cpu(&mut self, cpu: u64) {
+        let pay = cpu.min(self.owed_cpu);
+        self.owed_cpu -= pay;
+        self.available.cpu = (self.available.cpu + cpu - pay).min(self.total.cpu);
+    }
+
+    /// The task runs again: it takes its CPU back at once, even when others use it
+    /// now; what is not free is owed and paid from the next releases.
+    pub fn reclaim_cpu(&mut self, cpu: u64) {
+        let take = cpu.min(self.available.cpu);
+        self.available.cpu -= take;
+        self.owed_cpu += cpu - take;
+    }
+
+    /// CPU in use beyond the node's total (tasks that took their lent CPU back).
+    pub fn oversubscribed_cpu(&self) -> u64 {
+        self.owed_cpu
+    }
+
+    fn pay_debt(&mut self) {
+        let pay = self.owed_cpu.min(self.available.cpu);
+        self.available.cpu -= pay;
+        self.owed_cpu -= pay;
     }
 }
 

@@ -90,6 +90,8 @@ struct Running {
     class: usize,
     started_us: u64,
     next: VecDeque<TaskId>,
+    /// Its CPU is lent to others while it waits for their results.
+    lent: bool,
 }
 
 /// The head's scheduler: which tasks wait, which node runs what, and where the next
@@ -236,6 +238,7 @@ impl Scheduler {
     /// pipelined after it, which is running from now on.
     /// Returns where it ran, or None if it was not running.
     pub fn finish(&mut self, task: TaskId) -> Option<NodeId> {
+        self.reclaim(task);
         let mut r = self.running.remove(&task)?;
         let class = &mut self.classes[r.class];
         class.running.remove(&task);
@@ -275,6 +278,46 @@ impl Scheduler {
         self.pinned.retain(|t, _| !tasks.contains(t));
         for t in tasks {
             self.finish(*t);
+        }
+    }
+
+    /// A running task waits for other tasks: its CPU is free for them (Ray releases a
+    /// blocked task's CPUs, so that nested tasks on a full cluster cannot deadlock).
+    /// Tasks pipelined behind it go back to the front of their queue: they would wait
+    /// for it, and it waits for them. Returns them (the node drops them too).
+    pub fn lend(&mut self, task: TaskId) -> Vec<TaskId> {
+        let Some(r) = self.running.get_mut(&task) else {
+            return Vec::new();
+        };
+        if r.lent {
+            return Vec::new();
+        }
+        r.lent = true;
+        let cpu = r.allocation.resources.cpu;
+        let (node, class) = (r.node, r.class);
+        let back: Vec<TaskId> = r.next.drain(..).collect();
+        for t in back.iter().rev() {
+            self.pinned.remove(t);
+            self.classes[class].queue.push_front(*t);
+        }
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.ledger.lend_cpu(cpu);
+        }
+        back
+    }
+
+    /// The task runs again and takes its CPU back (oversubscribing until others end).
+    pub fn reclaim(&mut self, task: TaskId) {
+        let Some(r) = self.running.get_mut(&task) else {
+            return;
+        };
+        if !r.lent {
+            return;
+        }
+        r.lent = false;
+        let cpu = r.allocation.resources.cpu;
+        if let Some(n) = self.nodes.get_mut(&r.node) {
+            n.ledger.reclaim_cpu(cpu);
         }
     }
 
@@ -349,6 +392,7 @@ impl Scheduler {
                         class: ci,
                         started_us: self.now_us,
                         next: VecDeque::new(),
+                        lent: false,
                     },
                 );
                 out.push(Placement {
@@ -377,7 +421,7 @@ impl Scheduler {
         for level in 0..depth {
             for t in &slots {
                 let r = self.running.get_mut(t).expect("class lists running tasks");
-                if r.next.len() != level {
+                if r.lent || r.next.len() != level {
                     continue;
                 }
                 let Some(task) = self.classes[ci].queue.pop_front() else {
@@ -664,6 +708,53 @@ mod tests {
         let p = s.schedule();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].after, None);
+    }
+
+    /// A task blocked in `get` lends its CPU: its children run on it; when it runs again
+    /// the node is oversubscribed until they end; nothing is pipelined behind it.
+    #[test]
+    fn a_blocked_task_lends_its_cpu_and_takes_it_back() {
+        let mut s = Scheduler::with_pipelining(PIPE);
+        s.add_node(1, cpu(1.0));
+        s.submit(0, cpu(1.0));
+        s.schedule();
+        s.advance(100);
+        s.finish(0);
+        s.submit(1, cpu(1.0));
+        s.submit(2, cpu(1.0));
+        s.submit(3, cpu(1.0));
+        // Short tasks: 2 and 3 are pipelined behind 1.
+        let p = s.schedule();
+        assert_eq!(p.iter().filter(|p| p.after.is_some()).count(), 2);
+        // 1 blocks: 2 and 3 come back to the queue, and 2 takes the lent CPU.
+        assert_eq!(s.lend(1), vec![2, 3]);
+        let p = s.schedule();
+        assert_eq!((p[0].task, p[0].after), (2, None));
+        assert!(
+            p[1..].iter().all(|p| p.after != Some(1)),
+            "nothing behind a blocked task"
+        );
+        // 1 runs again before 2 ends: oversubscribed, then even once both end.
+        s.reclaim(1);
+        assert_eq!(s.node_available(1), Some(&cpu(0.0)));
+        s.finish(2);
+        assert_eq!(
+            s.node_available(1),
+            Some(&cpu(0.0)),
+            "still in use: 3 follows 2"
+        );
+        while s.running_len() > 1 {
+            let t = *s.running.keys().find(|t| **t != 1).unwrap();
+            s.finish(t);
+        }
+        s.finish(1);
+        assert_eq!(s.node_available(1), Some(&cpu(1.0)));
+        // A task that ends while lent gives back only what it holds.
+        s.submit(9, cpu(1.0));
+        s.schedule();
+        s.lend(9);
+        s.finish(9);
+        assert_eq!(s.node_available(1), Some(&cpu(1.0)));
     }
 
     /// An actor holds its slot for its lifetime: short tasks of the same shape must never

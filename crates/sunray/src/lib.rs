@@ -132,7 +132,31 @@ impl From<sunray_runtime::Error> for Error {
 static CLIENT: OnceLock<Client> = OnceLock::new();
 
 fn client() -> Result<&'static Client, Error> {
-    CLIENT.get().ok_or(Error::NotInitialized)
+    if let Some(c) = CLIENT.get() {
+        return Ok(c);
+    }
+    // Inside a task: the worker connects to the head itself, for its job, the first
+    // time the task submits, gets or puts (Ray's tasks that submit tasks).
+    let (head, token, job) =
+        sunray_runtime::worker::head_of_this_worker().ok_or(Error::NotInitialized)?;
+    static CONNECTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = CONNECTING.lock().unwrap();
+    if let Some(c) = CLIENT.get() {
+        return Ok(c);
+    }
+    let binary = sunray_runtime::driver::this_binary(&registry_hash())?;
+    let c = Client::connect_worker(&head, &token, binary, job)?;
+    Ok(CLIENT.get_or_init(|| c))
+}
+
+/// Waits in `get`/`wait` inside a task with the task's CPU lent to others (so that a
+/// task waiting for the tasks it submitted cannot starve them of CPUs).
+fn blocking<R>(ready: bool, wait: impl FnOnce() -> R) -> R {
+    if ready || !sunray_runtime::worker::in_plain_task() {
+        wait()
+    } else {
+        sunray_runtime::worker::while_blocked(wait)
+    }
 }
 
 /// How to join or start a cluster.
@@ -369,7 +393,8 @@ impl<T: DeserializeOwned> ObjectRef<T> {
     }
 
     pub fn get_timeout(&self, timeout: Option<Duration>) -> Result<T, Error> {
-        let bytes = client()?.get(self.id(), timeout)?;
+        let c = client()?;
+        let bytes = blocking(c.is_ready(self.id()), || c.get(self.id(), timeout))?;
         postcard::from_bytes(&bytes).map_err(|e| Error::Serde(e.to_string()))
     }
 }
@@ -422,9 +447,10 @@ fn submit_kind<T>(
     max_retries: u32,
     kind: TaskKind,
 ) -> ObjectRef<T> {
-    let c = CLIENT
-        .get()
-        .expect("call sunray::init() before calling remote functions");
+    let c = match client() {
+        Ok(c) => c,
+        Err(e) => panic!("cannot submit {name}: {e} (call sunray::init() first in main)"),
+    };
     let id = c.new_object_id();
     let r = ObjectRef::from_id(id);
     let mut wire_args = Vec::with_capacity(args.len());
@@ -469,7 +495,9 @@ pub fn wait<T>(
     timeout: Option<Duration>,
 ) -> Result<WaitResult<T>, Error> {
     let ids: Vec<ObjectId> = refs.iter().map(|r| r.id()).collect();
-    let flags = client()?.wait(&ids, num_returns, timeout)?;
+    let c = client()?;
+    let ready = ids.iter().filter(|i| c.is_ready(**i)).count() >= num_returns.min(ids.len());
+    let flags = blocking(ready, || c.wait(&ids, num_returns, timeout))?;
     let mut ready = Vec::new();
     let mut rest = Vec::new();
     for (r, f) in refs.iter().zip(flags) {

@@ -67,10 +67,38 @@ impl Picky {
     }
 }
 
-/// A task that is given a handle (it cannot call it yet, but it can carry it back).
+/// A task that is given a handle and carries it back.
 #[sunray::remote]
 fn carry(h: ActorHandle<Counter>) -> u64 {
     h.id()
+}
+
+/// Calls the actor it is given `times` times from inside a task.
+#[sunray::remote]
+fn bump(h: ActorHandle<Counter>, times: u64) -> u64 {
+    let mut last = 0;
+    for _ in 0..times {
+        last = h.incr(1).remote().get().unwrap();
+    }
+    last
+}
+
+/// Recursive tasks: each waits for the two it submits (its CPU lent meanwhile).
+#[sunray::remote]
+fn fib(n: u64) -> u64 {
+    if n < 2 {
+        return n;
+    }
+    let a = fib.remote(n - 1);
+    let b = fib.remote(n - 2);
+    a.get().unwrap() + b.get().unwrap()
+}
+
+/// Puts a value and hands its ref to a task of its own, from inside a task.
+#[sunray::remote]
+fn put_and_pass(n: u64) -> u64 {
+    let r = sunray::put(&n).unwrap();
+    fib.remote(&r).get().unwrap()
 }
 
 fn main() {
@@ -173,6 +201,22 @@ fn main() {
             println!("READY {}", p.ready().unwrap_err());
             println!("CALL {}", p.ping().remote().get().unwrap_err());
             println!("OK {}", Picky::remote(true).ping().remote().get().unwrap());
+        }
+        "nested" => {
+            let n: u64 = arg(2).parse().unwrap_or(15);
+            let t = std::time::Instant::now();
+            println!("FIB {}", fib.remote(n).get().unwrap());
+            eprintln!("fib({n}) took {:.2} s", t.elapsed().as_secs_f64());
+            println!("PUT_IN_TASK {}", put_and_pass.remote(10).get().unwrap());
+            // Two tasks call one actor, 50 times each, while the driver calls it too.
+            let c = Counter::remote(0);
+            let a = bump.remote(c.clone(), 50);
+            let b = bump.remote(c.clone(), 50);
+            let mine: Vec<_> = (0..50).map(|_| c.incr(1).remote()).collect();
+            sunray::get_all(&mine).unwrap();
+            let (a, b) = (a.get().unwrap(), b.get().unwrap());
+            println!("BUMPED {}", c.log().remote().get().unwrap().len());
+            println!("LAST_SEEN_MAX {}", a.max(b) <= 150);
         }
         other => {
             eprintln!("unknown scenario {other:?}");

@@ -37,10 +37,13 @@ __all__ = [
     "cluster_resources",
     "exceptions",
     "get",
+    "get_actor",
     "get_gpu_ids",
     "get_runtime_context",
     "init",
     "is_initialized",
+    "kill",
+    "method",
     "nodes",
     "put",
     "remote",
@@ -292,6 +295,14 @@ class RuntimeContext:
     def get_task_id(self) -> str | None:
         return self._task["task_id"] if self._task else None
 
+    def get_actor_id(self) -> str | None:
+        """The actor this code runs in (its constructor or a method), else None."""
+        return self._task.get("actor_id") if self._task else None
+
+    @property
+    def actor_id(self):
+        return self.get_actor_id()
+
     def get_task_name(self) -> str | None:
         return self._task["function"] if self._task else None
 
@@ -363,6 +374,32 @@ def _check_options(opts: dict) -> dict:
     return opts
 
 
+def _pack_args(args, kwargs) -> tuple[list, dict[int, int]]:
+    """A task's wire arguments: a slot for its header, then each value pickled, or an
+    ObjectRef (resolved before the task runs; ``picks`` notes the return it names)."""
+    wire: list = [None]
+    picks: dict[int, int] = {}
+    for v in (*args, *kwargs.values()):
+        if isinstance(v, ObjectRef):
+            if v.index is not None:
+                picks[len(wire) - 1] = v.index
+            wire.append(v)
+        else:
+            wire.append(ser.dumps(v))
+    return wire, picks
+
+
+def _fid_of(obj) -> bytes:
+    """Pickles a function or class, makes it available to this driver's workers (they
+    fetch it by id, once each); returns its id."""
+    import hashlib  # here: workers never need it, and it costs 3 ms to import
+
+    data = cloudpickle.dumps(obj, protocol=5)
+    fid = hashlib.blake2b(data, digest_size=16).digest()
+    _sunray.register_function(fid, data)
+    return fid
+
+
 class RemoteFunction:
     """A function made remote by ``@sunray.remote``: ``f.remote(*args, **kwargs)``
     submits it and returns an ObjectRef at once (a list of them for ``num_returns``
@@ -391,12 +428,7 @@ class RemoteFunction:
         # Pickled once per connection; workers fetch it by id (once each).
         code = self._code
         if code is None or code[0] != _session:
-            import hashlib  # here: workers never need it, and it costs 3 ms to import
-
-            data = cloudpickle.dumps(self._fn, protocol=5)
-            fid = hashlib.blake2b(data, digest_size=16).digest()
-            _sunray.register_function(fid, data)
-            code = self._code = (_session, fid)
+            code = self._code = (_session, _fid_of(self._fn))
             # .options() copies share the pickled code.
         return code[1]
 
@@ -410,15 +442,7 @@ class RemoteFunction:
         retries = DEFAULT_MAX_RETRIES if retries is None else retries
         if retries == -1:
             retries = 2**31
-        wire: list = [None]
-        picks: dict[int, int] = {}
-        for v in (*args, *kwargs.values()):
-            if isinstance(v, ObjectRef):
-                if v.index is not None:
-                    picks[len(wire) - 1] = v.index
-                wire.append(v)
-            else:
-                wire.append(ser.dumps(v))
+        wire, picks = _pack_args(args, kwargs)
         rex = o.get("retry_exceptions") or False
         header = (
             self._fid(),
@@ -448,13 +472,16 @@ class RemoteFunction:
 
 def remote(*args, **options):
     """``@sunray.remote`` or ``@sunray.remote(num_cpus=…, num_gpus=…, resources={…},
-    max_retries=…, retry_exceptions=…, num_returns=…)`` on a function."""
+    max_retries=…, retry_exceptions=…, num_returns=…)`` on a function; on a class it
+    makes an actor (see :class:`sunray._actor.ActorClass` for its options)."""
     if len(args) == 1 and not options and callable(args[0]):
         return _make_remote(args[0], {})
     if args:
         raise TypeError("remote() takes a function, or keyword options only")
     return lambda fn: _make_remote(fn, options)
 
+
+from ._actor import get_actor, kill, method  # noqa: E402 (needs the names above)
 
 _SUBMODULES = {"tune", "train", "air"}
 
@@ -469,10 +496,9 @@ def __getattr__(name: str):
 
 def _make_remote(obj, options: dict):
     if isinstance(obj, type):
-        raise TypeError(
-            f"@remote on class {obj.__name__}: actors are not in sunray yet "
-            "(only remote functions are)"
-        )
+        from ._actor import ActorClass
+
+        return ActorClass(obj, options)
     if not callable(obj):
         raise TypeError(f"@remote takes a function, got {type(obj).__name__}")
     return RemoteFunction(obj, options)

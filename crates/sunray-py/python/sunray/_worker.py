@@ -48,16 +48,69 @@ def _node_ip() -> str:
     return t["node_ip"] if t else ""
 
 
-def _invoke(name: str, args: list[bytes]) -> bytes:
-    fid, npos, kwnames, num_returns, retry_exceptions, max_retries, picks = pickle.loads(args[0])
+# The actor this worker serves (its constructor ran here).
+_actor = None
+
+
+def _values(args: list[bytes], picks) -> list | bytes:
+    """The task's argument values, or the error payload of a failed dependency (which is
+    then the task's result too)."""
     values = []
-    for i, a in enumerate(args[1:]):
+    for i, a in enumerate(args):
         if ser.is_error(a):
-            # A task this one depends on failed: its error is this task's result.
             return a
         v = ser.loads(a)
         pick = picks.get(i) if picks else None
         values.append(v if pick is None else v[pick])
+    return values
+
+
+def _create_actor(name: str, args: list[bytes]) -> bytes:
+    global _actor
+    fid, npos, kwnames, picks = pickle.loads(args[0])
+    values = _values(args[1:], picks)
+    if isinstance(values, bytes):
+        return values
+    try:
+        cls = _function(fid, name)
+        _actor = cls(*values[:npos], **dict(zip(kwnames, values[npos:])))
+    except BaseException as e:  # noqa: BLE001 (the constructor's error is the creation's)
+        return ser.error_payload(e, name, _node_ip())
+    return ser.dumps(None)
+
+
+def _call_actor(name: str, args: list[bytes]) -> bytes:
+    method, npos, kwnames, num_returns, picks = pickle.loads(args[0])
+    values = _values(args[1:], picks)
+    if isinstance(values, bytes):
+        return values
+    try:
+        fn = getattr(_actor, method)
+    except AttributeError as e:
+        return ser.error_payload(e, name, _node_ip())
+    try:
+        result = fn(*values[:npos], **dict(zip(kwnames, values[npos:])))
+        if num_returns > 1:
+            result = tuple(result)
+            if len(result) != num_returns:
+                raise ValueError(
+                    f"{name} was declared with num_returns={num_returns} "
+                    f"but returned {len(result)} values"
+                )
+        return ser.dumps(result)
+    except Exception as e:  # noqa: BLE001 (a method's exception goes back to its caller)
+        return ser.error_payload(e, name, _node_ip(), skip=1)
+
+
+def _invoke(name: str, args: list[bytes], kind: int = 0) -> bytes:
+    if kind == 1:
+        return _create_actor(name, args)
+    if kind == 2:
+        return _call_actor(name, args)
+    fid, npos, kwnames, num_returns, retry_exceptions, max_retries, picks = pickle.loads(args[0])
+    values = _values(args[1:], picks)
+    if isinstance(values, bytes):
+        return values
     try:
         fn = _function(fid, name)
     except BaseException as e:  # noqa: BLE001 (whatever loading raises is the task's error)

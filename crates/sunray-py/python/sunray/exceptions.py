@@ -60,6 +60,12 @@ class NodeDiedError(_RuntimeTaskError):
     """The node running a task left the cluster, more often than its ``max_retries``."""
 
 
+class ActorDiedError(_RuntimeTaskError):
+    """The actor of a method call is dead: killed, its constructor raised, its driver
+    left, or its process or node died with no restarts left (Ray's ``ActorDiedError``).
+    The message names the actor and why it died."""
+
+
 class WorkerStartError(_RuntimeTaskError):
     """A node could not start a worker for the task (its interpreter is missing there)."""
 
@@ -180,10 +186,12 @@ def _from_runtime(class_name, message, function_name, location, kind):
 # Ray's names, so that ``from ray.exceptions import RayTaskError`` ports unchanged.
 RayError = SunrayError
 RayTaskError = TaskError
+RayActorError = ActorDiedError
 RaySystemError = ClusterConnectionError
 ObjectStoreFullError = ObjectTooLargeError
 
 __all__ = [
+    "ActorDiedError",
     "AuthenticationError",
     "ClusterConnectionError",
     "ConfigError",
@@ -193,6 +201,7 @@ __all__ = [
     "ObjectStoreFullError",
     "ObjectTooLargeError",
     "RayError",
+    "RayActorError",
     "RaySystemError",
     "RayTaskError",
     "SunrayError",

@@ -1,0 +1,190 @@
+"""Actors through the Python front end, against the installed wheel: ``@ray.remote`` on
+a class, handles, ordering, resources, restarts, names, detached lifetime, kill."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import sunray as ray
+from sunray.exceptions import ActorDiedError, TaskError
+
+
+@ray.remote
+class Counter:
+    def __init__(self, start=0, *, step=1):
+        self.n = start
+        self.step = step
+        self.seen = []
+
+    def incr(self, by=None):
+        self.n += self.step if by is None else by
+        self.seen.append(by)
+        return self.n
+
+    def seen_calls(self):
+        return self.seen
+
+    def where(self):
+        ctx = ray.get_runtime_context()
+        return ctx.get_node_ip(), os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES"), ctx.get_actor_id()
+
+    def boom(self):
+        raise KeyError("no such key 99")
+
+    def die(self):
+        os._exit(5)
+
+    @ray.method(num_returns=2)
+    def pair(self):
+        return self.n, -self.n
+
+    def slow_incr(self, seconds, marker):
+        with open(marker, "a") as f:
+            f.write(ray.get_runtime_context().get_node_ip() + "\n")
+        time.sleep(seconds)
+        return self.incr(1)
+
+
+def test_state_persists_calls_keep_order_and_errors_keep_their_class(local):
+    c = Counter.remote(10, step=2)
+    refs = [c.incr.remote(i) for i in range(100)]
+    assert ray.get(refs) == [10 + i * (i + 1) // 2 for i in range(100)]
+    assert ray.get(c.seen_calls.remote()) == list(range(100))
+    assert ray.get(c.incr.remote()) == 10 + 4950 + 2  # the kwarg of the constructor
+    with pytest.raises(KeyError, match="no such key 99") as info:
+        ray.get(c.boom.remote())
+    assert isinstance(info.value, TaskError)
+    # A method's exception is that call's; the actor lives on.
+    a, b = c.pair.remote()
+    assert ray.get([a, b]) == [4962, -4962]
+    with pytest.raises(AttributeError, match="no method 'nope'"):
+        c.nope.remote()
+    with pytest.raises(TypeError, match="instantiated directly"):
+        Counter()
+
+
+def test_an_actor_holds_its_cpu_and_gpu_and_frees_them_when_killed(tmp, monkeypatch):
+    monkeypatch.setenv("SUNRAY_TMPDIR", str(tmp))
+    monkeypatch.delenv("SUNRAY_ADDRESS", raising=False)
+    ray.init(num_cpus=2, num_gpus=2)
+    try:
+        c = Counter.options(num_cpus=1, num_gpus=1).remote()
+        ip, pid, cvd, actor_id = ray.get(c.where.remote())
+        assert cvd == "0" and actor_id is not None
+        assert ray.available_resources() == {"CPU": 1.0, "GPU": 1.0}
+        ray.kill(c)
+        with pytest.raises(ActorDiedError, match="Counter"):
+            ray.get(c.incr.remote())
+        deadline = time.monotonic() + 10
+        while ray.available_resources() != {"CPU": 2.0, "GPU": 2.0}:
+            assert time.monotonic() < deadline, ray.available_resources()
+            time.sleep(0.02)
+    finally:
+        ray.shutdown()
+
+
+def test_a_crashed_actor_restarts_and_its_cut_short_call_is_retried(local):
+    c = Counter.options(max_restarts=1).remote(5)
+    _, pid1, _, _ = ray.get(c.where.remote())
+    with pytest.raises(ActorDiedError, match="exit code 5"):
+        ray.get(c.die.remote())
+    # Restarted: the constructor ran again, in a new process.
+    assert ray.get(c.incr.remote(1)) == 6
+    _, pid2, _, _ = ray.get(c.where.remote())
+    assert pid1 != pid2
+    with pytest.raises(ActorDiedError):
+        ray.get(c.die.remote())
+    with pytest.raises(ActorDiedError, match="dead"):
+        ray.get(c.incr.remote(1))
+    states = [a["state"] for a in ray._sunray.actors()]
+    assert states == ["DEAD"]
+
+
+def test_an_actor_on_a_killed_node_restarts_on_another(cluster):
+    ray.init(cluster.address)
+    marker = cluster.tmp / "slow-started"
+    c = Counter.options(num_cpus=2, max_restarts=-1, max_task_retries=-1).remote()
+    r = c.slow_incr.remote(3, str(marker))
+    deadline = time.monotonic() + 20
+    while not (marker.exists() and marker.read_text()):
+        assert time.monotonic() < deadline, "the call never started"
+        time.sleep(0.02)
+    first = marker.read_text().split()[0]
+    cluster.kill(first)
+    # The call its death cut short runs again on the restarted actor (fresh state).
+    assert ray.get(r, timeout=60) == 1
+    ip, _, _, _ = ray.get(c.where.remote())
+    assert ip != first
+    (a,) = ray._sunray.actors()
+    assert a["state"] == "ALIVE" and a["num_restarts"] == 1
+
+
+def test_a_detached_named_actor_outlives_its_driver(cluster):
+    r = cluster.python(
+        """
+        import sunray as ray
+        ray.init()
+
+        @ray.remote
+        class Keeper:
+            def __init__(self):
+                self.items = []
+            def add(self, x):
+                self.items.append(x)
+                return len(self.items)
+
+        k = Keeper.options(name="keeper", lifetime="detached").remote()
+        print("ADDED", ray.get(k.add.remote("a")))
+        try:
+            Keeper.options(name="keeper").remote()
+            ray.get(Keeper.options(name="keeper").remote().add.remote("b"))
+        except Exception as e:
+            print("DUPLICATE", type(e).__name__, e)
+        same = Keeper.options(name="keeper", get_if_exists=True).remote()
+        print("SAME", same == k)
+        """
+    )
+    assert "ADDED 1" in r.stdout, r.stdout + r.stderr
+    assert "exists already" in r.stdout, r.stdout
+    assert "SAME True" in r.stdout, r.stdout
+    ray.init(cluster.address)
+    k = ray.get_actor("keeper")
+    assert ray.get(k.add.remote("c")) == 2, "it kept its state after its driver left"
+    ray.kill(k)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            ray.get_actor("keeper")
+        except ValueError:
+            break
+        assert time.monotonic() < deadline, "the killed actor's name stayed taken"
+        time.sleep(0.02)
+
+
+def test_a_failing_constructor_fails_its_calls_clearly(local):
+    @ray.remote
+    class Picky:
+        def __init__(self, ok):
+            if not ok:
+                raise ValueError("refused at birth")
+
+        def ping(self):
+            return "pong"
+
+    with pytest.raises(ActorDiedError, match="refused at birth"):
+        ray.get(Picky.remote(False).ping.remote())
+    assert ray.get(Picky.remote(True).ping.remote()) == "pong"
+
+
+def test_bad_actor_options_are_refused():
+    with pytest.raises(ValueError, match="max_restarts"):
+        Counter.options(max_restarts=-5)
+    with pytest.raises(ValueError, match="lifetime"):
+        Counter.options(lifetime="forever")
+    with pytest.raises(NotImplementedError, match="max_concurrency"):
+        Counter.options(max_concurrency=4)
+    with pytest.raises(TypeError, match="unsupported actor options"):
+        Counter.options(colour="red")
