@@ -299,6 +299,34 @@ fn init(
         }
     });
     let (client, head) = connected.map_err(runtime_error)?;
+    install(client);
+    Ok(head)
+}
+
+/// Inside a task: connects this worker to the head, for the task's job, so that the
+/// task may submit tasks, call actors, get, wait and put (Ray's nested tasks).
+#[pyfunction]
+fn init_worker(py: Python<'_>, sys_path: Vec<String>, cwd: String) -> PyResult<()> {
+    if CONNECTED.lock().unwrap().is_some() {
+        return Ok(());
+    }
+    let Some((head, token, job)) = sunray_runtime::worker::head_of_this_worker() else {
+        return Err(raise(
+            "SunrayError",
+            "this worker runs no task: it cannot connect to the cluster".into(),
+        ));
+    };
+    let program = sunray_runtime::driver::this_python(sys_path, cwd).map_err(runtime_error)?;
+    let client = py
+        .detach(|| Client::connect_worker(&head, &token, program, job))
+        .map_err(runtime_error)?;
+    install(client);
+    Ok(())
+}
+
+/// Keeps `client` as this process's connection; its task-message handler serves the
+/// pickled functions of this process to the workers that run its tasks.
+fn install(client: Client) {
     let client = Arc::new(client);
     let functions: Functions = Default::default();
     let table = functions.clone();
@@ -314,7 +342,6 @@ fn init(
         ))
     }));
     *CONNECTED.lock().unwrap() = Some(Connected { client, functions });
-    Ok(head)
 }
 
 /// Ray's `address="auto"`: `$SUNRAY_ADDRESS`, else the one head running on this host.
@@ -463,18 +490,27 @@ fn get<'py>(
 ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
     let c = client()?;
     let deadline = deadline(timeout)?;
+    // Inside a task, a wait lends the task's CPU to others (its children).
+    let blocked = match ids.iter().all(|i| c.is_ready(*i)) {
+        true => None,
+        false => py.detach(sunray_runtime::worker::block_begin),
+    };
     let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let v = loop {
-            let (slice, last) = next_slice(deadline);
-            match py.detach(|| c.get(id, Some(slice))) {
-                Err(GetError::Timeout) if !last => py.check_signals()?,
-                r => break r.map_err(|e| get_error(py, e))?,
-            }
-        };
-        out.push(PyBytes::new(py, &v));
-    }
-    Ok(out)
+    let r = (|| {
+        for id in ids {
+            let v = loop {
+                let (slice, last) = next_slice(deadline);
+                match py.detach(|| c.get(id, Some(slice))) {
+                    Err(GetError::Timeout) if !last => py.check_signals()?,
+                    r => break r.map_err(|e| get_error(py, e))?,
+                }
+            };
+            out.push(PyBytes::new(py, &v));
+        }
+        Ok(())
+    })();
+    py.detach(|| sunray_runtime::worker::block_end(blocked));
+    r.map(|()| out)
 }
 
 /// Readiness of each of `ids` once `num_returns` of them are ready or `timeout` passed.
@@ -489,16 +525,25 @@ fn wait(
     let c = client()?;
     let want = num_returns.min(ids.len());
     let deadline = deadline(timeout)?;
-    loop {
+    let blocked = match ids.iter().filter(|i| c.is_ready(**i)).count() >= want {
+        true => None,
+        false => py.detach(sunray_runtime::worker::block_begin),
+    };
+    let r = loop {
         let (slice, last) = next_slice(deadline);
-        let flags = py
-            .detach(|| c.wait(&ids, want, Some(slice)))
-            .map_err(|e| get_error(py, e))?;
+        let flags = match py.detach(|| c.wait(&ids, want, Some(slice))) {
+            Ok(f) => f,
+            Err(e) => break Err(get_error(py, e)),
+        };
         if last || flags.iter().filter(|x| **x).count() >= want {
-            return Ok(flags);
+            break Ok(flags);
         }
-        py.check_signals()?;
-    }
+        if let Err(e) = py.check_signals() {
+            break Err(e);
+        }
+    };
+    py.detach(|| sunray_runtime::worker::block_end(blocked));
+    r
 }
 
 fn resources_dict<'py>(py: Python<'py>, r: &Resources) -> PyResult<Bound<'py, PyDict>> {
@@ -696,6 +741,7 @@ fn _sunray(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ObjectRef>()?;
     m.add_function(wrap_pyfunction!(_named_ref, m)?)?;
     m.add_function(wrap_pyfunction!(init, m)?)?;
+    m.add_function(wrap_pyfunction!(init_worker, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(is_initialized, m)?)?;
     m.add_function(wrap_pyfunction!(register_function, m)?)?;

@@ -29,7 +29,12 @@ class Counter:
 
     def where(self):
         ctx = ray.get_runtime_context()
-        return ctx.get_node_ip(), os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES"), ctx.get_actor_id()
+        return (
+            ctx.get_node_ip(),
+            os.getpid(),
+            os.environ.get("CUDA_VISIBLE_DEVICES"),
+            ctx.get_actor_id(),
+        )
 
     def boom(self):
         raise KeyError("no such key 99")
@@ -72,7 +77,7 @@ def test_an_actor_holds_its_cpu_and_gpu_and_frees_them_when_killed(tmp, monkeypa
     ray.init(num_cpus=2, num_gpus=2)
     try:
         c = Counter.options(num_cpus=1, num_gpus=1).remote()
-        ip, pid, cvd, actor_id = ray.get(c.where.remote())
+        _, _, cvd, actor_id = ray.get(c.where.remote())
         assert cvd == "0" and actor_id is not None
         assert ray.available_resources() == {"CPU": 1.0, "GPU": 1.0}
         ray.kill(c)
@@ -188,3 +193,24 @@ def test_bad_actor_options_are_refused():
         Counter.options(max_concurrency=4)
     with pytest.raises(TypeError, match="unsupported actor options"):
         Counter.options(colour="red")
+
+
+def test_handles_pass_to_tasks_and_actors_call_tasks(local):
+    c = Counter.remote()
+
+    @ray.remote
+    def bump(handle, times):
+        return [ray.get(handle.incr.remote(1)) for _ in range(times)][-1]
+
+    @ray.remote
+    def square(x):
+        return x * x
+
+    @ray.remote
+    class Caller:
+        def squares(self, n):
+            return ray.get([square.remote(i) for i in range(n)])
+
+    finals = ray.get([bump.remote(c, 20), bump.remote(c, 20)])
+    assert max(finals) == 40 and ray.get(c.incr.remote(0)) == 40
+    assert ray.get(Caller.remote().squares.remote(5)) == [0, 1, 4, 9, 16]

@@ -455,13 +455,28 @@ def test_the_package_is_the_installed_wheel():
     assert "site-packages" in sunray.__file__, sunray.__file__
 
 
-def test_a_task_that_submits_tasks_gets_a_clear_error(local):
+def test_tasks_submit_tasks_and_recursion_cannot_deadlock_two_cpus(local):
     @ray.remote
-    def nested():
-        return ray.get(add.remote(1))
+    def fib(n):
+        if n < 2:
+            return n
+        # Each task waits for the two it submits, its CPU lent to them meanwhile.
+        return sum(ray.get([fib.remote(n - 1), fib.remote(n - 2)]))
 
-    with pytest.raises(ray.exceptions.SunrayError, match="inside a task is not supported"):
-        ray.get(nested.remote())
+    assert ray.get(fib.remote(12), timeout=120) == 144
+
+    @ray.remote
+    def put_then_pass(x):
+        ref = ray.put(x * 2)
+        ready, _ = ray.wait([fib.remote(5), ref], num_returns=2)
+        return ray.get(ref) + ray.get(ready[0]) * 0
+
+    assert ray.get(put_then_pass.remote(21)) == 42
+    # Every CPU came back.
+    deadline = time.monotonic() + 10
+    while ray.available_resources().get("CPU") != 2.0:
+        assert time.monotonic() < deadline, ray.available_resources()
+        time.sleep(0.02)
 
 
 def _children(pid: int) -> set[int]:

@@ -99,13 +99,16 @@ impl Actors {
         if self.by_id.contains_key(&id) {
             return Err(format!("actor id {id:#x} is taken"));
         }
-        if let Some(n) = &opts.name {
-            if let Some(other) = self.names.get(n) {
-                return Err(format!(
-                    "an actor named '{n}' exists already (actor {other:#x}): get it with get_actor('{n}'), or pick another name"
-                ));
+        let clash = opts.name.as_ref().and_then(|n| {
+            let other = self.names.get(n)?;
+            Some(format!(
+                "an actor named '{n}' exists already (actor {other:#x}): get it with get_actor('{n}'), or pick another name"
+            ))
+        });
+        if clash.is_none() {
+            if let Some(n) = &opts.name {
+                self.names.insert(n.clone(), id);
             }
-            self.names.insert(n.clone(), id);
         }
         self.by_id.insert(
             id,
@@ -124,7 +127,14 @@ impl Actors {
                 death: None,
             },
         );
-        Ok(())
+        match clash {
+            None => Ok(()),
+            Some(why) => {
+                // Kept dead, so that calls on its handle say why it never lived.
+                self.bury(id, &why);
+                Err(why)
+            }
+        }
     }
 
     /// Can `actor` take a call? Its retries if so; why not otherwise.
@@ -294,8 +304,10 @@ mod tests {
             .create(2, 7, &opts(Some("c"), 0, 0), binary(), Resources::default())
             .unwrap_err();
         assert!(e.contains("'c' exists already"), "{e}");
+        // The refused one is dead; its calls say why.
+        assert!(t.accept_call(2).unwrap_err().contains("exists already"));
         t.kill_now(1, "killed");
-        t.create(2, 7, &opts(Some("c"), 0, 0), binary(), Resources::default())
+        t.create(3, 7, &opts(Some("c"), 0, 0), binary(), Resources::default())
             .unwrap();
     }
 

@@ -176,23 +176,30 @@ pub fn in_plain_task() -> bool {
 /// other tasks, as Ray does: a task waiting for tasks it submitted must not hold the
 /// CPU they need. Tasks the node had sent ahead to this worker are given back first.
 pub fn while_blocked<R>(wait: impl FnOnce() -> R) -> R {
-    let Some(task) = current_task()
-        .filter(|t| t.actor.is_none())
-        .map(|t| t.task_id)
-    else {
-        return wait();
-    };
-    let told = {
-        let mut guard = CONN.lock().unwrap();
-        guard.as_mut().is_some_and(|conn| block(conn, task).is_ok())
-    };
+    let blocked = block_begin();
     let r = wait();
-    if told {
-        if let Some(conn) = CONN.lock().unwrap().as_mut() {
-            let _ = conn.write_frame(&encode(&WorkerToNode::Unblocked { task }));
-        }
-    }
+    block_end(blocked);
     r
+}
+
+/// The first half of [`while_blocked`], for callers whose wait is a loop of their own
+/// (the Python front end checks for Ctrl-C between slices): the task that lent its
+/// CPU, to give to [`block_end`].
+pub fn block_begin() -> Option<TaskId> {
+    let task = current_task()
+        .filter(|t| t.actor.is_none())
+        .map(|t| t.task_id)?;
+    let mut guard = CONN.lock().unwrap();
+    let conn = guard.as_mut()?;
+    block(conn, task).ok().map(|()| task)
+}
+
+/// The task runs again: it takes its CPU back.
+pub fn block_end(blocked: Option<TaskId>) {
+    let Some(task) = blocked else { return };
+    if let Some(conn) = CONN.lock().unwrap().as_mut() {
+        let _ = conn.write_frame(&encode(&WorkerToNode::Unblocked { task }));
+    }
 }
 
 /// Tells the node that `task` blocks and takes in its answer: what it revoked.

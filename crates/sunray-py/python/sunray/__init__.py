@@ -117,7 +117,10 @@ def init(
     ``SUNRAY_TOKEN``.
     """
     global _session
-    _not_in_a_task("sunray.init()")
+    if _IN_WORKER:
+        # A task is part of its driver's cluster already.
+        _connect_in_task()
+        return _Context(_address)
     if _sunray.is_initialized():
         if ignore_reinit_error:
             return _Context(_address)
@@ -150,12 +153,11 @@ _address = ""
 _IN_WORKER = "SUNRAY_WORKER_SOCKET" in os.environ
 
 
-def _not_in_a_task(what: str) -> None:
-    if _IN_WORKER:
-        raise exceptions.SunrayError(
-            f"{what} inside a task is not supported by sunray yet: tasks cannot submit "
-            "tasks or wait for objects; return values to the driver instead"
-        )
+def _connect_in_task() -> None:
+    """Inside a task, the worker joins the cluster for the task's job the first time
+    the task submits, calls an actor, gets, waits or puts (Ray's nested tasks)."""
+    if _IN_WORKER and not _sunray.is_initialized():
+        _sunray.init_worker(_driver_sys_path(), os.getcwd())
 
 
 def _set_address(a: str) -> None:
@@ -192,7 +194,7 @@ def get(object_refs, *, timeout: float | None = None):
     Raises the task's exception (a :class:`TaskError` that is also an instance of the
     task's own exception class), or :class:`GetTimeoutError` after ``timeout`` seconds.
     """
-    _not_in_a_task("get()")
+    _connect_in_task()
     if isinstance(object_refs, ObjectRef):
         (data,) = _sunray.get([object_refs.id], timeout)
         return _value(object_refs, data)
@@ -211,7 +213,7 @@ def wait(
 ):
     """``(ready, not_ready)``: once ``num_returns`` refs are ready or ``timeout`` passed;
     ``ready`` holds at most ``num_returns`` refs, both keep the order given."""
-    _not_in_a_task("wait()")
+    _connect_in_task()
     refs = list(object_refs)
     _check_refs(refs, "wait()")
     if len(set(refs)) != len(refs):
@@ -229,7 +231,7 @@ def wait(
 
 def put(value) -> ObjectRef:
     """Stores ``value`` in the cluster; tasks given the ref get the value."""
-    _not_in_a_task("put()")
+    _connect_in_task()
     if isinstance(value, ObjectRef):
         raise TypeError("put() of an ObjectRef: pass the ref itself instead")
     return _sunray.put(ser.dumps(value))
@@ -433,7 +435,7 @@ class RemoteFunction:
         return code[1]
 
     def remote(self, *args, **kwargs):
-        _not_in_a_task(f"{self._name}.remote()")
+        _connect_in_task()
         if not _sunray.is_initialized():
             init()
         o = self._options
@@ -481,7 +483,7 @@ def remote(*args, **options):
     return lambda fn: _make_remote(fn, options)
 
 
-from ._actor import get_actor, kill, method  # noqa: E402 (needs the names above)
+from ._actor import get_actor, kill, method
 
 _SUBMODULES = {"tune", "train", "air"}
 

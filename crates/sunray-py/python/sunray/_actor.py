@@ -34,7 +34,9 @@ def _check_actor_options(opts: dict) -> dict:
     unknown = set(opts) - _ACTOR_OPTIONS
     if unknown:
         raise TypeError(f"unsupported actor options: {', '.join(sorted(unknown))}")
-    _check_options({k: opts[k] for k in ("num_cpus", "num_gpus", "memory", "resources") if k in opts})
+    _check_options(
+        {k: opts[k] for k in ("num_cpus", "num_gpus", "memory", "resources") if k in opts}
+    )
     for k in ("max_restarts", "max_task_retries"):
         v = opts.get(k)
         if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= -1):
@@ -99,9 +101,9 @@ class ActorClass:
         return code[1]
 
     def remote(self, *args, **kwargs) -> ActorHandle:
-        from . import _not_in_a_task, _pack_args, init
+        from . import _connect_in_task, _pack_args, init
 
-        _not_in_a_task(f"{self._name}.remote()")
+        _connect_in_task()
         if not _sunray.is_initialized():
             init()
         o = self._options
@@ -180,9 +182,7 @@ class ActorMethod:
         self._num_returns = num_returns
 
     def __call__(self, *args, **kwargs):
-        raise TypeError(
-            f"actor methods cannot be called directly: use .{self._name}.remote(...)"
-        )
+        raise TypeError(f"actor methods cannot be called directly: use .{self._name}.remote(...)")
 
     def options(self, *, num_returns: int = 1, **others) -> ActorMethod:
         if others:
@@ -192,9 +192,9 @@ class ActorMethod:
         return ActorMethod(self._handle, self._name, num_returns)
 
     def remote(self, *args, **kwargs):
-        from . import _not_in_a_task, _pack_args
+        from . import _connect_in_task, _pack_args
 
-        _not_in_a_task(f"{self._handle._class_name}.{self._name}.remote()")
+        _connect_in_task()
         wire, picks = _pack_args(args, kwargs)
         n = self._num_returns
         wire[0] = pickle.dumps((self._name, len(args), tuple(kwargs), n, picks), protocol=5)
@@ -224,6 +224,9 @@ def method(*, num_returns: int = 1):
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """The live actor named ``name`` (``.options(name=…)``); ``ValueError`` if none."""
+    from . import _connect_in_task
+
+    _connect_in_task()
     for a in _sunray.actors():
         if a["name"] == name and a["state"] != "DEAD":
             return ActorHandle(a["actor_id"], a["class_name"])
@@ -233,8 +236,11 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     """Ends the actor's process at once; with ``no_restart=False`` it restarts as after
     a crash (while it has restarts left). Calls not yet run fail with ActorDiedError."""
+    from . import _connect_in_task
+
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() takes an actor handle, got {type(actor).__name__}")
+    _connect_in_task()
     _sunray.kill_actor(actor._actor_id, bool(no_restart))
 
 

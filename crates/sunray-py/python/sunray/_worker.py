@@ -66,16 +66,18 @@ def _values(args: list[bytes], picks) -> list | bytes:
 
 
 def _create_actor(name: str, args: list[bytes]) -> bytes:
+    """Runs the constructor. What it raises (or a failed argument's error) propagates:
+    the runtime then knows the actor did not start, and its callers get ActorDiedError
+    with this traceback."""
     global _actor
     fid, npos, kwnames, picks = pickle.loads(args[0])
-    values = _values(args[1:], picks)
-    if isinstance(values, bytes):
-        return values
-    try:
-        cls = _function(fid, name)
-        _actor = cls(*values[:npos], **dict(zip(kwnames, values[npos:])))
-    except BaseException as e:  # noqa: BLE001 (the constructor's error is the creation's)
-        return ser.error_payload(e, name, _node_ip())
+    values = []
+    for i, a in enumerate(args[1:]):
+        v = ser.loads(a)
+        pick = picks.get(i) if picks else None
+        values.append(v if pick is None else v[pick])
+    cls = _function(fid, name)
+    _actor = cls(*values[:npos], **dict(zip(kwnames, values[npos:])))
     return ser.dumps(None)
 
 
