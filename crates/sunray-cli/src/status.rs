@@ -137,7 +137,58 @@ pub fn render(address: &str, v: &ClusterView) -> String {
     if !v.actors.is_empty() {
         out.push_str(&actors_table(v));
     }
+    if !v.groups.is_empty() {
+        out.push_str(&groups_table(v));
+    }
     out
+}
+
+/// Placement groups: their bundles, where each went, and why one waits.
+fn groups_table(v: &ClusterView) -> String {
+    use sunray_proto::GroupState;
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(vec![
+        "placement group",
+        "name",
+        "strategy",
+        "state",
+        "bundles",
+        "nodes",
+        "why",
+    ]);
+    for g in &v.groups {
+        let bundles: Vec<String> = g
+            .bundles
+            .iter()
+            .map(|b| {
+                let mut s = format!("CPU {}", trim(b.cpu));
+                if b.gpu > 0.0 {
+                    s.push_str(&format!(" GPU {}", trim(b.gpu)));
+                }
+                s
+            })
+            .collect();
+        t.add_row(vec![
+            format!("{:016x}", g.id),
+            g.name.clone().unwrap_or_default(),
+            format!("{:?}", g.strategy),
+            match g.state {
+                GroupState::Pending => "pending",
+                GroupState::Created => "created",
+                GroupState::Removed => "removed",
+            }
+            .to_string(),
+            bundles.join("; "),
+            g.nodes
+                .iter()
+                .map(|n| format!("{n:08x}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            g.why.clone().unwrap_or_default(),
+        ]);
+    }
+    format!("placement groups: {}\n{t}\n", v.groups.len())
 }
 
 /// Actors alive, starting, restarting, and the last dead ones (with why they died).

@@ -169,3 +169,45 @@ fn tasks_submit_tasks_and_call_actors_and_recursion_cannot_deadlock_two_cpus() {
     let st = status(&c);
     assert!(st.contains("0/2 CPUs"), "{st}");
 }
+
+#[test]
+fn placement_groups_pack_spread_and_strict_spread_on_three_nodes() {
+    let c = Cluster::start(
+        0.0,
+        &[
+            ("127.0.0.2", 2.0, 0),
+            ("127.0.0.3", 2.0, 0),
+            ("127.0.0.4", 2.0, 0),
+        ],
+    );
+    let out = c.program(ACTORS, &["groups"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{}\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let ips =
+        |tag: &str| -> Vec<String> { lines(&out, tag)[0].split(' ').map(String::from).collect() };
+    let pack = ips("PACK ");
+    assert_eq!(
+        pack[0], pack[1],
+        "PACK puts both bundles on one node: {pack:?}"
+    );
+    for tag in ["SPREAD ", "STRICT_SPREAD "] {
+        let mut v = ips(tag);
+        v.sort();
+        assert_eq!(v, ["127.0.0.2", "127.0.0.3", "127.0.0.4"], "{tag}");
+    }
+    assert_eq!(lines(&out, "OUTSIDE_WAITS "), ["true"]);
+    assert_eq!(lines(&out, "ACTOR_IN_BUNDLE "), ["true"]);
+    assert_eq!(lines(&out, "OUTSIDE_RUNS "), ["true"]);
+    assert_eq!(lines(&out, "ACTOR_AFTER_REMOVE "), ["true"]);
+    // Infeasible: it never becomes ready, and the driver is told why.
+    assert_eq!(lines(&out, "INFEASIBLE_READY "), ["false"]);
+    assert!(
+        stderr.contains("cannot be placed") && stderr.contains("StrictSpread needs 4 nodes"),
+        "{stderr}"
+    );
+    assert!(lines(&out, "BAD_BUNDLE ")[0].contains("there is no bundle 7"));
+}

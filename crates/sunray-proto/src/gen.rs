@@ -50,7 +50,24 @@ pub fn resources(rng: &mut impl Rng) -> Resources {
 
 /// Any message a driver may send.
 pub fn driver_message(rng: &mut impl Rng, client: ClientId) -> DriverToHead {
-    match rng.random_range(0..8) {
+    match rng.random_range(0..10) {
+        8 => DriverToHead::CreateGroup {
+            id: id(rng, client),
+            name: rng.random::<bool>().then(|| string(rng)),
+            bundles: (0..rng.random_range(0..4))
+                .map(|_| resources(rng))
+                .collect(),
+            strategy: [
+                PlacementStrategy::Pack,
+                PlacementStrategy::Spread,
+                PlacementStrategy::StrictPack,
+                PlacementStrategy::StrictSpread,
+            ][rng.random_range(0..4)],
+            ready: Bytes::new(),
+        },
+        9 => DriverToHead::RemoveGroup {
+            id: id(rng, client),
+        },
         7 => DriverToHead::Subscribe((0..3).map(|_| id(rng, client)).collect()),
         6 => DriverToHead::KillActor {
             actor: id(rng, client),
@@ -70,6 +87,10 @@ pub fn driver_message(rng: &mut impl Rng, client: ClientId) -> DriverToHead {
                     resources: resources(rng),
                     max_retries: rng.random_range(0..3),
                     kind: task_kind(rng, client),
+                    bundle: rng.random_bool(0.2).then(|| InBundle {
+                        group: id(rng, client),
+                        index: rng.random::<bool>().then(|| rng.random_range(0..4)),
+                    }),
                 })
                 .collect(),
         ),

@@ -45,6 +45,8 @@ pub type ObjectId = u64;
 pub type TaskId = ObjectId;
 /// An actor's id: minted by its creator as object ids are (the id of its creation task).
 pub type ActorId = ObjectId;
+/// A placement group's id: the id of the object that becomes ready once it is placed.
+pub type GroupId = ObjectId;
 
 /// Object ids are minted by the client without a round trip: the head assigns each client
 /// an id at connect time and the client numbers its objects under it.
@@ -194,6 +196,24 @@ pub struct TaskSpec {
     pub max_retries: u32,
     /// A plain task, an actor's creation, or a call of one of its methods.
     pub kind: TaskKind,
+    /// Runs in this placement group's bundle (None: wherever it fits).
+    pub bundle: Option<InBundle>,
+}
+
+/// A bundle of a placement group: a given one, or any with room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InBundle {
+    pub group: GroupId,
+    pub index: Option<u32>,
+}
+
+/// Ray's placement strategies for a group's bundles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PlacementStrategy {
+    Pack,
+    Spread,
+    StrictPack,
+    StrictSpread,
 }
 
 /// What a task is to the head and the node agent.
@@ -306,6 +326,20 @@ pub enum DriverToHead {
         last: bool,
     },
     Query(Query),
+    /// Reserves a placement group's bundles, all at once when they fit; object `id`
+    /// becomes ready then (Ray's `placement_group(...).ready()`).
+    CreateGroup {
+        id: GroupId,
+        name: Option<String>,
+        bundles: Vec<Resources>,
+        strategy: PlacementStrategy,
+        /// The ready object's value, in the creator's language ("ready").
+        ready: Bytes,
+    },
+    /// Frees a group's bundles; tasks and actors in it fail.
+    RemoveGroup {
+        id: GroupId,
+    },
     /// Send me these objects' outcomes when they are known (objects of other clients:
     /// a task's arguments naming refs of its driver, say).
     Subscribe(Vec<ObjectId>),
@@ -374,6 +408,29 @@ pub struct ClusterView {
     pub functions: Vec<FunctionTasks>,
     /// Actors alive, starting or restarting, and the last dead ones.
     pub actors: Vec<ActorView>,
+    /// Placement groups waiting, placed, and the last removed ones.
+    pub groups: Vec<GroupView>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupState {
+    /// Waiting for room (or for nodes that could ever hold it).
+    Pending,
+    Created,
+    Removed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupView {
+    pub id: GroupId,
+    pub name: Option<String>,
+    pub strategy: PlacementStrategy,
+    pub state: GroupState,
+    pub bundles: Vec<Resources>,
+    /// The node of each bundle, once placed.
+    pub nodes: Vec<NodeId>,
+    /// Why it waits (cannot fit the cluster) or why it was removed.
+    pub why: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -557,6 +614,10 @@ mod tests {
             },
             max_retries: 3,
             kind: TaskKind::ActorCall { actor: 9 },
+            bundle: Some(InBundle {
+                group: 4,
+                index: Some(1),
+            }),
         }]);
         let back: DriverToHead = decode(&encode(&msg)).unwrap();
         match back {

@@ -23,6 +23,9 @@ pub const MAX_SYS_PATH: usize = 256;
 /// Most arguments of one task.
 pub const MAX_ARGS: usize = 100_000;
 
+/// Most bundles of one placement group.
+pub const MAX_BUNDLES: usize = 1024;
+
 fn check_name(what: &str, s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > MAX_NAME {
         return Err(format!(
@@ -193,9 +196,25 @@ pub fn check_driver_message(client: ClientId, m: &DriverToHead) -> Result<(), St
             }
             Ok(())
         }
-        DriverToHead::Query(_) | DriverToHead::KillActor { .. } | DriverToHead::Subscribe(_) => {
+        DriverToHead::CreateGroup {
+            id, name, bundles, ..
+        } => {
+            own(*id, "placement group")?;
+            if let Some(n) = name {
+                check_name("a placement group's name", n)?;
+            }
+            if bundles.len() > MAX_BUNDLES {
+                return Err(format!(
+                    "a placement group has at most {MAX_BUNDLES} bundles, got {}",
+                    bundles.len()
+                ));
+            }
             Ok(())
         }
+        DriverToHead::Query(_)
+        | DriverToHead::KillActor { .. }
+        | DriverToHead::Subscribe(_)
+        | DriverToHead::RemoveGroup { .. } => Ok(()),
     }
 }
 
@@ -280,6 +299,7 @@ mod tests {
             resources: Resources::default(),
             max_retries: 0,
             kind: TaskKind::Plain,
+            bundle: None,
         };
         // Another driver's object as an argument is allowed (the head resolves it)...
         assert!(check_driver_message(3, &DriverToHead::Submit(vec![task(mine)])).is_ok());

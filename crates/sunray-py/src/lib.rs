@@ -395,7 +395,7 @@ type CreateActor = (String, Option<String>, bool, i64, i64);
 /// their value before the task runs). With `create_actor` the task starts an actor
 /// (its id is the returned ref's); with `actor` it calls a method of that actor.
 #[pyfunction]
-#[pyo3(signature = (function, args, num_cpus, num_gpus, memory, resources, max_retries, create_actor=None, actor=None))]
+#[pyo3(signature = (function, args, num_cpus, num_gpus, memory, resources, max_retries, create_actor=None, actor=None, bundle=None))]
 #[allow(clippy::too_many_arguments)]
 fn submit(
     py: Python<'_>,
@@ -408,6 +408,7 @@ fn submit(
     max_retries: u32,
     create_actor: Option<CreateActor>,
     actor: Option<u64>,
+    bundle: Option<(u64, Option<u32>)>,
 ) -> PyResult<ObjectRef> {
     let kind = match (create_actor, actor) {
         (Some((class, name, detached, max_restarts, max_task_retries)), _) => {
@@ -444,6 +445,7 @@ fn submit(
         },
         max_retries,
         kind,
+        bundle: bundle.map(|(group, index)| sunray_proto::InBundle { group, index }),
     };
     let r = owned_ref(&c, id);
     py.detach(|| c.submit(spec)).map_err(|e| get_error(py, e))?;
@@ -592,6 +594,107 @@ fn kill_actor(py: Python<'_>, actor: u64, no_restart: bool) -> PyResult<()> {
     let c = client()?;
     py.detach(|| c.kill_actor(actor, no_restart))
         .map_err(|e| get_error(py, e))
+}
+
+/// A bundle from Python: (CPUs, GPUs, memory, custom resources).
+type BundleSpec = (f64, f64, f64, Vec<(String, f64)>);
+
+/// Reserves a placement group (`strategy`: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD);
+/// returns its ready ref, whose id is the group's.
+#[pyfunction]
+#[pyo3(signature = (bundles, strategy, name, ready))]
+fn create_placement_group(
+    py: Python<'_>,
+    bundles: Vec<BundleSpec>,
+    strategy: &str,
+    name: Option<String>,
+    ready: &Bound<'_, PyBytes>,
+) -> PyResult<ObjectRef> {
+    use sunray_proto::PlacementStrategy as S;
+    let strategy = match strategy {
+        "PACK" => S::Pack,
+        "SPREAD" => S::Spread,
+        "STRICT_PACK" => S::StrictPack,
+        "STRICT_SPREAD" => S::StrictSpread,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "strategy must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD, got {other:?}"
+            )))
+        }
+    };
+    let c = client()?;
+    let bundles = bundles
+        .into_iter()
+        .map(|(cpu, gpu, memory, custom)| Resources {
+            cpu,
+            gpu,
+            memory,
+            custom,
+        })
+        .collect();
+    let ready = bytes_of(ready);
+    let id = py
+        .detach(|| c.create_group(name, bundles, strategy, ready))
+        .map_err(|e| get_error(py, e))?;
+    Ok(owned_ref(&c, id))
+}
+
+#[pyfunction]
+fn remove_placement_group(py: Python<'_>, id: u64) -> PyResult<()> {
+    let c = client()?;
+    py.detach(|| c.remove_group(id))
+        .map_err(|e| get_error(py, e))
+}
+
+/// The placement groups the head knows, as dicts (Ray's `placement_group_table`).
+#[pyfunction]
+fn placement_groups<'py>(py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    use sunray_proto::GroupState;
+    let c = client()?;
+    let view = py
+        .detach(|| c.cluster_view())
+        .map_err(|e| get_error(py, e))?;
+    view.groups
+        .iter()
+        .map(|g| {
+            let d = PyDict::new(py);
+            d.set_item("placement_group_id", format!("{:016x}", g.id))?;
+            d.set_item("id", g.id)?;
+            d.set_item("name", g.name.clone())?;
+            d.set_item(
+                "strategy",
+                match g.strategy {
+                    sunray_proto::PlacementStrategy::Pack => "PACK",
+                    sunray_proto::PlacementStrategy::Spread => "SPREAD",
+                    sunray_proto::PlacementStrategy::StrictPack => "STRICT_PACK",
+                    sunray_proto::PlacementStrategy::StrictSpread => "STRICT_SPREAD",
+                },
+            )?;
+            d.set_item(
+                "state",
+                match g.state {
+                    GroupState::Pending => "PENDING",
+                    GroupState::Created => "CREATED",
+                    GroupState::Removed => "REMOVED",
+                },
+            )?;
+            let bundles: Vec<Bound<'py, PyDict>> = g
+                .bundles
+                .iter()
+                .map(|b| resources_dict(py, b))
+                .collect::<PyResult<_>>()?;
+            d.set_item("bundles", bundles)?;
+            d.set_item(
+                "bundles_to_node_id",
+                g.nodes
+                    .iter()
+                    .map(|n| format!("{n:08x}"))
+                    .collect::<Vec<_>>(),
+            )?;
+            d.set_item("reason", g.why.clone())?;
+            Ok(d)
+        })
+        .collect()
 }
 
 /// The actors the head knows (alive, pending, restarting, and the last dead ones).
@@ -753,6 +856,9 @@ fn _sunray(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(worker_main, m)?)?;
     m.add_function(wrap_pyfunction!(kill_actor, m)?)?;
     m.add_function(wrap_pyfunction!(actors, m)?)?;
+    m.add_function(wrap_pyfunction!(create_placement_group, m)?)?;
+    m.add_function(wrap_pyfunction!(remove_placement_group, m)?)?;
+    m.add_function(wrap_pyfunction!(placement_groups, m)?)?;
     m.add_function(wrap_pyfunction!(fetch_function, m)?)?;
     m.add_function(wrap_pyfunction!(current_task, m)?)?;
     m.add_function(wrap_pyfunction!(job_id, m)?)?;

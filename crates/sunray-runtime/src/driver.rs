@@ -1120,6 +1120,30 @@ impl Client {
         rx
     }
 
+    /// Reserves a placement group; its id is a new object of this client that becomes
+    /// ready (holding `ready`) once every bundle is reserved.
+    pub fn create_group(
+        &self,
+        name: Option<String>,
+        bundles: Vec<sunray_proto::Resources>,
+        strategy: sunray_proto::PlacementStrategy,
+        ready: Bytes,
+    ) -> Result<sunray_proto::GroupId, GetError> {
+        let id = self.new_object_id();
+        self.send(DriverToHead::CreateGroup {
+            id,
+            name,
+            bundles,
+            strategy,
+            ready,
+        })?;
+        Ok(id)
+    }
+
+    pub fn remove_group(&self, id: sunray_proto::GroupId) -> Result<(), GetError> {
+        self.send(DriverToHead::RemoveGroup { id })
+    }
+
     /// Ray's `kill(actor, no_restart=…)`.
     pub fn kill_actor(
         &self,
@@ -1230,6 +1254,7 @@ mod tests {
             },
             max_retries: 0,
             kind: sunray_proto::TaskKind::Plain,
+            bundle: None,
         }
     }
 

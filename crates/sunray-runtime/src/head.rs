@@ -12,11 +12,11 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use sunray_proto::{
     limits, object_owner, ActorId, ActorState, Arg, Assignment, BinaryChunk, BinaryInfo, ClientId,
-    ClusterView, DriverToHead, ErrorKind, FunctionTasks, HeadToDriver, HeadToNode, HelloReply,
-    NodeId, NodeRegistration, NodeToHead, NodeView, ObjectId, Outcome, Query, Resources, Role,
-    TaskError, TaskId, TaskKind, TaskSpec,
+    ClusterView, DriverToHead, ErrorKind, FunctionTasks, GroupId, GroupState, GroupView,
+    HeadToDriver, HeadToNode, HelloReply, NodeId, NodeRegistration, NodeToHead, NodeView, ObjectId,
+    Outcome, PlacementStrategy, Query, Resources, Role, TaskError, TaskId, TaskKind, TaskSpec,
 };
-use sunray_sched::{Pipelining, ResourceSet, Scheduler};
+use sunray_sched::{Pipelining, ResourceSet, Scheduler, Strategy};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
@@ -626,6 +626,15 @@ struct HeadState {
     actors: crate::actors::Actors,
     /// Clients other than an object's owner waiting for its outcome (`Subscribe`).
     subscribers: HashMap<ObjectId, Vec<ClientId>>,
+    /// Placement groups (the removed ones too, the last hundred).
+    groups: BTreeMap<GroupId, GroupEntry>,
+}
+
+struct GroupEntry {
+    owner: ClientId,
+    view: GroupView,
+    /// What its ready object holds once placed (the creator's encoding of "ready").
+    ready: Bytes,
 }
 
 impl HeadState {
@@ -831,6 +840,7 @@ impl HeadState {
                 .sum(),
             functions: self.function_counts(),
             actors,
+            groups: self.groups.values().map(|g| g.view.clone()).collect(),
         }
     }
 
@@ -897,6 +907,16 @@ impl HeadState {
             }
             DriverToHead::UploadBinary { .. } => {}
             DriverToHead::KillActor { actor, no_restart } => self.kill_actor(actor, no_restart),
+            DriverToHead::CreateGroup {
+                id,
+                name,
+                bundles,
+                strategy,
+                ready,
+            } => self.create_group(client, id, name, bundles, strategy, ready),
+            DriverToHead::RemoveGroup { id } => {
+                self.remove_group(id, "removed by remove_placement_group");
+            }
             DriverToHead::Subscribe(ids) => {
                 for id in ids {
                     let outcome = match self.objects.get(&id) {
@@ -1121,7 +1141,15 @@ impl HeadState {
             self.dead_nodes.pop_front();
         }
         self.update_homes();
-        for task in self.sched.remove_node(node) {
+        let lost = self.sched.remove_node(node);
+        for (g, tasks) in self.sched.take_lost_groups() {
+            let why = format!(
+                "its bundle's node {node} ({}) left the cluster",
+                conn.reg.ip
+            );
+            self.group_gone(g, &why, tasks);
+        }
+        for task in lost {
             if self.actors.get(task).is_some() {
                 let why = format!("its node {node} ({}) left the cluster ({why})", conn.reg.ip);
                 self.actor_lost(task, &why);
@@ -1147,7 +1175,7 @@ impl HeadState {
             if t.retries_left > 0 {
                 t.retries_left -= 1;
                 warn!("{err}; retrying ({} retries left)", t.retries_left);
-                self.sched.submit_front(task, t.request());
+                self.queue_for_placement(task, true);
                 return;
             }
         }
@@ -1160,6 +1188,15 @@ impl HeadState {
         };
         for subs in self.subscribers.values_mut() {
             subs.retain(|c| *c != client);
+        }
+        let mine: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.owner == client && g.view.state != GroupState::Removed)
+            .map(|(id, _)| *id)
+            .collect();
+        for g in mine {
+            self.remove_group(g, "its driver left the cluster");
         }
         // Its actors die with it (the node agents kill their workers with the job's),
         // except detached ones.
@@ -1255,6 +1292,180 @@ impl HeadState {
         }
     }
 
+    /// A placement group to reserve (its id is the object that becomes ready when it is).
+    fn create_group(
+        &mut self,
+        client: ClientId,
+        id: GroupId,
+        name: Option<String>,
+        bundles: Vec<Resources>,
+        strategy: PlacementStrategy,
+        ready: Bytes,
+    ) {
+        if self.objects.contains_key(&id) || self.groups.contains_key(&id) {
+            return;
+        }
+        let mut bad = bundles
+            .is_empty()
+            .then(|| "a placement group needs at least one bundle".to_string());
+        for b in &bundles {
+            if bad.is_none() {
+                bad = limits::check_request(b).err();
+            }
+        }
+        if bad.is_none() && bundles.iter().any(|b| to_request(b).is_empty()) {
+            bad = Some("every bundle of a placement group must ask for some resource".into());
+        }
+        if let Some(message) = bad {
+            let err = TaskError {
+                kind: ErrorKind::Invalid,
+                function: "placement_group".into(),
+                location: None,
+                message,
+            };
+            self.objects
+                .insert(id, ObjState::Failed(Box::new(err.clone())));
+            if let Some(d) = self.drivers.get_mut(&client) {
+                d.done.push((id, Err(err)));
+            }
+            return;
+        }
+        let sets: Vec<ResourceSet> = bundles.iter().map(to_request).collect();
+        let plan_strategy = match strategy {
+            PlacementStrategy::Pack => Strategy::Pack,
+            PlacementStrategy::Spread => Strategy::Spread,
+            PlacementStrategy::StrictPack => Strategy::StrictPack,
+            PlacementStrategy::StrictSpread => Strategy::StrictSpread,
+        };
+        let why = (!self.sched.group_feasible(&sets, plan_strategy)).then(|| {
+            let shapes: Vec<String> = sets.iter().map(|s| format!("{{{s}}}")).collect();
+            format!(
+                "placement group {id:#x} ({strategy:?}, bundles {}) cannot be placed on the cluster as it is ({} nodes alive){}; it waits until nodes that can hold it join",
+                shapes.join(", "),
+                self.nodes.len(),
+                match strategy {
+                    PlacementStrategy::StrictSpread => format!(": {strategy:?} needs {} nodes that each hold a bundle", sets.len()),
+                    PlacementStrategy::StrictPack => ": StrictPack needs one node that holds every bundle".into(),
+                    _ => String::new(),
+                }
+            )
+        });
+        if let (Some(w), Some(d)) = (&why, self.drivers.get(&client)) {
+            let _ = d.tx.send(HeadToDriver::Warning(w.clone()));
+        }
+        self.objects.insert(id, ObjState::Pending);
+        self.sched.create_group(id, sets, plan_strategy);
+        self.groups.insert(
+            id,
+            GroupEntry {
+                owner: client,
+                ready,
+                view: GroupView {
+                    id,
+                    name,
+                    strategy,
+                    state: GroupState::Pending,
+                    bundles,
+                    nodes: Vec::new(),
+                    why,
+                },
+            },
+        );
+    }
+
+    /// Its bundles are reserved: its ready object is ready.
+    fn group_placed(&mut self, id: GroupId) {
+        let Some(g) = self.groups.get_mut(&id) else {
+            return;
+        };
+        g.view.state = GroupState::Created;
+        g.view.why = None;
+        g.view.nodes = self.sched.group_nodes(id).unwrap_or_default();
+        let ready = g.ready.clone();
+        let owner = g.owner;
+        self.object_known(id, owner, Ok(ready));
+    }
+
+    /// An object that no task makes (a group's ready object) gets its outcome.
+    fn object_known(&mut self, id: ObjectId, owner: ClientId, outcome: Outcome) {
+        if let Some(o) = self.objects.get_mut(&id) {
+            *o = match &outcome {
+                Ok(v) => ObjState::Ready(v.clone()),
+                Err(e) => ObjState::Failed(Box::new(e.clone())),
+            };
+        }
+        if let Some(d) = self.drivers.get_mut(&owner) {
+            d.done.push((id, outcome.clone()));
+        }
+        for c in self.subscribers.remove(&id).unwrap_or_default() {
+            if let Some(d) = self.drivers.get_mut(&c) {
+                d.done.push((id, outcome.clone()));
+            }
+        }
+    }
+
+    fn remove_group(&mut self, id: GroupId, why: &str) {
+        if self
+            .groups
+            .get(&id)
+            .is_none_or(|g| g.view.state == GroupState::Removed)
+        {
+            return;
+        }
+        let tasks = self.sched.remove_group(id);
+        self.group_gone(id, why, tasks);
+    }
+
+    /// A group is gone (removed, or a node of it died): its tasks fail, its actors die.
+    fn group_gone(&mut self, id: GroupId, why: &str, tasks: Vec<TaskId>) {
+        let Some(g) = self.groups.get_mut(&id) else {
+            return;
+        };
+        let was_pending = g.view.state == GroupState::Pending;
+        g.view.state = GroupState::Removed;
+        g.view.why = Some(why.to_string());
+        let owner = g.owner;
+        let message = format!("its placement group {id:#x} is gone: {why}");
+        if was_pending {
+            let err = TaskError {
+                kind: ErrorKind::Invalid,
+                function: "placement_group".into(),
+                location: None,
+                message: message.clone(),
+            };
+            self.object_known(id, owner, Err(err));
+        }
+        for t in tasks {
+            if let Some(a) = self.actors.get_mut(t) {
+                a.no_restart = true;
+                if let Some(n) = a.node.and_then(|n| self.nodes.get(&n)) {
+                    let _ = n.tx.send(HeadToNode::KillActor { actor: t });
+                }
+                self.actor_lost(t, &message);
+                continue;
+            }
+            let function = self.tasks.get(&t).map(|x| x.spec.function.clone());
+            if let Some(function) = function {
+                let err = TaskError {
+                    kind: ErrorKind::Invalid,
+                    function,
+                    location: None,
+                    message: message.clone(),
+                };
+                self.complete(t, Err(err));
+            }
+        }
+        let removed: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.view.state == GroupState::Removed)
+            .map(|(id, _)| *id)
+            .collect();
+        for old in removed.iter().take(removed.len().saturating_sub(100)) {
+            self.groups.remove(old);
+        }
+    }
+
     /// The actor whose call `task` is, when that call was sent to `node` and has not
     /// come back.
     fn call_in_flight(&self, task: TaskId, node: NodeId) -> Option<ActorId> {
@@ -1338,7 +1549,7 @@ impl HeadState {
             None => {}
             Some(crate::actors::Fate::Restart { fail, .. }) => {
                 warn!("{what}: {why}; restarting it");
-                let (spec, owner, request) = (a.spec.clone(), a.owner, to_request(&a.resources));
+                let (spec, owner) = (a.spec.clone(), a.owner);
                 self.fail_calls(actor, fail);
                 let Some(spec) = spec else { return };
                 self.tasks.entry(actor).or_insert(TaskEntry {
@@ -1347,7 +1558,7 @@ impl HeadState {
                     deps_left: 0,
                     retries_left: 0,
                 });
-                self.sched.submit_long_lived(actor, request, None, true);
+                self.queue_for_placement(actor, true);
             }
             Some(crate::actors::Fate::Dead { fail }) => {
                 warn!("{what} died: {why}");
@@ -1419,7 +1630,11 @@ impl HeadState {
 
     /// Places queued tasks and queues the assignments for their nodes.
     fn dispatch(&mut self) {
-        for p in self.sched.schedule() {
+        let placements = self.sched.schedule();
+        for g in self.sched.take_placed_groups() {
+            self.group_placed(g);
+        }
+        for p in placements {
             let Some(t) = self.tasks.get(&p.task) else {
                 self.sched.finish(p.task);
                 continue;
@@ -1461,22 +1676,67 @@ impl HeadState {
             self.pump_actor(actor);
             return;
         }
-        let long_lived = matches!(t.spec.kind, TaskKind::CreateActor(_));
         let (owner, request) = (t.owner, t.request());
-        let mut home = None;
-        let mut nested = false;
-        if let Some(d) = self.drivers.get_mut(&owner) {
-            home = d.home;
-            nested = d.job != owner;
-            if d.checked_requests.insert(request.clone()) && !self.sched.feasible(&request) {
-                let _ = d.tx.send(HeadToDriver::Warning(format!(
-                    "a task asks for {{{request}}}, which no node of the cluster has; it waits until such a node joins"
-                )));
+        if t.spec.bundle.is_none() {
+            if let Some(d) = self.drivers.get_mut(&owner) {
+                if d.checked_requests.insert(request.clone()) && !self.sched.feasible(&request) {
+                    let _ = d.tx.send(HeadToDriver::Warning(format!(
+                        "a task asks for {{{request}}}, which no node of the cluster has; it waits until such a node joins"
+                    )));
+                }
             }
         }
-        if long_lived {
-            self.sched.submit_long_lived(id, request, home, false);
-        } else if nested {
+        self.queue_for_placement(id, false);
+    }
+
+    /// Hands a task to the scheduler: into its placement group's bundle, as an actor
+    /// (never pipelined behind), or as a plain task. `front`: a retry keeps its turn.
+    fn queue_for_placement(&mut self, id: TaskId, front: bool) {
+        let Some(t) = self.tasks.get(&id) else { return };
+        let long_lived = matches!(t.spec.kind, TaskKind::CreateActor(_));
+        let (owner, request) = (t.owner, t.request());
+        let (home, nested) = match self.drivers.get(&owner) {
+            Some(d) => (d.home, d.job != owner),
+            None => (None, false),
+        };
+        if let Some(b) = t.spec.bundle {
+            let bad = match self.sched.group_len(b.group) {
+                None => Some(format!(
+                    "placement group {:#x} does not exist (removed, or never created)",
+                    b.group
+                )),
+                Some(n) if b.index.is_some_and(|i| i as usize >= n) => Some(format!(
+                    "placement group {:#x} has {n} bundles: there is no bundle {}",
+                    b.group,
+                    b.index.unwrap_or(0)
+                )),
+                Some(_) => None,
+            };
+            match bad {
+                Some(message) => {
+                    let err = TaskError {
+                        kind: ErrorKind::Invalid,
+                        function: t.spec.function.clone(),
+                        location: None,
+                        message,
+                    };
+                    if self.actors.get(id).is_some() {
+                        let calls = self.actors.kill_now(id, &err.message);
+                        self.fail_calls(id, calls);
+                    }
+                    self.complete(id, Err(err));
+                }
+                None => self.sched.submit_in_group(
+                    id,
+                    request,
+                    (b.group, b.index.map(|i| i as usize)),
+                    front,
+                ),
+            }
+        } else if long_lived {
+            self.sched
+                .submit_long_lived(id, request, if front { None } else { home }, front);
+        } else if front || nested {
             // Submitted by a task: newest first (depth first). A task waiting for its
             // children holds a worker process; depth first keeps those near the depth
             // of the recursion instead of the width of its tree.
@@ -1566,6 +1826,7 @@ mod tests {
             },
             max_retries: 0,
             kind: TaskKind::Plain,
+            bundle: None,
         }
     }
 
@@ -1843,6 +2104,7 @@ mod tests {
                                     resources: Resources::default(),
                                     max_retries: 0,
                                     kind: TaskKind::Plain,
+                                    bundle: None,
                                 },
                                 after: None,
                             }),

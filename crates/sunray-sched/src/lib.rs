@@ -6,14 +6,17 @@
 //! - [`NodeLedger`]: what one node has free, and which GPU ids a task gets.
 //! - [`Scheduler`]: the head's view: nodes, a queue per resource shape, placement, and
 //!   pipelining of short tasks.
+//! - [`plan_group`]: where a placement group's bundles go under each [`Strategy`].
 //! - [`Successors`]: a node's view of pipelining: which task starts when another ends.
 
+mod groups;
 mod ledger;
 mod resources;
 mod scheduler;
 mod successors;
 
+pub use groups::{plan as plan_group, Strategy};
 pub use ledger::{Allocation, NodeLedger};
 pub use resources::{ResourceSet, UNIT};
-pub use scheduler::{NodeId, Pipelining, Placement, Scheduler, TaskId};
+pub use scheduler::{GroupId, InGroup, NodeId, Pipelining, Placement, Scheduler, TaskId};
 pub use successors::Successors;

@@ -54,6 +54,21 @@ impl ResourceSet {
         &self.custom
     }
 
+    /// The sum of two requests.
+    pub fn plus(&self, other: &ResourceSet) -> ResourceSet {
+        let mut s = self.clone();
+        s.cpu += other.cpu;
+        s.gpu += other.gpu;
+        s.memory += other.memory;
+        for (n, a) in &other.custom {
+            match s.custom.binary_search_by(|(m, _)| m.cmp(n)) {
+                Ok(i) => s.custom[i].1 += a,
+                Err(i) => s.custom.insert(i, (n.clone(), *a)),
+            }
+        }
+        s
+    }
+
     pub fn custom_amount(&self, name: &str) -> u64 {
         self.custom
             .binary_search_by(|(n, _)| n.as_str().cmp(name))

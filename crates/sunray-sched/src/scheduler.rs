@@ -1,10 +1,32 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
+use crate::groups::{plan, Strategy};
 use crate::ledger::{Allocation, NodeLedger};
 use crate::resources::ResourceSet;
 
 pub type NodeId = u32;
 pub type TaskId = u64;
+/// A placement group's id.
+pub type GroupId = u64;
+
+/// Where a task of a placement group runs: a bundle of it, or any bundle (`None`).
+pub type InGroup = (GroupId, Option<usize>);
+
+/// A bundle of a placed group: its resources, taken from its node's ledger, are a
+/// ledger of their own for the group's tasks.
+#[derive(Debug)]
+struct Bundle {
+    node: NodeId,
+    alloc: Allocation,
+    ledger: NodeLedger,
+}
+
+#[derive(Debug)]
+struct Group {
+    bundles: Vec<ResourceSet>,
+    strategy: Strategy,
+    placed: Option<Vec<Bundle>>,
+}
 
 /// A decision: run `task` on `node`, holding `allocation` there.
 ///
@@ -73,6 +95,8 @@ struct Class {
     /// Its tasks keep their resources indefinitely (actors): nothing is pipelined
     /// behind them.
     long_lived: bool,
+    /// Its tasks run in a placement group's bundles.
+    group: Option<InGroup>,
 }
 
 #[derive(Debug)]
@@ -92,6 +116,8 @@ struct Running {
     next: VecDeque<TaskId>,
     /// Its CPU is lent to others while it waits for their results.
     lent: bool,
+    /// The bundle it holds its resources in, if it runs in a placement group.
+    bundle: Option<(GroupId, usize)>,
 }
 
 /// The head's scheduler: which tasks wait, which node runs what, and where the next
@@ -104,7 +130,7 @@ struct Running {
 pub struct Scheduler {
     nodes: BTreeMap<NodeId, Node>,
     classes: Vec<Class>,
-    class_of: HashMap<(ResourceSet, Option<NodeId>, bool), usize>,
+    class_of: HashMap<(ResourceSet, Option<NodeId>, bool, Option<InGroup>), usize>,
     running: HashMap<TaskId, Running>,
     /// Pipelined tasks (not started yet) and the node they wait on.
     pinned: HashMap<TaskId, NodeId>,
@@ -113,6 +139,14 @@ pub struct Scheduler {
     picks: u64,
     now_us: u64,
     pipelining: Pipelining,
+    groups: BTreeMap<GroupId, Group>,
+    /// Groups waiting for room, oldest first.
+    pending_groups: VecDeque<GroupId>,
+    /// Groups placed since the last [`take_placed_groups`](Self::take_placed_groups).
+    placed_groups: Vec<GroupId>,
+    /// Groups that lost a bundle's node, and the tasks they had (see
+    /// [`take_lost_groups`](Self::take_lost_groups)).
+    lost_groups: Vec<(GroupId, Vec<TaskId>)>,
 }
 
 impl Scheduler {
@@ -146,6 +180,16 @@ impl Scheduler {
     /// pipelined there go back to the front of their queues (they never started).
     pub fn remove_node(&mut self, id: NodeId) -> Vec<TaskId> {
         self.nodes.remove(&id);
+        let touched: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| {
+                g.placed
+                    .as_ref()
+                    .is_some_and(|b| b.iter().any(|b| b.node == id))
+            })
+            .map(|(g, _)| *g)
+            .collect();
         let mut lost: Vec<TaskId> = self
             .running
             .iter()
@@ -160,6 +204,10 @@ impl Scheduler {
                 self.pinned.remove(p);
                 self.classes[r.class].queue.push_front(*p);
             }
+        }
+        for g in touched {
+            let dropped = self.remove_group(g);
+            self.lost_groups.push((g, dropped));
         }
         lost
     }
@@ -181,7 +229,7 @@ impl Scheduler {
         request: ResourceSet,
         prefer: Option<NodeId>,
     ) {
-        let c = self.class_index(request, prefer, false);
+        let c = self.class_index(request, prefer, false, None);
         self.classes[c].queue.push_back(task);
         self.queued += 1;
     }
@@ -196,7 +244,7 @@ impl Scheduler {
         prefer: Option<NodeId>,
         front: bool,
     ) {
-        let c = self.class_index(request, prefer, true);
+        let c = self.class_index(request, prefer, true, None);
         if front {
             self.classes[c].queue.push_front(task);
         } else {
@@ -207,7 +255,7 @@ impl Scheduler {
 
     /// Queues a task ahead of the others of its class (a retry keeps its turn).
     pub fn submit_front(&mut self, task: TaskId, request: ResourceSet) {
-        let c = self.class_index(request, None, false);
+        let c = self.class_index(request, None, false, None);
         self.classes[c].queue.push_front(task);
         self.queued += 1;
     }
@@ -217,8 +265,9 @@ impl Scheduler {
         request: ResourceSet,
         prefer: Option<NodeId>,
         long_lived: bool,
+        group: Option<InGroup>,
     ) -> usize {
-        let key = (request, prefer, long_lived);
+        let key = (request, prefer, long_lived, group);
         if let Some(&i) = self.class_of.get(&key) {
             return i;
         }
@@ -229,6 +278,7 @@ impl Scheduler {
             running: BTreeSet::new(),
             mean_us: None,
             long_lived,
+            group,
         });
         self.class_of.insert(key, self.classes.len() - 1);
         self.classes.len() - 1
@@ -254,12 +304,215 @@ impl Scheduler {
                 self.running.insert(successor, r);
             }
             None => {
-                if let Some(n) = self.nodes.get_mut(&node) {
-                    n.ledger.release(&r.allocation);
+                if let Some(l) = self.ledger_of(node, r.bundle) {
+                    l.release(&r.allocation);
                 }
             }
         }
         Some(node)
+    }
+
+    /// The ledger a task's resources come from: its bundle's, or its node's.
+    fn ledger_of(
+        &mut self,
+        node: NodeId,
+        bundle: Option<(GroupId, usize)>,
+    ) -> Option<&mut NodeLedger> {
+        match bundle {
+            None => self.nodes.get_mut(&node).map(|n| &mut n.ledger),
+            Some((g, i)) => self
+                .groups
+                .get_mut(&g)?
+                .placed
+                .as_mut()?
+                .get_mut(i)
+                .map(|b| &mut b.ledger),
+        }
+    }
+
+    /// A placement group: its bundles are reserved all at once, when they fit under
+    /// `strategy` ([`take_placed_groups`](Self::take_placed_groups) tells when).
+    pub fn create_group(&mut self, id: GroupId, bundles: Vec<ResourceSet>, strategy: Strategy) {
+        self.groups.insert(
+            id,
+            Group {
+                bundles,
+                strategy,
+                placed: None,
+            },
+        );
+        self.pending_groups.push_back(id);
+    }
+
+    /// Could the current nodes, idle, ever hold these bundles under `strategy`?
+    pub fn group_feasible(&self, bundles: &[ResourceSet], strategy: Strategy) -> bool {
+        let totals: BTreeMap<NodeId, ResourceSet> = self
+            .nodes
+            .iter()
+            .map(|(id, n)| (*id, n.ledger.total().clone()))
+            .collect();
+        plan(bundles, strategy, &totals).is_some()
+    }
+
+    /// The node of each bundle, once placed.
+    pub fn group_nodes(&self, id: GroupId) -> Option<Vec<NodeId>> {
+        let placed = self.groups.get(&id)?.placed.as_ref()?;
+        Some(placed.iter().map(|b| b.node).collect())
+    }
+
+    pub fn has_group(&self, id: GroupId) -> bool {
+        self.groups.contains_key(&id)
+    }
+
+    /// How many bundles the group has.
+    pub fn group_len(&self, id: GroupId) -> Option<usize> {
+        self.groups.get(&id).map(|g| g.bundles.len())
+    }
+
+    /// Groups placed since the last call.
+    pub fn take_placed_groups(&mut self) -> Vec<GroupId> {
+        std::mem::take(&mut self.placed_groups)
+    }
+
+    /// Groups removed because a node holding one of their bundles left, each with the
+    /// tasks it had elsewhere (queued or running: dropped here).
+    pub fn take_lost_groups(&mut self) -> Vec<(GroupId, Vec<TaskId>)> {
+        std::mem::take(&mut self.lost_groups)
+    }
+
+    /// Queues a task to run in a bundle of `group` (`bundle` None: any that has room).
+    pub fn submit_in_group(
+        &mut self,
+        task: TaskId,
+        request: ResourceSet,
+        group: InGroup,
+        front: bool,
+    ) {
+        let c = self.class_index(request, None, false, Some(group));
+        if front {
+            self.classes[c].queue.push_front(task);
+        } else {
+            self.classes[c].queue.push_back(task);
+        }
+        self.queued += 1;
+    }
+
+    /// Removes a group: its bundles' resources go back to their nodes; its tasks,
+    /// queued or running, are dropped and returned (the head fails them).
+    pub fn remove_group(&mut self, id: GroupId) -> Vec<TaskId> {
+        let Some(g) = self.groups.remove(&id) else {
+            return Vec::new();
+        };
+        self.pending_groups.retain(|x| *x != id);
+        let mut dropped = Vec::new();
+        for c in &mut self.classes {
+            if c.group.is_some_and(|(gid, _)| gid == id) {
+                self.queued -= c.queue.len();
+                dropped.extend(c.queue.drain(..));
+                c.running.clear();
+            }
+        }
+        let running: Vec<TaskId> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.bundle.is_some_and(|(gid, _)| gid == id))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in &running {
+            self.running.remove(t);
+        }
+        dropped.extend(running);
+        for b in g.placed.unwrap_or_default() {
+            if let Some(n) = self.nodes.get_mut(&b.node) {
+                n.ledger.release(&b.alloc);
+            }
+        }
+        dropped.sort_unstable();
+        dropped
+    }
+
+    /// Reserves the bundles of waiting groups that fit now (all of a group or none).
+    fn place_groups(&mut self) {
+        let waiting: Vec<GroupId> = self.pending_groups.iter().copied().collect();
+        for id in waiting {
+            let free: BTreeMap<NodeId, ResourceSet> = self
+                .nodes
+                .iter()
+                .map(|(n, x)| (*n, x.ledger.available().clone()))
+                .collect();
+            let g = self.groups.get(&id).expect("pending groups exist");
+            let Some(nodes) = plan(&g.bundles, g.strategy, &free) else {
+                continue;
+            };
+            let mut taken: Vec<Bundle> = Vec::new();
+            for (b, node) in g.bundles.iter().zip(&nodes) {
+                let n = self.nodes.get_mut(node).expect("planned on a node");
+                match n.ledger.try_acquire(b) {
+                    Some(alloc) => taken.push(Bundle {
+                        node: *node,
+                        alloc,
+                        ledger: NodeLedger::new(b.clone()),
+                    }),
+                    None => break, // GPUs fragmented across devices: not now
+                }
+            }
+            if taken.len() < nodes.len() {
+                for b in taken {
+                    if let Some(n) = self.nodes.get_mut(&b.node) {
+                        n.ledger.release(&b.alloc);
+                    }
+                }
+                continue;
+            }
+            self.groups.get_mut(&id).expect("exists").placed = Some(taken);
+            self.pending_groups.retain(|x| *x != id);
+            self.placed_groups.push(id);
+        }
+    }
+
+    /// Places queued tasks of group class `ci` in its group's bundles.
+    fn place_in_group(&mut self, ci: usize, out: &mut Vec<Placement>) {
+        let Some((gid, want)) = self.classes[ci].group else {
+            return;
+        };
+        while let Some(&task) = self.classes[ci].queue.front() {
+            let request = self.classes[ci].request.clone();
+            let Some(bundles) = self.groups.get_mut(&gid).and_then(|g| g.placed.as_mut()) else {
+                return;
+            };
+            let pick = match want {
+                Some(i) => bundles
+                    .get(i)
+                    .is_some_and(|b| b.ledger.can_acquire(&request))
+                    .then_some(i),
+                None => bundles.iter().position(|b| b.ledger.can_acquire(&request)),
+            };
+            let Some(i) = pick else { return };
+            let b = &mut bundles[i];
+            let allocation = b.ledger.try_acquire(&request).expect("checked above");
+            let node = b.node;
+            self.classes[ci].queue.pop_front();
+            self.queued -= 1;
+            self.classes[ci].running.insert(task);
+            self.running.insert(
+                task,
+                Running {
+                    node,
+                    allocation: allocation.clone(),
+                    class: ci,
+                    started_us: self.now_us,
+                    next: VecDeque::new(),
+                    lent: false,
+                    bundle: Some((gid, i)),
+                },
+            );
+            out.push(Placement {
+                task,
+                node,
+                allocation,
+                after: None,
+            });
+        }
     }
 
     /// Drops these tasks wherever they are (queued, pipelined or running); running ones
@@ -294,14 +547,14 @@ impl Scheduler {
         }
         r.lent = true;
         let cpu = r.allocation.resources.cpu;
-        let (node, class) = (r.node, r.class);
+        let (node, class, bundle) = (r.node, r.class, r.bundle);
         let back: Vec<TaskId> = r.next.drain(..).collect();
         for t in back.iter().rev() {
             self.pinned.remove(t);
             self.classes[class].queue.push_front(*t);
         }
-        if let Some(n) = self.nodes.get_mut(&node) {
-            n.ledger.lend_cpu(cpu);
+        if let Some(l) = self.ledger_of(node, bundle) {
+            l.lend_cpu(cpu);
         }
         back
     }
@@ -315,9 +568,9 @@ impl Scheduler {
             return;
         }
         r.lent = false;
-        let cpu = r.allocation.resources.cpu;
-        if let Some(n) = self.nodes.get_mut(&r.node) {
-            n.ledger.reclaim_cpu(cpu);
+        let (cpu, node, bundle) = (r.allocation.resources.cpu, r.node, r.bundle);
+        if let Some(l) = self.ledger_of(node, bundle) {
+            l.reclaim_cpu(cpu);
         }
     }
 
@@ -348,7 +601,7 @@ impl Scheduler {
     pub fn infeasible_len(&self) -> usize {
         self.classes
             .iter()
-            .filter(|c| !c.queue.is_empty() && !self.feasible(&c.request))
+            .filter(|c| c.group.is_none() && !c.queue.is_empty() && !self.feasible(&c.request))
             .map(|c| c.queue.len())
             .sum()
     }
@@ -365,10 +618,17 @@ impl Scheduler {
     /// tasks of their class.
     pub fn schedule(&mut self) -> Vec<Placement> {
         let mut out = Vec::new();
+        if !self.pending_groups.is_empty() {
+            self.place_groups();
+        }
         if self.queued == 0 {
             return out;
         }
         for ci in 0..self.classes.len() {
+            if self.classes[ci].group.is_some() {
+                self.place_in_group(ci, &mut out);
+                continue;
+            }
             while !self.classes[ci].queue.is_empty() {
                 let request = &self.classes[ci].request;
                 let Some(node_id) = self.pick_node(request, self.classes[ci].prefer) else {
@@ -393,6 +653,7 @@ impl Scheduler {
                         started_us: self.now_us,
                         next: VecDeque::new(),
                         lent: false,
+                        bundle: None,
                     },
                 );
                 out.push(Placement {
@@ -464,6 +725,7 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::groups::Strategy;
     use rand::{rngs::StdRng, Rng, SeedableRng};
 
     fn cpu(n: f64) -> ResourceSet {
@@ -755,6 +1017,58 @@ mod tests {
         s.lend(9);
         s.finish(9);
         assert_eq!(s.node_available(1), Some(&cpu(1.0)));
+    }
+
+    /// A group's bundles are reserved at once; its tasks run only in them, others never
+    /// do; removing it frees everything and hands back its tasks.
+    #[test]
+    fn placement_groups_reserve_bundles_for_their_tasks_only() {
+        let mut s = Scheduler::new();
+        s.add_node(1, cpu(2.0));
+        s.add_node(2, cpu(2.0));
+        s.add_node(3, cpu(2.0));
+        s.create_group(100, vec![cpu(2.0); 3], Strategy::StrictSpread);
+        // Larger than the cluster under strict spread: waits, and says it never fits.
+        s.create_group(200, vec![cpu(1.0); 4], Strategy::StrictSpread);
+        assert!(!s.group_feasible(&vec![cpu(1.0); 4], Strategy::StrictSpread));
+        s.submit_in_group(1, cpu(2.0), (100, Some(2)), false);
+        s.submit(2, cpu(1.0));
+        let p = s.schedule();
+        assert_eq!(s.take_placed_groups(), vec![100]);
+        let nodes = s.group_nodes(100).unwrap();
+        let mut sorted = nodes.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![1, 2, 3], "one bundle per node");
+        assert_eq!(
+            p.len(),
+            1,
+            "the plain task finds no room: the group holds it all"
+        );
+        assert_eq!((p[0].task, p[0].node), (1, nodes[2]), "bundle 2's node");
+        // The group's task ends: its bundle has room again, the node still none.
+        s.finish(1);
+        assert!(s.schedule().is_empty());
+        // Removing it gives the nodes back and drops its queued tasks.
+        s.submit_in_group(3, cpu(1.0), (100, None), false);
+        s.submit_in_group(4, cpu(5.0), (100, None), false);
+        let p = s.schedule();
+        assert_eq!(p.iter().map(|p| p.task).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(s.remove_group(100), vec![3, 4]);
+        let p = s.schedule();
+        assert_eq!(p.iter().map(|p| p.task).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(s.queued_len(), 0);
+        // A node of a placed group dies: the group is lost with its tasks elsewhere.
+        s.create_group(300, vec![cpu(1.0); 2], Strategy::StrictSpread);
+        s.schedule();
+        assert_eq!(s.take_placed_groups(), vec![300]);
+        s.submit_in_group(5, cpu(1.0), (300, Some(0)), false);
+        s.submit_in_group(6, cpu(1.0), (300, Some(1)), false);
+        s.schedule();
+        let gone = s.group_nodes(300).unwrap()[0];
+        let lost = s.remove_node(gone);
+        assert!(lost.contains(&5) && !lost.contains(&6), "{lost:?}");
+        assert_eq!(s.take_lost_groups(), vec![(300, vec![6])]);
+        assert!(!s.has_group(300));
     }
 
     /// An actor holds its slot for its lifetime: short tasks of the same shape must never

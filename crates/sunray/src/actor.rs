@@ -59,6 +59,8 @@ pub struct ActorOptions {
     pub max_restarts: i64,
     /// Reruns of a call its death cut short (-1: always; default 0).
     pub max_task_retries: i64,
+    /// Lives in this bundle of a placement group.
+    pub bundle: Option<sunray_proto::InBundle>,
 }
 
 impl ActorOptions {
@@ -96,6 +98,11 @@ impl ActorOptions {
     }
     pub fn max_task_retries(mut self, n: i64) -> Self {
         self.max_task_retries = n;
+        self
+    }
+    /// Lives in a placement group's bundle (its resources come from the bundle).
+    pub fn in_bundle(mut self, b: sunray_proto::InBundle) -> Self {
+        self.bundle = Some(b);
         self
     }
 }
@@ -202,6 +209,7 @@ impl<T> ActorCall<T> {
             Resources::default(),
             0,
             TaskKind::ActorCall { actor: self.actor },
+            None,
         )
     }
 }
@@ -222,7 +230,8 @@ pub fn create<A: Actor>(args: Vec<ArgValue>, opts: &ActorOptions) -> ActorHandle
         memory: opts.memory.unwrap_or(0.0),
         custom: opts.resources.clone(),
     };
-    let created: ObjectRef<()> = crate::submit_kind(A::CLASS, args, resources, 0, kind);
+    let created: ObjectRef<()> =
+        crate::submit_kind(A::CLASS, args, resources, 0, kind, opts.bundle);
     ActorHandle {
         id: created.id(),
         methods: A::Methods::from(created.id()),

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
-use sunray_proto::{Arg, ObjectId, Resources, TaskError, TaskKind, TaskSpec};
+use sunray_proto::{Arg, ObjectId, TaskError, TaskKind, TaskSpec};
 use sunray_runtime::driver::{Client, GetError};
 use sunray_runtime::{detect, local::HeadOptions, session, wire};
 
@@ -32,7 +32,9 @@ mod actor;
 
 pub use actor::{get_actor, get_actor_within, kill, Actor, ActorCall, ActorHandle, ActorOptions};
 pub use sunray_macros::{actor, remote};
-pub use sunray_proto::{ActorId, ErrorKind, TaskError as RemoteError};
+pub use sunray_proto::{
+    ActorId, ErrorKind, InBundle, PlacementStrategy, Resources, TaskError as RemoteError,
+};
 
 /// Re-exports for the code `#[remote]` generates; not a public API.
 #[doc(hidden)]
@@ -273,9 +275,16 @@ pub struct TaskOptions {
     pub memory: Option<f64>,
     pub resources: Vec<(String, f64)>,
     pub max_retries: Option<u32>,
+    /// Run in this bundle of a placement group ([`PlacementGroup::bundle`]).
+    pub bundle: Option<InBundle>,
 }
 
 impl TaskOptions {
+    /// Runs the task in a placement group's bundle (its resources come from the bundle).
+    pub fn in_bundle(mut self, b: InBundle) -> Self {
+        self.bundle = Some(b);
+        self
+    }
     pub fn new() -> Self {
         Self::default()
     }
@@ -306,6 +315,7 @@ impl TaskOptions {
         self.num_gpus = other.num_gpus.or(self.num_gpus);
         self.memory = other.memory.or(self.memory);
         self.max_retries = other.max_retries.or(self.max_retries);
+        self.bundle = other.bundle.or(self.bundle);
         for (n, a) in other.resources {
             self = self.resource(&n, a);
         }
@@ -324,6 +334,7 @@ impl TaskOptions {
             memory: mem,
             resources: Vec::new(),
             max_retries: retries,
+            bundle: None,
         }
     }
     fn to_resources(&self) -> Resources {
@@ -437,6 +448,7 @@ fn submit<T>(name: &'static str, args: Vec<ArgValue>, opts: &TaskOptions) -> Obj
         opts.to_resources(),
         opts.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
         TaskKind::Plain,
+        opts.bundle,
     )
 }
 
@@ -446,6 +458,7 @@ fn submit_kind<T>(
     resources: Resources,
     max_retries: u32,
     kind: TaskKind,
+    bundle: Option<InBundle>,
 ) -> ObjectRef<T> {
     let c = match client() {
         Ok(c) => c,
@@ -467,11 +480,76 @@ fn submit_kind<T>(
         resources,
         max_retries,
         kind,
+        bundle,
     };
     if let Err(e) = c.submit(spec) {
         panic!("cannot submit {name}: {e}");
     }
     r
+}
+
+/// Reserved resources on the cluster: bundles placed all at once under a strategy
+/// (Ray's placement groups). Tasks and actors run in a bundle with
+/// `TaskOptions::in_bundle(pg.bundle(i))` / `ActorOptions::in_bundle(...)`.
+#[derive(Debug, Clone)]
+pub struct PlacementGroup {
+    id: sunray_proto::GroupId,
+    ready: ObjectRef<()>,
+    bundles: usize,
+}
+
+impl PlacementGroup {
+    pub fn id(&self) -> sunray_proto::GroupId {
+        self.id
+    }
+
+    /// Ready once every bundle is reserved.
+    pub fn ready(&self) -> &ObjectRef<()> {
+        &self.ready
+    }
+
+    /// Waits up to `timeout` for the bundles: true once reserved, false if not yet (the
+    /// driver was warned when the cluster cannot hold them).
+    pub fn wait(&self, timeout: Duration) -> Result<bool, Error> {
+        match self.ready.get_timeout(Some(timeout)) {
+            Ok(()) => Ok(true),
+            Err(Error::Timeout) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Bundle `i` (None: any bundle with room).
+    pub fn bundle(&self, i: Option<usize>) -> InBundle {
+        InBundle {
+            group: self.id,
+            index: i.map(|i| i as u32),
+        }
+    }
+
+    pub fn bundle_count(&self) -> usize {
+        self.bundles
+    }
+
+    /// Frees the bundles; tasks and actors in them fail.
+    pub fn remove(&self) -> Result<(), Error> {
+        client()?.remove_group(self.id)?;
+        Ok(())
+    }
+}
+
+/// Reserves `bundles` (each a resource amount) on the cluster under `strategy`.
+pub fn placement_group(
+    bundles: Vec<Resources>,
+    strategy: PlacementStrategy,
+) -> Result<PlacementGroup, Error> {
+    let n = bundles.len();
+    let unit = Bytes::from(postcard::to_allocvec(&()).map_err(|e| Error::Serde(e.to_string()))?);
+    let id = client()?.create_group(None, bundles, strategy, unit)?;
+    Ok(PlacementGroup {
+        id,
+        ready: ObjectRef::from_id(id),
+        bundles: n,
+    })
 }
 
 /// Waits for one value.

@@ -83,6 +83,12 @@ fn bump(h: ActorHandle<Counter>, times: u64) -> u64 {
     last
 }
 
+#[sunray::remote]
+fn where_am_i() -> String {
+    std::thread::sleep(Duration::from_millis(50));
+    sunray::get_runtime_context().node_ip
+}
+
 /// Recursive tasks: each waits for the two it submits (its CPU lent meanwhile).
 #[sunray::remote]
 fn fib(n: u64) -> u64 {
@@ -217,6 +223,71 @@ fn main() {
             let (a, b) = (a.get().unwrap(), b.get().unwrap());
             println!("BUMPED {}", c.log().remote().get().unwrap().len());
             println!("LAST_SEEN_MAX {}", a.max(b) <= 150);
+        }
+        "groups" => {
+            use sunray::{PlacementStrategy as S, Resources, TaskOptions};
+            let cpus = |n: f64| Resources {
+                cpu: n,
+                ..Default::default()
+            };
+            let ips_of = |pg: &sunray::PlacementGroup, n: usize| -> Vec<String> {
+                let refs: Vec<_> = (0..n)
+                    .map(|i| {
+                        where_am_i
+                            .options(
+                                TaskOptions::new()
+                                    .num_cpus(1.0)
+                                    .in_bundle(pg.bundle(Some(i))),
+                            )
+                            .remote()
+                    })
+                    .collect();
+                sunray::get_all(&refs).unwrap()
+            };
+            let pack = sunray::placement_group(vec![cpus(1.0); 2], S::Pack).unwrap();
+            assert!(pack.wait(Duration::from_secs(10)).unwrap());
+            println!("PACK {}", ips_of(&pack, 2).join(" "));
+            pack.remove().unwrap();
+            let spread = sunray::placement_group(vec![cpus(1.0); 3], S::Spread).unwrap();
+            assert!(spread.wait(Duration::from_secs(10)).unwrap());
+            println!("SPREAD {}", ips_of(&spread, 3).join(" "));
+            spread.remove().unwrap();
+            let strict = sunray::placement_group(vec![cpus(2.0); 3], S::StrictSpread).unwrap();
+            assert!(strict.wait(Duration::from_secs(10)).unwrap());
+            println!("STRICT_SPREAD {}", ips_of(&strict, 3).join(" "));
+            // It holds every CPU: a task outside it waits, and runs once it is removed.
+            let outside = where_am_i.remote();
+            let waited = outside.get_timeout(Some(Duration::from_millis(500)));
+            println!(
+                "OUTSIDE_WAITS {}",
+                matches!(waited, Err(sunray::Error::Timeout))
+            );
+            // An actor in bundle 1 lives on that bundle's node.
+            let c = Counter::options(
+                ActorOptions::new()
+                    .num_cpus(1.0)
+                    .in_bundle(strict.bundle(Some(1))),
+            )
+            .remote(0);
+            let (ip, _, _) = c.whereabouts().remote().get().unwrap();
+            println!("ACTOR_IN_BUNDLE {}", ip == ips_of(&strict, 3)[1]);
+            strict.remove().unwrap();
+            println!(
+                "OUTSIDE_RUNS {}",
+                outside.get_timeout(Some(Duration::from_secs(10))).is_ok()
+            );
+            println!("ACTOR_AFTER_REMOVE {}", c.incr(1).remote().get().is_err());
+            // More bundles than nodes, each on its own node: it never fits.
+            let never = sunray::placement_group(vec![cpus(1.0); 4], S::StrictSpread).unwrap();
+            println!(
+                "INFEASIBLE_READY {}",
+                never.wait(Duration::from_secs(1)).unwrap()
+            );
+            let bad = where_am_i
+                .options(TaskOptions::new().in_bundle(never.bundle(Some(7))))
+                .remote()
+                .get();
+            println!("BAD_BUNDLE {}", bad.unwrap_err());
         }
         other => {
             eprintln!("unknown scenario {other:?}");

@@ -376,6 +376,12 @@ def _check_options(opts: dict) -> dict:
     return opts
 
 
+def _bundle_of(options: dict):
+    from .util.scheduling_strategies import bundle_of
+
+    return bundle_of(options) if options.get("scheduling_strategy") is not None else None
+
+
 def _pack_args(args, kwargs) -> tuple[list, dict[int, int]]:
     """A task's wire arguments: a slot for its header, then each value pickled, or an
     ObjectRef (resolved before the task runs; ``picks`` notes the return it names)."""
@@ -468,6 +474,9 @@ class RemoteFunction:
             float(o.get("memory") or 0.0),
             [(k, float(v)) for k, v in (o.get("resources") or {}).items()],
             min(retries, 2**32 - 1),
+            None,
+            None,
+            _bundle_of(o),
         )
         return ref.split(num_returns) if num_returns > 1 else ref
 
@@ -485,7 +494,7 @@ def remote(*args, **options):
 
 from ._actor import get_actor, kill, method
 
-_SUBMODULES = {"tune", "train", "air"}
+_SUBMODULES = {"tune", "train", "air", "util"}
 
 
 def __getattr__(name: str):

@@ -101,7 +101,7 @@ class ActorClass:
         return code[1]
 
     def remote(self, *args, **kwargs) -> ActorHandle:
-        from . import _connect_in_task, _pack_args, init
+        from . import _bundle_of, _connect_in_task, _pack_args, init
 
         _connect_in_task()
         if not _sunray.is_initialized():
@@ -135,6 +135,8 @@ class ActorClass:
                 limit("max_restarts"),
                 limit("max_task_retries"),
             ),
+            None,
+            _bundle_of(o),
         )
         return ActorHandle(ref.id, self._name, self._methods, ref)
 

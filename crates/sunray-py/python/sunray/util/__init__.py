@@ -1,0 +1,29 @@
+"""Ray's ``ray.util``: placement groups and scheduling strategies."""
+
+from __future__ import annotations
+
+from .placement_group import (
+    PlacementGroup,
+    get_current_placement_group,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
+
+
+def list_actors() -> list[dict]:
+    """The actors the head knows (alive, pending, restarting, the last dead ones)."""
+    from .. import _connect_in_task, _sunray
+
+    _connect_in_task()
+    return _sunray.actors()
+
+
+__all__ = [
+    "PlacementGroup",
+    "get_current_placement_group",
+    "list_actors",
+    "placement_group",
+    "placement_group_table",
+    "remove_placement_group",
+]
