@@ -214,3 +214,63 @@ def test_handles_pass_to_tasks_and_actors_call_tasks(local):
     finals = ray.get([bump.remote(c, 20), bump.remote(c, 20)])
     assert max(finals) == 40 and ray.get(c.incr.remote(0)) == 40
     assert ray.get(Caller.remote().squares.remote(5)) == [0, 1, 4, 9, 16]
+
+
+def test_placement_groups_place_bundles_and_their_tasks(tmp, monkeypatch):
+    from conftest import Cluster
+
+    from sunray.util import placement_group, placement_group_table, remove_placement_group
+    from sunray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    monkeypatch.setenv("SUNRAY_TMPDIR", str(tmp))
+    for k in ("SUNRAY_ADDRESS", "SUNRAY_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    c = Cluster(tmp)
+    c.start_head()
+    for ip in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
+        c.add_node(ip, cpus=2)
+    try:
+        ray.init(c.address)
+
+        @ray.remote(num_cpus=1)
+        def where():
+            return ray.get_runtime_context().get_node_ip()
+
+        def ips(pg, n):
+            return ray.get(
+                [
+                    where.options(
+                        scheduling_strategy=PlacementGroupSchedulingStrategy(pg, i)
+                    ).remote()
+                    for i in range(n)
+                ]
+            )
+
+        pack = placement_group([{"CPU": 1}] * 2, strategy="PACK")
+        assert pack.wait(10)
+        a, b = ips(pack, 2)
+        assert a == b
+        remove_placement_group(pack)
+        spread = placement_group([{"CPU": 2}] * 3, strategy="STRICT_SPREAD")
+        ray.get(spread.ready(), timeout=10)
+        assert sorted(ips(spread, 3)) == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+        keeper = Counter.options(
+            num_cpus=1, scheduling_strategy=PlacementGroupSchedulingStrategy(spread, 0)
+        ).remote()
+        assert ray.get(keeper.incr.remote(1)) == 1
+        table = placement_group_table(spread)
+        assert table["state"] == "CREATED" and table["strategy"] == "STRICT_SPREAD"
+        remove_placement_group(spread)
+        with pytest.raises(ActorDiedError, match="placement group"):
+            ray.get(keeper.incr.remote(1))
+        never = placement_group([{"CPU": 1}] * 4, strategy="STRICT_SPREAD")
+        assert not never.wait(1)
+        with pytest.raises(ray.exceptions.GetTimeoutError):
+            ray.get(never.ready(), timeout=0.5)
+        row = placement_group_table(never)
+        assert row["state"] == "PENDING" and "needs 4 nodes" in row["reason"], row
+        with pytest.raises(ValueError, match="strategy"):
+            placement_group([{"CPU": 1}], strategy="SIDEWAYS")
+    finally:
+        ray.shutdown()
+        c.stop()

@@ -80,8 +80,7 @@ def placement_group(
         raise ValueError(f'lifetime must be None or "detached", got {lifetime!r}')
     if lifetime == "detached":
         raise NotImplementedError(
-            "detached placement groups are not supported yet: a group lives as long as "
-            "its driver"
+            "detached placement groups are not supported yet: a group lives as long as its driver"
         )
     bundles = list(bundles)
     if not bundles:

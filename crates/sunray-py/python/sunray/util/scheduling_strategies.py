@@ -38,7 +38,7 @@ def bundle_of(options: dict) -> tuple[int, int | None] | None:
         return s._bundle()
     if s not in (None, "DEFAULT", "SPREAD"):
         raise ValueError(
-            f"scheduling_strategy must be None, \"DEFAULT\", \"SPREAD\" or a "
+            f'scheduling_strategy must be None, "DEFAULT", "SPREAD" or a '
             f"PlacementGroupSchedulingStrategy, got {s!r}"
         )
     return None
