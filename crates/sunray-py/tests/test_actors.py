@@ -218,7 +218,6 @@ def test_handles_pass_to_tasks_and_actors_call_tasks(local):
 
 def test_placement_groups_place_bundles_and_their_tasks(tmp, monkeypatch):
     from conftest import Cluster
-
     from sunray.util import placement_group, placement_group_table, remove_placement_group
     from sunray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
