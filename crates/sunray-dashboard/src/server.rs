@@ -283,11 +283,54 @@ async fn logs(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         .as_deref()
         .map(log_files)
         .unwrap_or_default();
-    let files: Vec<_> = files
+    let mut out: Vec<_> = files
         .into_iter()
         .map(|(name, bytes)| json!({"name": name, "bytes": bytes}))
         .collect();
-    Json(json!({ "logs": files })).into_response()
+    // What workers printed, kept by the head: per node, and per task that printed.
+    if let Some(head) = &app.head {
+        if let Ok(v) =
+            sunray_runtime::driver::query(head, &app.token, sunray_proto::Query::Status).await
+        {
+            for n in v.nodes.iter().filter(|n| n.alive) {
+                out.push(json!({
+                    "name": format!("node:{}", n.id),
+                    "label": format!("worker output on node {} ({})", n.id, n.ip),
+                }));
+            }
+            for t in &v.outputs {
+                out.push(json!({
+                    "name": format!("task:{}", t.task),
+                    "label": format!("task {} {:#x} on node {} ({} lines)", t.function, t.task, t.node, t.lines),
+                    "task": t.task,
+                    "function": t.function,
+                }));
+            }
+        }
+    }
+    Json(json!({ "logs": out })).into_response()
+}
+
+/// The tail a node's workers or a task printed, as the head keeps it (`node:ID`,
+/// `task:ID`).
+async fn worker_output(app: &App, name: &str) -> Option<Response> {
+    let (node, task) = match name.split_once(':')? {
+        ("node", id) => (Some(id.parse().ok()?), None),
+        ("task", id) => (None, Some(id.parse().ok()?)),
+        _ => return None,
+    };
+    let head = app.head.as_ref()?;
+    let q = sunray_proto::Query::Logs { node, task };
+    Some(
+        match sunray_runtime::driver::query(head, &app.token, q).await {
+            Ok(v) => Json(json!({"name": name, "tail": v.log.join("\n")})).into_response(),
+            Err(e) => (
+                StatusCode::BAD_GATEWAY,
+                Json(json!({"error": format!("the head at {head} does not answer: {e}")})),
+            )
+                .into_response(),
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -303,6 +346,9 @@ async fn log(
     use std::io::{Read, Seek, SeekFrom};
     if !app.allowed(&headers) {
         return refused();
+    }
+    if let Some(r) = worker_output(&app, &q.name).await {
+        return r;
     }
     // Only a file the listing names: no path from the request reaches the disk.
     let Some(root) = app.session_dir.as_deref() else {

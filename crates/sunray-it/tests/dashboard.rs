@@ -417,3 +417,56 @@ fn a_head_started_with_a_dashboard_port_serves_the_dashboard() {
     head.kill().ok();
     head.wait().ok();
 }
+
+#[test]
+fn the_cluster_view_shows_actors_and_what_tasks_and_nodes_printed() {
+    let c = Cluster::start(2.0, &[]);
+    run_ok(c.program(env!("CARGO_BIN_EXE_it_actors"), &["chatty"]));
+    let (mut d, port) = dashboard(&c, &["--address", &c.address]);
+    let bearer = format!("Bearer {}", c.token());
+    let auth = [("Authorization", bearer.as_str())];
+    let cl = http(port, "GET", "/api/cluster", &auth, "").json();
+    let actors = cl["view"]["actors"].as_array().unwrap();
+    assert!(
+        actors
+            .iter()
+            .any(|a| a["name"] == "talker" && a["state"] == "Alive" && a["detached"] == true),
+        "{cl}"
+    );
+    let logs = http(port, "GET", "/api/logs", &auth, "").json();
+    let entries = logs["logs"].as_array().unwrap();
+    let task = entries
+        .iter()
+        .find(|e| {
+            e["function"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("::shout"))
+        })
+        .unwrap_or_else(|| panic!("no task output listed: {logs}"));
+    let name = task["name"].as_str().unwrap();
+    let tail = http(port, "GET", &format!("/api/log?name={name}"), &auth, "").json();
+    assert_eq!(
+        tail["tail"], "HELLO-LOG-LINE 0\nHELLO-LOG-LINE 1\nHELLO-LOG-LINE 2",
+        "{tail}"
+    );
+    let node = entries
+        .iter()
+        .find(|e| e["name"].as_str().is_some_and(|n| n.starts_with("node:")))
+        .expect("a node's output is listed");
+    let name = node["name"].as_str().unwrap();
+    let tail = http(port, "GET", &format!("/api/log?name={name}"), &auth, "").json();
+    assert!(
+        tail["tail"]
+            .as_str()
+            .unwrap()
+            .contains(") HELLO-LOG-LINE 2"),
+        "{tail}"
+    );
+    // Without the token: nothing.
+    assert_eq!(
+        http(port, "GET", "/api/log?name=node:1", &[], "").status,
+        401
+    );
+    d.kill().ok();
+    d.wait().ok();
+}

@@ -108,8 +108,12 @@ pub fn driver_message(rng: &mut impl Rng, client: ClientId) -> DriverToHead {
             data: Bytes::from(string(rng)),
             last: rng.random(),
         },
-        _ => DriverToHead::Query(match rng.random_range(0..2) {
+        _ => DriverToHead::Query(match rng.random_range(0..3) {
             0 => Query::Status,
+            1 => Query::Logs {
+                node: rng.random::<bool>().then(|| rng.random_range(0..8)),
+                task: rng.random::<bool>().then(|| id(rng, client)),
+            },
             _ => Query::WaitForNodes {
                 nodes: rng.random(),
             },
@@ -165,6 +169,7 @@ pub fn node_message(rng: &mut impl Rng) -> NodeToHead {
             client: rng.random_range(0..8),
             origin: string(rng),
             lines: vec![string(rng)],
+            task: rng.random::<bool>().then(|| (id, string(rng))),
         },
         _ => NodeToHead::Heartbeat,
     }

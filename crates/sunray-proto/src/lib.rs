@@ -379,6 +379,12 @@ pub enum Query {
     WaitForNodes { nodes: u32 },
     /// Stop the whole cluster (head and every node agent).
     Shutdown,
+    /// The status, with the last lines a node's workers printed, or a task printed, in
+    /// [`ClusterView::log`].
+    Logs {
+        node: Option<NodeId>,
+        task: Option<TaskId>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -410,6 +416,20 @@ pub struct ClusterView {
     pub actors: Vec<ActorView>,
     /// Placement groups waiting, placed, and the last removed ones.
     pub groups: Vec<GroupView>,
+    /// The last tasks that printed, newest first.
+    pub outputs: Vec<TaskOutput>,
+    /// The lines asked for with [`Query::Logs`] (empty otherwise).
+    pub log: Vec<String>,
+}
+
+/// A task whose output the head keeps (the last lines of it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskOutput {
+    pub task: TaskId,
+    pub function: String,
+    pub node: NodeId,
+    /// Lines it printed in all (the head keeps the last ones).
+    pub lines: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -516,6 +536,9 @@ pub enum NodeToHead {
         client: ClientId,
         origin: String,
         lines: Vec<String>,
+        /// The task (or actor call) the worker ran when it printed them, and its
+        /// function.
+        task: Option<(TaskId, String)>,
     },
     /// The task waits in `get` or `wait` for other tasks: its CPUs are lent to them
     /// until [`NodeToHead::Unblocked`] (Ray does the same, so nested tasks cannot

@@ -68,6 +68,15 @@ def test_the_page_shows_every_trial_and_a_line_per_trial(cluster, tmp, browser):
         run_config=tune.RunConfig(name="tune_asha", storage_path=str(results), verbose=0),
     ).fit()
     assert len(grid) == 8
+
+    @sunray.remote
+    class Keeper:
+        def ping(self):
+            print("KEEPER-SAYS-HI")
+            return "pong"
+
+    keeper = Keeper.options(name="keeper").remote()
+    assert sunray.get(keeper.ping.remote()) == "pong"
     dash = subprocess.Popen(
         [SUNRAY, "dashboard", "--address", cluster.address, "--results", str(results)]
         + ["--port", "0"],
@@ -95,6 +104,16 @@ def test_the_page_shows_every_trial_and_a_line_per_trial(cluster, tmp, browser):
             r.text.split() for r in browser.find_elements(By.CSS_SELECTOR, "#functions tbody tr")
         ]
         assert any(row[-1] == "8" for row in fn_rows), fn_rows
+        # The actor, alive, and what its call printed (kept by the head, per task).
+        wait.until(lambda _: count("#actors tbody tr") == 1)
+        actor = browser.find_element(By.CSS_SELECTOR, "#actors tbody tr").text
+        assert "Keeper" in actor and "keeper" in actor and "alive" in actor, actor
+        from selenium.webdriver.support.ui import Select
+
+        logs = Select(browser.find_element(By.ID, "logname"))
+        call = next(o.text for o in logs.options if "Keeper.ping" in o.text)
+        logs.select_by_visible_text(call)
+        wait.until(lambda _: "KEEPER-SAYS-HI" in browser.find_element(By.ID, "log").text)
         assert count("svg#curves path.curve.best") == 1
         assert count("svg#curves line.cut") >= 1, "ASHA's cut-offs are drawn"
         assert count("svg#scatter circle.point") == 8

@@ -633,12 +633,16 @@ def test_run_ray_names_a_missing_ray_api(tmp):
     )
     assert "TUNE sunray.tune._tuner" in r.stdout
     assert r.returncode != 0
-    assert "ray.util is a Ray module that sunray does not implement" in r.stderr, r.stderr
-    s.write_text("import ray\nray.method\n")
+    assert "ray.util.multiprocessing is a Ray module that sunray does not implement" in r.stderr, (
+        r.stderr
+    )
+    s.write_text("import ray\nray.timeline\n")
     r = subprocess.run(
         [SUNRAY, "run-ray", str(s)], check=False, capture_output=True, text=True, timeout=60
     )
-    assert "sunray has no 'method': this Ray API is not implemented by sunray" in r.stderr, r.stderr
+    assert "sunray has no 'timeline': this Ray API is not implemented by sunray" in r.stderr, (
+        r.stderr
+    )
 
 
 @needs_seed

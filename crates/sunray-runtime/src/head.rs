@@ -628,6 +628,8 @@ struct HeadState {
     subscribers: HashMap<ObjectId, Vec<ClientId>>,
     /// Placement groups (the removed ones too, the last hundred).
     groups: BTreeMap<GroupId, GroupEntry>,
+    /// The last lines workers printed, per node and per task.
+    logs: crate::logs::LogTails,
 }
 
 struct GroupEntry {
@@ -693,6 +695,15 @@ impl HeadState {
             Event::FromNode(node, msg) => self.on_node_message(node, msg),
             Event::NodeLeft(node, why) => self.node_left(node, &why),
             Event::Query(q, reply) => match q {
+                Query::Logs { node, task } => {
+                    let mut view = self.view();
+                    view.log = match (node, task) {
+                        (_, Some(t)) => self.logs.task(t),
+                        (Some(n), None) => self.logs.node(n),
+                        (None, None) => Vec::new(),
+                    };
+                    let _ = reply.send(view);
+                }
                 Query::Status | Query::Shutdown => {
                     if matches!(q, Query::Shutdown) {
                         for n in self.nodes.values() {
@@ -841,6 +852,8 @@ impl HeadState {
             functions: self.function_counts(),
             actors,
             groups: self.groups.values().map(|g| g.view.clone()).collect(),
+            outputs: self.logs.tasks(),
+            log: Vec::new(),
         }
     }
 
@@ -1113,7 +1126,10 @@ impl HeadState {
                 client,
                 origin,
                 lines,
+                task,
             } => {
+                let task = task.as_ref().map(|(t, f)| (*t, f.as_str()));
+                self.logs.record(node, &origin, task, &lines);
                 if let Some(d) = self.drivers.get(&client) {
                     let _ = d.tx.send(HeadToDriver::Log { origin, lines });
                 }
@@ -1138,7 +1154,10 @@ impl HeadState {
             is_head: conn.is_head,
         });
         if self.dead_nodes.len() > 100 {
-            self.dead_nodes.pop_front();
+            // Its workers' output goes with it (a dead node's is kept while it is listed).
+            if let Some(old) = self.dead_nodes.pop_front() {
+                self.logs.forget_node(old.id);
+            }
         }
         self.update_homes();
         let lost = self.sched.remove_node(node);

@@ -8,6 +8,7 @@ pub mod driver;
 mod error;
 pub mod head;
 pub mod local;
+mod logs;
 pub mod node;
 mod results;
 pub mod session;

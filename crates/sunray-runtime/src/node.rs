@@ -102,7 +102,17 @@ pub async fn join(
     })
 }
 
+/// A line a worker printed, on its way to the driver (through the agent, which knows
+/// the task the worker runs).
+struct Output {
+    worker: u64,
+    client: ClientId,
+    origin: String,
+    line: String,
+}
+
 enum Ev {
+    Output(Output),
     WorkerConnected(u64, mpsc::UnboundedSender<NodeToWorker>),
     FromWorker(u64, WorkerToNode),
     WorkerExited(u64, String),
@@ -145,6 +155,8 @@ struct Worker {
     idle_since: u64,
     /// The actor this worker was started for: it runs only that actor's calls.
     actor: Option<ActorHere>,
+    /// The task it ran last (and its function): its output may be read after its result.
+    last_task: Option<(TaskId, String)>,
 }
 
 /// An actor living in a worker of this node.
@@ -155,7 +167,7 @@ struct ActorHere {
     /// worker ends.
     alloc: Option<Allocation>,
     /// Calls sent to the worker, oldest first (it runs them in this order).
-    calls: VecDeque<TaskId>,
+    calls: VecDeque<(TaskId, String)>,
 }
 
 impl Worker {
@@ -390,7 +402,9 @@ impl Agent {
             HeadToNode::TaskReply { task, data } => {
                 if let Some(w) = self.workers.values().find(|w| {
                     w.running.as_ref().is_some_and(|r| r.task == task)
-                        || w.actor.as_ref().is_some_and(|a| a.calls.contains(&task))
+                        || w.actor
+                            .as_ref()
+                            .is_some_and(|a| a.calls.iter().any(|(t, _)| *t == task))
                 }) {
                     if let Some(tx) = &w.tx {
                         let _ = tx.send(NodeToWorker::Reply { task, data });
@@ -404,6 +418,21 @@ impl Agent {
 
     fn on_event(&mut self, e: Ev) {
         match e {
+            Ev::Output(o) => {
+                let task = self.workers.get(&o.worker).and_then(|w| {
+                    w.running
+                        .as_ref()
+                        .map(|r| (r.task, r.function.clone()))
+                        .or_else(|| w.actor.as_ref().and_then(|a| a.calls.front().cloned()))
+                        .or_else(|| w.last_task.clone())
+                });
+                let _ = self.to_head.send(NodeToHead::Log {
+                    client: o.client,
+                    origin: o.origin,
+                    lines: vec![o.line],
+                    task,
+                });
+            }
             Ev::BinaryReady(client, r) => {
                 if let Err(msg) = &r {
                     warn!("node {}: no executable for driver {client}: {msg}", self.id);
@@ -435,6 +464,9 @@ impl Agent {
                     let Some(w) = self.workers.get_mut(&id) else {
                         return;
                     };
+                    if let Some(r) = &w.running {
+                        w.last_task = Some((r.task, r.function.clone()));
+                    }
                     if let Some(a) = w.actor.as_mut() {
                         let outcome = outcome.map_err(|mut e| {
                             e.location.get_or_insert_with(|| {
@@ -442,8 +474,8 @@ impl Agent {
                             });
                             e
                         });
-                        if a.calls.front() == Some(&task) {
-                            a.calls.pop_front();
+                        if a.calls.front().is_some_and(|(t, _)| *t == task) {
+                            w.last_task = a.calls.pop_front();
                             self.done.push((task, outcome));
                             return;
                         }
@@ -673,10 +705,10 @@ impl Agent {
         let (Some(tx), gpus, id, job) = (w.tx.clone(), w.gpus.clone(), *id, w.client) else {
             return;
         };
-        let task = spec.id;
+        let call = (spec.id, spec.function.clone());
         let _ = tx.send(NodeToWorker::Run(self.worker_task(spec, job, &gpus)));
         if let Some(a) = self.workers.get_mut(&id).and_then(|w| w.actor.as_mut()) {
-            a.calls.push_back(task);
+            a.calls.push_back(call);
         }
     }
 
@@ -873,6 +905,7 @@ impl Agent {
             pending,
             idle_since: 0,
             actor: None,
+            last_task: None,
         };
         match cmd.spawn() {
             Ok(mut child) => {
@@ -892,17 +925,21 @@ impl Agent {
                 .into_iter()
                 .flatten()
                 {
-                    let to_head = self.to_head.clone();
+                    let events = self.events.clone();
                     let origin = origin.clone();
                     let client = w.log_client.clone();
                     tokio::spawn(async move {
                         let mut lines = BufReader::new(out).lines();
                         while let Ok(Some(line)) = lines.next_line().await {
-                            let _ = to_head.send(NodeToHead::Log {
+                            let out = Output {
+                                worker: id,
                                 client: client.load(Ordering::Relaxed),
                                 origin: origin.clone(),
-                                lines: vec![line],
-                            });
+                                line,
+                            };
+                            if events.send(Ev::Output(out)).is_err() {
+                                break;
+                            }
                         }
                     });
                 }

@@ -84,6 +84,13 @@ fn bump(h: ActorHandle<Counter>, times: u64) -> u64 {
 }
 
 #[sunray::remote]
+fn shout(word: String, times: u64) {
+    for i in 0..times {
+        println!("{word} {i}");
+    }
+}
+
+#[sunray::remote]
 fn where_am_i() -> String {
     std::thread::sleep(Duration::from_millis(50));
     sunray::get_runtime_context().node_ip
@@ -223,6 +230,13 @@ fn main() {
             let (a, b) = (a.get().unwrap(), b.get().unwrap());
             println!("BUMPED {}", c.log().remote().get().unwrap().len());
             println!("LAST_SEEN_MAX {}", a.max(b) <= 150);
+        }
+        "chatty" => {
+            // A detached actor that outlives this driver, and a task that prints.
+            let c = Counter::options(ActorOptions::new().name("talker").detached()).remote(0);
+            c.incr(1).remote().get().unwrap();
+            shout.remote("HELLO-LOG-LINE".to_string(), 3).get().unwrap();
+            println!("DONE");
         }
         "groups" => {
             use sunray::{PlacementStrategy as S, Resources, TaskOptions};
