@@ -18,6 +18,8 @@ pub type Row = Map<String, Value>;
 pub struct Library {
     roots: Vec<PathBuf>,
     results: HashMap<PathBuf, ResultFile>,
+    /// Each trial's `params.json`, read once (a trial writes it once, when it starts).
+    params: HashMap<PathBuf, Value>,
 }
 
 /// What was read of one trial's `result.json`.
@@ -90,7 +92,19 @@ impl Library {
         Library {
             roots,
             results: HashMap::new(),
+            params: HashMap::new(),
         }
+    }
+
+    /// A trial's config from its `params.json`, read the first time it is there.
+    fn params(&mut self, dir: &Path) -> Option<Value> {
+        if let Some(v) = self.params.get(dir) {
+            return Some(v.clone());
+        }
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("params.json")).ok()?).ok()?;
+        self.params.insert(dir.to_path_buf(), v.clone());
+        Some(v)
     }
 
     /// Experiment directories: a root that holds trial directories is one; otherwise
@@ -163,6 +177,7 @@ impl Library {
         let mut trials = Vec::new();
         let ray = ray_statuses(&path);
         for dir in trial_dirs(&path) {
+            let params = self.params(&dir);
             let rows = self.rows(&dir.join("result.json"));
             let last = rows.last();
             let mut numbers = BTreeMap::new();
@@ -180,9 +195,6 @@ impl Library {
                     }
                 }
             }
-            let params = std::fs::read(dir.join("params.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
             let config = params
                 .or_else(|| last.and_then(|r| r.get("config").cloned()))
                 .unwrap_or(Value::Null);

@@ -50,16 +50,23 @@ pub async fn serve(listener: tokio::net::TcpListener, opts: Options) -> std::io:
         sessions: Mutex::new(HashSet::new()),
         library: Mutex::new(Library::new(opts.results)),
     });
-    let router = Router::new()
-        .route("/", get(index))
-        .route("/login", post(login))
-        .route("/logout", post(logout))
+    // Every API route answers token holders only: one check, in front of them all.
+    let api = Router::new()
         .route("/api/experiments", get(experiments))
         .route("/api/experiment", get(experiment))
         .route("/api/curves", get(curves))
         .route("/api/cluster", get(cluster))
         .route("/api/logs", get(logs))
         .route("/api/log", get(log))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            only_allowed,
+        ));
+    let router = Router::new()
+        .route("/", get(index))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .merge(api)
         .with_state(app);
     axum::serve(listener, router).await
 }
@@ -87,6 +94,19 @@ fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
+}
+
+/// Lets a request through to the API when [`App::allowed`] says so.
+async fn only_allowed(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if app.allowed(req.headers()) {
+        next.run(req).await
+    } else {
+        refused()
+    }
 }
 
 fn refused() -> Response {
@@ -157,10 +177,7 @@ async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response()
 }
 
-async fn experiments(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if !app.allowed(&headers) {
-        return refused();
-    }
+async fn experiments(State(app): State<Arc<App>>) -> Response {
     let list = app.library.lock().expect("not poisoned").list();
     Json(json!({ "experiments": list })).into_response()
 }
@@ -180,14 +197,7 @@ fn unknown(id: &str) -> Response {
         .into_response()
 }
 
-async fn experiment(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(w): Query<Which>,
-) -> Response {
-    if !app.allowed(&headers) {
-        return refused();
-    }
+async fn experiment(State(app): State<Arc<App>>, Query(w): Query<Which>) -> Response {
     let v = app.library.lock().expect("not poisoned").experiment(&w.id);
     match v {
         Some(v) => Json(v).into_response(),
@@ -195,14 +205,7 @@ async fn experiment(
     }
 }
 
-async fn curves(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(w): Query<Which>,
-) -> Response {
-    if !app.allowed(&headers) {
-        return refused();
-    }
+async fn curves(State(app): State<Arc<App>>, Query(w): Query<Which>) -> Response {
     let Some(metric) = w.metric else {
         return (
             StatusCode::BAD_REQUEST,
@@ -222,10 +225,7 @@ async fn curves(
     }
 }
 
-async fn cluster(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if !app.allowed(&headers) {
-        return refused();
-    }
+async fn cluster(State(app): State<Arc<App>>) -> Response {
     let Some(head) = &app.head else {
         return Json(json!({"head": null})).into_response();
     };
@@ -274,10 +274,7 @@ fn log_files(root: &std::path::Path) -> Vec<(String, u64)> {
     out
 }
 
-async fn logs(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if !app.allowed(&headers) {
-        return refused();
-    }
+async fn logs(State(app): State<Arc<App>>) -> Response {
     let files = app
         .session_dir
         .as_deref()
@@ -338,15 +335,8 @@ struct LogName {
     name: String,
 }
 
-async fn log(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(q): Query<LogName>,
-) -> Response {
+async fn log(State(app): State<Arc<App>>, Query(q): Query<LogName>) -> Response {
     use std::io::{Read, Seek, SeekFrom};
-    if !app.allowed(&headers) {
-        return refused();
-    }
     if let Some(r) = worker_output(&app, &q.name).await {
         return r;
     }

@@ -128,6 +128,23 @@ fn typed_args(sig: &Signature) -> syn::Result<(Vec<syn::Ident>, Vec<Type>)> {
     Ok((names, types))
 }
 
+/// Checks the argument count, then decodes each argument into its typed variable
+/// (`what` names the callee in the error).
+fn decode_args(what: TokenStream2, names: &[syn::Ident], types: &[Type]) -> TokenStream2 {
+    let n = names.len();
+    let idx: Vec<usize> = (0..n).collect();
+    let strs: Vec<String> = names.iter().map(|i| i.to_string()).collect();
+    quote! {
+        if args.len() != #n {
+            return ::core::result::Result::Err((
+                ::sunray::__private::ErrorKind::BadArguments,
+                ::std::format!("{} takes {} arguments, got {}", #what, #n, args.len()),
+            ));
+        }
+        #(let #names: #types = ::sunray::__private::decode_arg(&args[#idx], #strs)?;)*
+    }
+}
+
 /// The type a call returns (`T` for `T` and for `Result<T, E>`), and the encoding of
 /// its value `out` into the result bytes (an `Err` becomes the task's error).
 fn output_of(sig: &Signature) -> (TokenStream2, TokenStream2) {
@@ -205,9 +222,8 @@ fn expand_actor(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStre
         )
     })?;
     let (c_names, c_types) = typed_args(&ctor)?;
-    let c_n = c_names.len();
-    let c_idx: Vec<usize> = (0..c_n).collect();
-    let c_strs: Vec<String> = c_names.iter().map(|i| i.to_string()).collect();
+    let ctor_name = format!("{class_str}::new");
+    let c_decode = decode_args(quote!(#ctor_name), &c_names, &c_types);
 
     let mut remote_methods = Vec::new();
     let mut arms = Vec::new();
@@ -215,9 +231,6 @@ fn expand_actor(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStre
         let name = &m.ident;
         let name_str = name.to_string();
         let (names, types) = typed_args(m)?;
-        let n = names.len();
-        let idx: Vec<usize> = (0..n).collect();
-        let strs: Vec<String> = names.iter().map(|i| i.to_string()).collect();
         let (output, encode) = output_of(m);
         let lit = Lit::Str(syn::LitStr::new(&name_str, Span::call_site()));
         remote_methods.push(quote! {
@@ -232,15 +245,10 @@ fn expand_actor(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStre
                 )
             }
         });
+        let decode = decode_args(quote!(#lit), &names, &types);
         arms.push(quote! {
             #lit => {
-                if args.len() != #n {
-                    return ::core::result::Result::Err((
-                        ::sunray::__private::ErrorKind::BadArguments,
-                        ::std::format!("{} takes {} arguments, got {}", #lit, #n, args.len()),
-                    ));
-                }
-                #(let #names: #types = ::sunray::__private::decode_arg(&args[#idx], #strs)?;)*
+                #decode
                 let out = this.#name(#(#names),*);
                 #encode
             }
@@ -297,13 +305,7 @@ fn expand_actor(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStre
         #[doc(hidden)]
         #[allow(non_snake_case)]
         fn #new_fn(args: &[::sunray::__private::Bytes]) -> ::core::result::Result<::std::boxed::Box<dyn ::core::any::Any + ::core::marker::Send>, (::sunray::__private::ErrorKind, ::std::string::String)> {
-            if args.len() != #c_n {
-                return ::core::result::Result::Err((
-                    ::sunray::__private::ErrorKind::BadArguments,
-                    ::std::format!("{}::new takes {} arguments, got {}", #class_str, #c_n, args.len()),
-                ));
-            }
-            #(let #c_names: #c_types = ::sunray::__private::decode_arg(&args[#c_idx], #c_strs)?;)*
+            #c_decode
             ::core::result::Result::Ok(::std::boxed::Box::new(#ident::new(#(#c_names),*)))
         }
 
@@ -359,56 +361,19 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     let vis = &f.vis;
     let attrs = &f.attrs;
     let body = &f.block;
-    let mut arg_names = Vec::new();
-    let mut arg_types = Vec::new();
-    for input in &sig.inputs {
-        let FnArg::Typed(pt) = input else {
-            return Err(syn::Error::new(
-                input.span(),
-                "remote functions take no self",
-            ));
-        };
-        let Pat::Ident(pi) = &*pt.pat else {
-            return Err(syn::Error::new(
-                pt.pat.span(),
-                "use a plain name for each argument",
-            ));
-        };
-        if matches!(&*pt.ty, Type::Reference(_)) {
-            return Err(syn::Error::new(
-                pt.ty.span(),
-                "arguments of remote functions must be owned (they are sent over the network)",
-            ));
-        }
-        arg_names.push(pi.ident.clone());
-        arg_types.push((*pt.ty).clone());
+    if let Some(FnArg::Receiver(r)) = sig.inputs.first() {
+        return Err(syn::Error::new(r.span(), "remote functions take no self"));
     }
-    let (ret, output, fallible) = match &sig.output {
-        ReturnType::Default => (quote!(()), quote!(()), false),
-        ReturnType::Type(_, t) => match result_ok_type(t) {
-            Some(ok) => (quote!(#t), quote!(#ok), true),
-            None => (quote!(#t), quote!(#t), false),
-        },
+    let (arg_names, arg_types) = typed_args(sig)?;
+    let ret = match &sig.output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, t) => quote!(#t),
     };
+    let (output, encode_out) = output_of(sig);
+    let decode = decode_args(quote!(#name::NAME), &arg_names, &arg_types);
     let opts_ty = format_ident!("__SunrayOptions_{}", name);
     let invoke = format_ident!("__sunray_invoke_{}", name);
-    let n_args = arg_names.len();
-    let idx: Vec<usize> = (0..n_args).collect();
-    let arg_strs: Vec<String> = arg_names.iter().map(|i| i.to_string()).collect();
     let name_str = name.to_string();
-    let encode_out = if fallible {
-        quote! {
-            match out {
-                ::core::result::Result::Ok(v) => ::sunray::__private::encode_output(&v),
-                ::core::result::Result::Err(e) => ::core::result::Result::Err((
-                    ::sunray::__private::ErrorKind::Application,
-                    ::std::format!("{:#}", e),
-                )),
-            }
-        }
-    } else {
-        quote!(::sunray::__private::encode_output(&out))
-    };
     let (cpus, gpus, mem) = (
         as_f64(&defaults.num_cpus),
         as_f64(&defaults.num_gpus),
@@ -465,13 +430,7 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
         #[doc(hidden)]
         #[allow(non_snake_case)]
         fn #invoke(args: &[::sunray::__private::Bytes]) -> ::core::result::Result<::sunray::__private::Bytes, (::sunray::__private::ErrorKind, ::std::string::String)> {
-            if args.len() != #n_args {
-                return ::core::result::Result::Err((
-                    ::sunray::__private::ErrorKind::BadArguments,
-                    ::std::format!("{} takes {} arguments, got {}", #name::NAME, #n_args, args.len()),
-                ));
-            }
-            #(let #arg_names: #arg_types = ::sunray::__private::decode_arg(&args[#idx], #arg_strs)?;)*
+            #decode
             let out = #name::call(#(#arg_names),*);
             #encode_out
         }

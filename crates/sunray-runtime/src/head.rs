@@ -159,12 +159,14 @@ pub const PIPELINING: Pipelining = Pipelining {
 async fn run_actor(mut rx: mpsc::UnboundedReceiver<Event>) {
     let mut head = HeadState {
         sched: Scheduler::with_pipelining(PIPELINING),
+        heartbeat_timeout: HeartbeatTimeout(crate::heartbeat_timeout()),
         ..HeadState::default()
     };
+    // The clock is read here, once per batch: the state machine is given the time.
     let started = Instant::now();
     let mut batch = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, 256).await > 0 {
-        head.sched.advance(started.elapsed().as_micros() as u64);
+        head.advance(started.elapsed());
         for ev in batch.drain(..) {
             if matches!(ev, Event::Stop) {
                 return;
@@ -577,7 +579,8 @@ struct DriverConn {
 struct NodeConn {
     tx: mpsc::UnboundedSender<HeadToNode>,
     reg: NodeRegistration,
-    last_seen: Instant,
+    /// When it was last heard from (time since the head started).
+    last_seen: Duration,
     is_head: bool,
     jobs: HashSet<ClientId>,
     /// Assignments waiting to be sent in this round.
@@ -630,6 +633,20 @@ struct HeadState {
     groups: BTreeMap<GroupId, GroupEntry>,
     /// The last lines workers printed, per node and per task.
     logs: crate::logs::LogTails,
+    /// The time, as the shell last gave it (since the head started).
+    now: Duration,
+    /// A node silent for longer is declared dead.
+    heartbeat_timeout: HeartbeatTimeout,
+}
+
+/// How long a node may stay silent (default [`crate::DEFAULT_HEARTBEAT_TIMEOUT`]).
+#[derive(Clone, Copy)]
+struct HeartbeatTimeout(Duration);
+
+impl Default for HeartbeatTimeout {
+    fn default() -> Self {
+        HeartbeatTimeout(crate::DEFAULT_HEARTBEAT_TIMEOUT)
+    }
 }
 
 struct GroupEntry {
@@ -640,6 +657,12 @@ struct GroupEntry {
 }
 
 impl HeadState {
+    /// The time now (since the head started): the head never reads a clock itself.
+    fn advance(&mut self, now: Duration) {
+        self.now = self.now.max(now);
+        self.sched.advance(self.now.as_micros() as u64);
+    }
+
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::DriverJoined {
@@ -683,7 +706,7 @@ impl HeadState {
                     NodeConn {
                         tx,
                         reg,
-                        last_seen: Instant::now(),
+                        last_seen: self.now,
                         is_head,
                         jobs: HashSet::new(),
                         run: Vec::new(),
@@ -720,8 +743,7 @@ impl HeadState {
             Event::Stop => {}
             Event::Tick => {
                 self.compact();
-                let now = Instant::now();
-                let timeout = crate::heartbeat_timeout();
+                let (now, timeout) = (self.now, self.heartbeat_timeout.0);
                 for d in self.drivers.values() {
                     let _ = d.tx.send(HeadToDriver::Heartbeat);
                 }
@@ -731,7 +753,7 @@ impl HeadState {
                 let silent: Vec<NodeId> = self
                     .nodes
                     .iter()
-                    .filter(|(_, n)| !n.is_head && now - n.last_seen > timeout)
+                    .filter(|(_, n)| !n.is_head && now.saturating_sub(n.last_seen) > timeout)
                     .map(|(id, _)| *id)
                     .collect();
                 for n in silent {
@@ -1062,7 +1084,7 @@ impl HeadState {
         let Some(conn) = self.nodes.get_mut(&node) else {
             return; // declared dead already
         };
-        conn.last_seen = Instant::now();
+        conn.last_seen = self.now;
         match msg {
             NodeToHead::Heartbeat => {}
             NodeToHead::Done(results) => {
@@ -1795,6 +1817,19 @@ mod tests {
         }
     }
 
+    fn registration(ip: &str, cpus: f64) -> NodeRegistration {
+        NodeRegistration {
+            ip: ip.into(),
+            hostname: "n".into(),
+            pid: 1,
+            resources: Resources {
+                cpu: cpus,
+                ..Default::default()
+            },
+            gpu_ids: vec![],
+        }
+    }
+
     /// Node 1 (at `ip`, with `cpus`) and driver 2 (connecting from `driver_ip`, or from
     /// the head's host) join; what each is sent.
     fn join_node_and_driver(
@@ -1808,16 +1843,7 @@ mod tests {
     ) {
         let (ntx, nrx) = mpsc::unbounded_channel();
         let (dtx, drx) = mpsc::unbounded_channel();
-        let reg = NodeRegistration {
-            ip: ip.into(),
-            hostname: "n".into(),
-            pid: 1,
-            resources: Resources {
-                cpu: cpus,
-                ..Default::default()
-            },
-            gpu_ids: vec![],
-        };
+        let reg = registration(ip, cpus);
         head.handle(Event::NodeJoined {
             node: 1,
             reg,
@@ -1967,7 +1993,7 @@ mod tests {
                     head.handle(ev);
                 }
                 now += 1_000;
-                head.sched.advance(now);
+                head.advance(Duration::from_micros(now));
                 head.dispatch();
                 head.flush();
             }
@@ -2045,16 +2071,7 @@ mod tests {
 
     fn sim_node(head: &mut HeadState, id: NodeId, cpus: f64) -> SimNode {
         let (tx, rx) = mpsc::unbounded_channel();
-        let reg = NodeRegistration {
-            ip: format!("127.0.0.{id}"),
-            hostname: "n".into(),
-            pid: 1,
-            resources: Resources {
-                cpu: cpus,
-                ..Default::default()
-            },
-            gpu_ids: vec![],
-        };
+        let reg = registration(&format!("127.0.0.{id}"), cpus);
         head.handle(Event::NodeJoined {
             node: id,
             reg,
@@ -2258,5 +2275,51 @@ mod tests {
                 .iter()
                 .all(|a| a.state == ActorState::Dead));
         }
+    }
+
+    /// Time is given to the head: a node heard from within the timeout stays, a silent
+    /// one is declared dead at the next tick and its task runs elsewhere.
+    #[test]
+    fn a_node_silent_past_the_timeout_is_declared_dead() {
+        let mut head = HeadState {
+            heartbeat_timeout: HeartbeatTimeout(Duration::from_secs(30)),
+            ..HeadState::default()
+        };
+        let (_nrx, mut drx) = join_node_and_driver(&mut head, "127.0.0.5", 1.0, Some("127.0.0.5"));
+        // Node 1 is the head's own node (never timed out) only for a local driver.
+        let _other = sim_node(&mut head, 3, 1.0);
+        head.handle(Event::FromDriver(2, DriverToHead::Submit(vec![task(2, 1)])));
+        head.dispatch();
+        // Its driver's home node: the one on its host.
+        assert_eq!(head.sched.running_on(object_id(2, 1)), Some(1));
+        head.advance(Duration::from_secs(20));
+        head.handle(Event::FromNode(1, NodeToHead::Heartbeat));
+        head.handle(Event::FromNode(3, NodeToHead::Heartbeat));
+        head.advance(Duration::from_secs(45));
+        head.handle(Event::FromNode(3, NodeToHead::Heartbeat));
+        head.handle(Event::Tick);
+        // Node 1 was last heard at 20 s: 25 s ago, within the timeout.
+        assert_eq!(head.view().nodes.iter().filter(|n| n.alive).count(), 2);
+        head.advance(Duration::from_secs(60));
+        head.handle(Event::FromNode(3, NodeToHead::Heartbeat));
+        head.handle(Event::Tick);
+        let alive: Vec<NodeId> = head
+            .view()
+            .nodes
+            .iter()
+            .filter(|n| n.alive)
+            .map(|n| n.id)
+            .collect();
+        assert_eq!(alive, vec![3], "node 1 was silent for 40 s");
+        head.dispatch();
+        head.flush();
+        // Its task (no retries) failed with the node's silence as the cause.
+        let err = std::iter::from_fn(|| drx.try_recv().ok())
+            .find_map(|m| match m {
+                HeadToDriver::Done(v) => v.into_iter().find_map(|(_, o)| o.err()),
+                _ => None,
+            })
+            .expect("the task failed");
+        assert!(err.message.contains("has not answered for 30 s"), "{err}");
     }
 }

@@ -125,8 +125,8 @@ mod tests {
         assert_eq!(tasks[0].task, TASKS_KEPT as u64 + 9, "newest first");
         assert!(l.task(0).is_empty(), "the oldest is forgotten");
         assert_eq!(
-            l.task(300),
-            vec!["t300 line 0", "t300 line 1", "t300 line 2"]
+            l.task(265),
+            vec!["t265 line 0", "t265 line 1", "t265 line 2"]
         );
         let node = l.node(1);
         assert_eq!(node.len(), NODE_LINES);

@@ -647,11 +647,7 @@ impl Agent {
                     calls: VecDeque::new(),
                 };
                 self.make_room();
-                let program = self
-                    .jobs
-                    .get(&client)
-                    .map(|j| (j.binary.registry_hash.clone(), j.binary.kind.clone()))
-                    .unwrap_or((String::new(), ProgramKind::Native));
+                let program = self.program_of(client);
                 let wid = self.next_worker;
                 self.spawn_worker(client, &path, &program, gpus, Some((a, running)));
                 if let Some(w) = self.workers.get_mut(&wid) {
@@ -685,14 +681,18 @@ impl Agent {
                 self.adopt(id, client, a, running);
             } else {
                 self.make_room();
-                let program = self
-                    .jobs
-                    .get(&client)
-                    .map(|j| (j.binary.registry_hash.clone(), j.binary.kind.clone()))
-                    .unwrap_or((String::new(), ProgramKind::Native));
+                let program = self.program_of(client);
                 self.spawn_worker(client, &path, &program, gpus, Some((a, running)));
             }
         }
+    }
+
+    /// What a worker of `client` runs: its registry hash and program kind.
+    fn program_of(&self, client: ClientId) -> (String, ProgramKind) {
+        self.jobs
+            .get(&client)
+            .map(|j| (j.binary.registry_hash.clone(), j.binary.kind.clone()))
+            .unwrap_or((String::new(), ProgramKind::Native))
     }
 
     /// Sends a call to its actor's worker, which runs calls in the order they come. An

@@ -67,23 +67,7 @@ impl ActorOptions {
     pub fn new() -> Self {
         Self::default()
     }
-    pub fn num_cpus(mut self, n: f64) -> Self {
-        self.num_cpus = Some(n);
-        self
-    }
-    pub fn num_gpus(mut self, n: f64) -> Self {
-        self.num_gpus = Some(n);
-        self
-    }
-    pub fn memory(mut self, bytes: f64) -> Self {
-        self.memory = Some(bytes);
-        self
-    }
-    pub fn resource(mut self, name: &str, amount: f64) -> Self {
-        self.resources.retain(|(n, _)| n != name);
-        self.resources.push((name.to_string(), amount));
-        self
-    }
+    resource_setters!();
     pub fn name(mut self, name: &str) -> Self {
         self.name = Some(name.to_string());
         self

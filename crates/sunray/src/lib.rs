@@ -28,6 +28,30 @@ use sunray_proto::{Arg, ObjectId, TaskError, TaskKind, TaskSpec};
 use sunray_runtime::driver::{Client, GetError};
 use sunray_runtime::{detect, local::HeadOptions, session, wire};
 
+/// The resource setters task and actor options share (fields `num_cpus`, `num_gpus`,
+/// `memory`, `resources`).
+macro_rules! resource_setters {
+    () => {
+        pub fn num_cpus(mut self, n: f64) -> Self {
+            self.num_cpus = Some(n);
+            self
+        }
+        pub fn num_gpus(mut self, n: f64) -> Self {
+            self.num_gpus = Some(n);
+            self
+        }
+        pub fn memory(mut self, bytes: f64) -> Self {
+            self.memory = Some(bytes);
+            self
+        }
+        pub fn resource(mut self, name: &str, amount: f64) -> Self {
+            self.resources.retain(|(n, _)| n != name);
+            self.resources.push((name.to_string(), amount));
+            self
+        }
+    };
+}
+
 mod actor;
 
 pub use actor::{get_actor, get_actor_within, kill, Actor, ActorCall, ActorHandle, ActorOptions};
@@ -288,23 +312,7 @@ impl TaskOptions {
     pub fn new() -> Self {
         Self::default()
     }
-    pub fn num_cpus(mut self, n: f64) -> Self {
-        self.num_cpus = Some(n);
-        self
-    }
-    pub fn num_gpus(mut self, n: f64) -> Self {
-        self.num_gpus = Some(n);
-        self
-    }
-    pub fn memory(mut self, bytes: f64) -> Self {
-        self.memory = Some(bytes);
-        self
-    }
-    pub fn resource(mut self, name: &str, amount: f64) -> Self {
-        self.resources.retain(|(n, _)| n != name);
-        self.resources.push((name.to_string(), amount));
-        self
-    }
+    resource_setters!();
     pub fn max_retries(mut self, n: u32) -> Self {
         self.max_retries = Some(n);
         self

@@ -91,17 +91,24 @@ def _call_actor(name: str, args: list[bytes]) -> bytes:
     except AttributeError as e:
         return ser.error_payload(e, name, _node_ip())
     try:
-        result = fn(*values[:npos], **dict(zip(kwnames, values[npos:])))
-        if num_returns > 1:
-            result = tuple(result)
-            if len(result) != num_returns:
-                raise ValueError(
-                    f"{name} was declared with num_returns={num_returns} "
-                    f"but returned {len(result)} values"
-                )
+        result = _returned(
+            fn(*values[:npos], **dict(zip(kwnames, values[npos:]))), num_returns, name
+        )
         return ser.dumps(result)
     except Exception as e:  # noqa: BLE001 (a method's exception goes back to its caller)
         return ser.error_payload(e, name, _node_ip(), skip=1)
+
+
+def _returned(result, num_returns: int, name: str):
+    """What a function returned, checked against ``num_returns`` (a tuple of them)."""
+    if num_returns > 1:
+        result = tuple(result)
+        if len(result) != num_returns:
+            raise ValueError(
+                f"{name} was declared with num_returns={num_returns} "
+                f"but returned {len(result)} values"
+            )
+    return result
 
 
 def _invoke(name: str, args: list[bytes], kind: int = 0) -> bytes:
@@ -121,15 +128,7 @@ def _invoke(name: str, args: list[bytes], kind: int = 0) -> bytes:
     attempts = 0
     while True:
         try:
-            result = fn(*pos, **kw)
-            if num_returns > 1:
-                result = tuple(result)
-                if len(result) != num_returns:
-                    raise ValueError(
-                        f"{name} was declared with num_returns={num_returns} "
-                        f"but returned {len(result)} values"
-                    )
-            return ser.dumps(result)
+            return ser.dumps(_returned(fn(*pos, **kw), num_returns, name))
         except Exception as e:  # noqa: BLE001 (a task's exception goes back to its caller)
             if _retry(e, retry_exceptions) and attempts < max_retries:
                 attempts += 1

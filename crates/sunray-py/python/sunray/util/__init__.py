@@ -11,6 +11,13 @@ from .placement_group import (
 )
 
 
+def get_node_ip_address() -> str:
+    """This node's address (inside a task, the task's node)."""
+    from .. import get_runtime_context
+
+    return get_runtime_context().get_node_ip()
+
+
 def list_actors() -> list[dict]:
     """The actors the head knows (alive, pending, restarting, the last dead ones)."""
     from .. import _connect_in_task, _sunray
@@ -22,6 +29,7 @@ def list_actors() -> list[dict]:
 __all__ = [
     "PlacementGroup",
     "get_current_placement_group",
+    "get_node_ip_address",
     "list_actors",
     "placement_group",
     "placement_group_table",
