@@ -131,6 +131,7 @@ pub fn task_kind(rng: &mut impl Rng, client: ClientId) -> TaskKind {
             detached: rng.random(),
             max_restarts: rng.random_range(-2..3),
             max_task_retries: rng.random_range(-2..3),
+            max_concurrency: rng.random_range(0..4),
         })),
         1 | 2 => TaskKind::ActorCall {
             actor: id(rng, client),

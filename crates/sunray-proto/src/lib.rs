@@ -244,6 +244,9 @@ pub struct ActorOptions {
     pub max_restarts: i64,
     /// How often a call cut short by the actor's death is run again (`-1`: always).
     pub max_task_retries: i64,
+    /// Calls run at once, each on a thread of the actor's process (Ray's threaded
+    /// actors); 1: one at a time, in order.
+    pub max_concurrency: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -388,8 +388,9 @@ fn register_function(fid: Vec<u8>, code: &Bound<'_, PyBytes>) -> PyResult<()> {
     Ok(())
 }
 
-/// An actor's creation: (class, name, detached, max_restarts, max_task_retries).
-type CreateActor = (String, Option<String>, bool, i64, i64);
+/// An actor's creation: (class, name, detached, max_restarts, max_task_retries,
+/// max_concurrency).
+type CreateActor = (String, Option<String>, bool, i64, i64, u32);
 
 /// Submits a task; `args` holds `bytes` (a pickled value) or `ObjectRef`s (resolved to
 /// their value before the task runs). With `create_actor` the task starts an actor
@@ -411,13 +412,14 @@ fn submit(
     bundle: Option<(u64, Option<u32>)>,
 ) -> PyResult<ObjectRef> {
     let kind = match (create_actor, actor) {
-        (Some((class, name, detached, max_restarts, max_task_retries)), _) => {
+        (Some((class, name, detached, max_restarts, max_task_retries, max_concurrency)), _) => {
             TaskKind::CreateActor(Box::new(sunray_proto::ActorOptions {
                 class,
                 name,
                 detached,
                 max_restarts,
                 max_task_retries,
+                max_concurrency: max_concurrency.max(1),
             }))
         }
         (None, Some(actor)) => TaskKind::ActorCall { actor },

@@ -189,8 +189,8 @@ def test_bad_actor_options_are_refused():
         Counter.options(max_restarts=-5)
     with pytest.raises(ValueError, match="lifetime"):
         Counter.options(lifetime="forever")
-    with pytest.raises(NotImplementedError, match="max_concurrency"):
-        Counter.options(max_concurrency=4)
+    with pytest.raises(ValueError, match="max_concurrency"):
+        Counter.options(max_concurrency=0)
     with pytest.raises(TypeError, match="unsupported actor options"):
         Counter.options(colour="red")
 
@@ -273,3 +273,24 @@ def test_placement_groups_place_bundles_and_their_tasks(tmp, monkeypatch):
     finally:
         ray.shutdown()
         c.stop()
+
+
+def test_a_threaded_actor_runs_its_calls_at_once(local):
+    import threading
+
+    @ray.remote
+    class Meeting:
+        def __init__(self, n, timeout=20):
+            self.barrier = threading.Barrier(n, timeout=timeout)
+
+        def arrive(self, i):
+            # Returns only once all n calls are inside this method at the same time.
+            self.barrier.wait()
+            return i
+
+    m = Meeting.options(max_concurrency=4).remote(4)
+    assert sorted(ray.get([m.arrive.remote(i) for i in range(4)], timeout=60)) == [0, 1, 2, 3]
+    # One at a time, the same meeting can never happen: the first call times out.
+    one = Meeting.remote(2, timeout=1)
+    with pytest.raises(threading.BrokenBarrierError):
+        ray.get([one.arrive.remote(0), one.arrive.remote(1)], timeout=60)

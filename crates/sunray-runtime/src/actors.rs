@@ -282,6 +282,7 @@ mod tests {
             detached: false,
             max_restarts,
             max_task_retries,
+            max_concurrency: 1,
         }
     }
 

@@ -2116,6 +2116,7 @@ mod tests {
                     detached: false,
                     max_restarts: [0, 1, -1][rng.random_range(0..3)],
                     max_task_retries: [0, 1, -1][rng.random_range(0..3)],
+                    max_concurrency: 1,
                 }));
                 actors.push(spec.id);
                 head.handle(Event::FromDriver(2, DriverToHead::Submit(vec![spec])));

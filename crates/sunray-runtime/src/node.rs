@@ -474,8 +474,9 @@ impl Agent {
                             });
                             e
                         });
-                        if a.calls.front().is_some_and(|(t, _)| *t == task) {
-                            w.last_task = a.calls.pop_front();
+                        // In order, except in a threaded actor.
+                        if let Some(i) = a.calls.iter().position(|(t, _)| *t == task) {
+                            w.last_task = a.calls.remove(i);
                             self.done.push((task, outcome));
                             return;
                         }

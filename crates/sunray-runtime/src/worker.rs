@@ -17,8 +17,10 @@ use sunray_proto::{
 use crate::env;
 
 /// Runs a task (a registered function by name, an actor's constructor or one of its
-/// methods: see `spec.kind`) with its serialised arguments.
-pub type Invoke<'a> = &'a dyn Fn(&TaskSpec, &[Bytes]) -> Result<Bytes, (ErrorKind, String)>;
+/// methods: see `spec.kind`) with its serialised arguments. `Sync`: a threaded actor
+/// runs several calls at once.
+pub type Invoke<'a> =
+    &'a (dyn Fn(&TaskSpec, &[Bytes]) -> Result<Bytes, (ErrorKind, String)> + Sync);
 
 /// What a running task may ask about itself.
 #[derive(Debug, Clone, Default)]
@@ -35,6 +37,11 @@ pub struct TaskContext {
 }
 
 static CONTEXT: Mutex<Option<TaskContext>> = Mutex::new(None);
+
+thread_local! {
+    /// The call a thread of a threaded actor runs (it overrides [`CONTEXT`] there).
+    static CALL: std::cell::RefCell<Option<TaskContext>> = const { std::cell::RefCell::new(None) };
+}
 
 /// What a prestarted worker does when a driver adopts it (see [`NodeToWorker::Adopt`]).
 pub type AdoptHook = Box<dyn Fn(&[String], &str) + Send + Sync>;
@@ -53,13 +60,17 @@ pub fn is_worker() -> bool {
 
 /// The context of the task running in this process, if any.
 pub fn current_task() -> Option<TaskContext> {
-    CONTEXT.lock().unwrap().clone()
+    CALL.with(|c| c.borrow().clone())
+        .or_else(|| CONTEXT.lock().unwrap().clone())
 }
 
 /// The connection to the node agent. One `read` takes every frame that has arrived (the
 /// next task is often there already), kept in `buf[start..end]` until asked for.
 struct Conn {
     s: UnixStream,
+    /// Every frame to the node goes through this one lock (the threads of a threaded
+    /// actor write their results while the task loop reads).
+    w: std::sync::Arc<Mutex<UnixStream>>,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -73,8 +84,10 @@ struct Conn {
 
 impl Conn {
     fn new(s: UnixStream) -> Conn {
+        let w = s.try_clone().expect("a Unix socket can be cloned");
         Conn {
             s,
+            w: std::sync::Arc::new(Mutex::new(w)),
             buf: vec![0; 64 * 1024],
             start: 0,
             end: 0,
@@ -92,10 +105,7 @@ impl Conn {
     }
 
     fn write_frame(&mut self, body: &[u8]) -> std::io::Result<()> {
-        let mut buf = Vec::with_capacity(4 + body.len());
-        buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        buf.extend_from_slice(body);
-        self.s.write_all(&buf)
+        write_frame_to(&self.w, body)
     }
 
     fn read_frame(&mut self) -> std::io::Result<Vec<u8>> {
@@ -126,6 +136,13 @@ impl Conn {
             }
         }
     }
+}
+
+fn write_frame_to(w: &Mutex<UnixStream>, body: &[u8]) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    buf.extend_from_slice(body);
+    w.lock().unwrap().write_all(&buf)
 }
 
 /// Sleeps until `s` has data. A thread blocked in `read` on a Unix stream socket is
@@ -261,50 +278,77 @@ fn serve(invoke: Invoke, registry_hash: &str) -> Result<(), String> {
             "this worker's executable registers other remote functions than the driver's (registry {registry_hash} vs {expected_registry}): run the same build everywhere"
         )
     });
+    let writer = conn.w.clone();
     // Shared with `ask_owner`, which a running task calls.
     *CONN.lock().unwrap() = Some(conn);
-    loop {
-        let next = CONN
-            .lock()
-            .unwrap()
-            .as_mut()
-            .expect("set above")
-            .next_frame();
-        let body = match next {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(format!("node connection: {e}")),
-        };
-        let task = match decode::<NodeToWorker>(&body) {
-            Ok(NodeToWorker::Run(t)) => {
-                let mut guard = CONN.lock().unwrap();
-                if guard.as_mut().is_some_and(|c| c.revoked.remove(&t.spec.id)) {
-                    continue; // taken back by the node: it runs elsewhere
+    std::thread::scope(|scope| {
+        // A threaded actor's calls go to this many threads (set by its creation).
+        let mut threads: Option<std::sync::mpsc::Sender<WorkerTask>> = None;
+        let mut concurrency = 1;
+        loop {
+            let next = CONN
+                .lock()
+                .unwrap()
+                .as_mut()
+                .expect("set above")
+                .next_frame();
+            let body = match next {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(format!("node connection: {e}")),
+            };
+            let task = match decode::<NodeToWorker>(&body) {
+                Ok(NodeToWorker::Run(t)) => {
+                    let mut guard = CONN.lock().unwrap();
+                    if guard.as_mut().is_some_and(|c| c.revoked.remove(&t.spec.id)) {
+                        continue; // taken back by the node: it runs elsewhere
+                    }
+                    t
                 }
-                t
+                Ok(NodeToWorker::Reply { .. } | NodeToWorker::Revoked { .. }) => continue,
+                Ok(NodeToWorker::Adopt { sys_path, cwd }) => {
+                    if let Some(hook) = ADOPT.get() {
+                        hook(&sys_path, &cwd);
+                    }
+                    continue;
+                }
+                Err(e) => return Err(format!("malformed message from node: {e}")),
+            };
+            if let TaskKind::CreateActor(o) = &task.spec.kind {
+                concurrency = o.max_concurrency.max(1);
             }
-            Ok(NodeToWorker::Reply { .. } | NodeToWorker::Revoked { .. }) => continue,
-            Ok(NodeToWorker::Adopt { sys_path, cwd }) => {
-                if let Some(hook) = ADOPT.get() {
-                    hook(&sys_path, &cwd);
-                }
+            if concurrency > 1 && matches!(task.spec.kind, TaskKind::ActorCall { .. }) {
+                let tx = threads.get_or_insert_with(|| {
+                    let (tx, rx) = std::sync::mpsc::channel::<WorkerTask>();
+                    let rx = std::sync::Arc::new(Mutex::new(rx));
+                    for _ in 0..concurrency {
+                        let (rx, writer) = (rx.clone(), writer.clone());
+                        scope.spawn(move || loop {
+                            let Ok(t) = rx.lock().unwrap().recv() else {
+                                return;
+                            };
+                            let id = t.spec.id;
+                            let outcome = run_one(invoke, t, true);
+                            let msg = encode(&WorkerToNode::Done { task: id, outcome });
+                            if write_frame_to(&writer, &msg).is_err() {
+                                return;
+                            }
+                        });
+                    }
+                    tx
+                });
+                let _ = tx.send(task);
                 continue;
             }
-            Err(e) => return Err(format!("malformed message from node: {e}")),
-        };
-        let id = task.spec.id;
-        let outcome = match &mismatch {
-            Some(m) => Err(error(&task, ErrorKind::FunctionNotFound, m.clone())),
-            None => run_one(invoke, task),
-        };
-        let msg = encode(&WorkerToNode::Done { task: id, outcome });
-        let mut guard = CONN.lock().unwrap();
-        guard
-            .as_mut()
-            .expect("set above")
-            .write_frame(&msg)
-            .map_err(|e| e.to_string())?;
-    }
+            let id = task.spec.id;
+            let outcome = match &mismatch {
+                Some(m) => Err(error(&task, ErrorKind::FunctionNotFound, m.clone())),
+                None => run_one(invoke, task, false),
+            };
+            let msg = encode(&WorkerToNode::Done { task: id, outcome });
+            write_frame_to(&writer, &msg).map_err(|e| e.to_string())?;
+        }
+    })
 }
 
 fn error(task: &WorkerTask, kind: ErrorKind, message: String) -> TaskError {
@@ -321,7 +365,8 @@ fn error(task: &WorkerTask, kind: ErrorKind, message: String) -> TaskError {
     }
 }
 
-fn run_one(invoke: Invoke, task: WorkerTask) -> Result<Bytes, TaskError> {
+/// Runs one task; `on_thread`: a threaded actor's call, whose context is its thread's.
+fn run_one(invoke: Invoke, task: WorkerTask, on_thread: bool) -> Result<Bytes, TaskError> {
     let mut args = Vec::with_capacity(task.spec.args.len());
     for a in &task.spec.args {
         match a {
@@ -335,7 +380,7 @@ fn run_one(invoke: Invoke, task: WorkerTask) -> Result<Bytes, TaskError> {
             }
         }
     }
-    *CONTEXT.lock().unwrap() = Some(TaskContext {
+    let ctx = TaskContext {
         task_id: task.spec.id,
         node_id: task.node_id,
         node_ip: task.node_ip.clone(),
@@ -347,9 +392,16 @@ fn run_one(invoke: Invoke, task: WorkerTask) -> Result<Bytes, TaskError> {
             TaskKind::CreateActor(_) => Some(task.spec.id),
             TaskKind::ActorCall { actor } => Some(actor),
         },
-    });
+    };
+    match on_thread {
+        true => CALL.with(|c| *c.borrow_mut() = Some(ctx)),
+        false => *CONTEXT.lock().unwrap() = Some(ctx),
+    }
     let r = std::panic::catch_unwind(AssertUnwindSafe(|| invoke(&task.spec, &args)));
-    *CONTEXT.lock().unwrap() = None;
+    match on_thread {
+        true => CALL.with(|c| *c.borrow_mut() = None),
+        false => *CONTEXT.lock().unwrap() = None,
+    }
     match r {
         Ok(Ok(v)) => Ok(v),
         Ok(Err((kind, msg))) => Err(error(&task, kind, msg)),

@@ -207,6 +207,8 @@ pub fn create<A: Actor>(args: Vec<ArgValue>, opts: &ActorOptions) -> ActorHandle
         detached: opts.detached,
         max_restarts: opts.max_restarts,
         max_task_retries: opts.max_task_retries,
+        // `&mut self` methods: one call at a time.
+        max_concurrency: 1,
     }));
     let resources = Resources {
         cpu: opts.num_cpus.unwrap_or(0.0),

@@ -48,11 +48,10 @@ def _check_actor_options(opts: dict) -> dict:
     if name is not None and not (isinstance(name, str) and name):
         raise ValueError(f"an actor's name must be a non-empty string, got {name!r}")
     mc = opts.get("max_concurrency")
-    if mc not in (None, 1):
-        raise NotImplementedError(
-            f"max_concurrency={mc!r}: sunray's actors run one call at a time (threaded and "
-            "async actors are not supported yet); leave max_concurrency unset"
-        )
+    if mc is not None and not (
+        isinstance(mc, int) and not isinstance(mc, bool) and 1 <= mc <= 1000
+    ):
+        raise ValueError(f"max_concurrency must be an int from 1 to 1000, got {mc!r}")
     return opts
 
 
@@ -69,7 +68,9 @@ def _methods_of(cls) -> dict[str, int]:
 class ActorClass:
     """A class made an actor by ``@sunray.remote``: ``.remote(*args, **kwargs)`` starts
     one; ``.options(num_cpus=…, num_gpus=…, resources=…, name=…, lifetime="detached",
-    max_restarts=…, max_task_retries=…, get_if_exists=…)`` gives a copy with options.
+    max_restarts=…, max_task_retries=…, max_concurrency=…, get_if_exists=…)`` gives a
+    copy with options. With ``max_concurrency`` above 1, that many calls run at once,
+    each on a thread of the actor's process (Ray's threaded actors: no order then).
     An actor holds its CPUs and GPUs (default: none) for its lifetime, its process
     seeing exactly its GPUs in ``CUDA_VISIBLE_DEVICES``."""
 
@@ -134,6 +135,7 @@ class ActorClass:
                 o.get("lifetime") == "detached",
                 limit("max_restarts"),
                 limit("max_task_retries"),
+                o.get("max_concurrency") or 1,
             ),
             None,
             _bundle_of(o),

@@ -38,7 +38,7 @@ def submit(
     memory: float,
     resources: list[tuple[str, float]],
     max_retries: int,
-    create_actor: tuple[str, str | None, bool, int, int] | None = None,
+    create_actor: tuple[str, str | None, bool, int, int, int] | None = None,
     actor: int | None = None,
     bundle: tuple[int, int | None] | None = None,
 ) -> ObjectRef: ...
