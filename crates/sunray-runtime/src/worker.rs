@@ -1,7 +1,7 @@
 //! The worker loop: a process started by a node agent runs tasks one at a time over a
 //! Unix socket. Plain blocking I/O: a worker needs no async runtime.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::panic::AssertUnwindSafe;
@@ -77,9 +77,6 @@ struct Conn {
     /// Tasks that arrived while a running task waited for its driver's answer (the node
     /// sends pipelined tasks ahead).
     set_aside: VecDeque<Vec<u8>>,
-    /// Tasks sent ahead that the node took back (this worker's task blocked): they run
-    /// elsewhere.
-    revoked: HashSet<TaskId>,
 }
 
 impl Conn {
@@ -92,7 +89,6 @@ impl Conn {
             start: 0,
             end: 0,
             set_aside: VecDeque::new(),
-            revoked: HashSet::new(),
         }
     }
 
@@ -227,11 +223,14 @@ fn block(conn: &mut Conn, task: TaskId) -> Result<(), String> {
         let body = conn.read_frame().map_err(|e| e.to_string())?;
         match decode::<NodeToWorker>(&body).map_err(|e| e.to_string())? {
             NodeToWorker::Revoked { tasks } => {
+                // Every task the node sent ahead came before this answer (it sends no
+                // more to a blocked worker), so all of them are set aside by now: the
+                // revoked ones are dropped here, once. (Keeping their ids to skip later
+                // would skip the same task sent again, as a fresh one, after the block.)
                 conn.set_aside.retain(|f| match decode::<NodeToWorker>(f) {
                     Ok(NodeToWorker::Run(t)) => !tasks.contains(&t.spec.id),
                     _ => true,
                 });
-                conn.revoked.extend(tasks);
                 return Ok(());
             }
             NodeToWorker::Run(_) | NodeToWorker::Adopt { .. } => conn.set_aside.push_back(body),
@@ -298,13 +297,7 @@ fn serve(invoke: Invoke, registry_hash: &str) -> Result<(), String> {
                 Err(e) => return Err(format!("node connection: {e}")),
             };
             let task = match decode::<NodeToWorker>(&body) {
-                Ok(NodeToWorker::Run(t)) => {
-                    let mut guard = CONN.lock().unwrap();
-                    if guard.as_mut().is_some_and(|c| c.revoked.remove(&t.spec.id)) {
-                        continue; // taken back by the node: it runs elsewhere
-                    }
-                    t
-                }
+                Ok(NodeToWorker::Run(t)) => t,
                 Ok(NodeToWorker::Reply { .. } | NodeToWorker::Revoked { .. }) => continue,
                 Ok(NodeToWorker::Adopt { sys_path, cwd }) => {
                     if let Some(hook) = ADOPT.get() {
@@ -423,6 +416,49 @@ fn run_one(invoke: Invoke, task: WorkerTask, on_thread: bool) -> Result<Bytes, T
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run(id: TaskId) -> Vec<u8> {
+        let spec = TaskSpec {
+            id,
+            function: "m::f".into(),
+            args: vec![],
+            resources: Default::default(),
+            max_retries: 0,
+            kind: TaskKind::Plain,
+            bundle: None,
+        };
+        encode(&NodeToWorker::Run(WorkerTask {
+            spec,
+            job: 1,
+            node_id: 1,
+            node_ip: "127.0.0.1".into(),
+            gpu_ids: vec![],
+        }))
+        .to_vec()
+    }
+
+    /// A blocked task's worker drops the tasks the node sent ahead and revoked; the same
+    /// task sent again later (placed afresh) runs.
+    #[test]
+    fn revoked_tasks_are_dropped_once_and_a_task_sent_again_runs() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut node = Conn::new(a);
+        let mut worker = Conn::new(b);
+        node.write_frame(&run(7)).unwrap();
+        node.write_frame(&run(8)).unwrap();
+        node.write_frame(&encode(&NodeToWorker::Revoked { tasks: vec![7, 8] }))
+            .unwrap();
+        node.write_frame(&run(7)).unwrap();
+        block(&mut worker, 5).unwrap();
+        // The worker told the node it blocks.
+        let told: WorkerToNode = decode(&node.read_frame().unwrap()).unwrap();
+        assert!(matches!(told, WorkerToNode::Blocked { task: 5 }));
+        assert!(worker.set_aside.is_empty(), "the revoked tasks are gone");
+        match decode::<NodeToWorker>(&worker.next_frame().unwrap()).unwrap() {
+            NodeToWorker::Run(t) => assert_eq!(t.spec.id, 7, "sent again: it runs"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn frames_come_back_whole_however_the_bytes_arrive() {
