@@ -91,7 +91,11 @@ def test_the_page_shows_every_trial_and_a_line_per_trial(cluster, tmp, browser):
         browser.get(url)
         browser.find_element(By.ID, "token").send_keys(_head_token(tmp))
         browser.find_element(By.CSS_SELECTOR, "form button").click()
-        wait = WebDriverWait(browser, 30)
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        # The page redraws its tables every 2 s: an element read mid-redraw is stale,
+        # and the next try reads the new one.
+        wait = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,))
 
         def count(css):
             return len(browser.find_elements(By.CSS_SELECTOR, css))
@@ -106,13 +110,18 @@ def test_the_page_shows_every_trial_and_a_line_per_trial(cluster, tmp, browser):
         assert any(row[-1] == "8" for row in fn_rows), fn_rows
         # The actor, alive, and what its call printed (kept by the head, per task).
         wait.until(lambda _: count("#actors tbody tr") == 1)
-        actor = browser.find_element(By.CSS_SELECTOR, "#actors tbody tr").text
+        actor = wait.until(lambda _: browser.find_element(By.CSS_SELECTOR, "#actors tbody tr").text)
         assert "Keeper" in actor and "keeper" in actor and "alive" in actor, actor
         from selenium.webdriver.support.ui import Select
 
-        logs = Select(browser.find_element(By.ID, "logname"))
-        call = next(o.text for o in logs.options if "Keeper.ping" in o.text)
-        logs.select_by_visible_text(call)
+        def pick_the_call(_):
+            logs = Select(browser.find_element(By.ID, "logname"))
+            call = next((o.text for o in logs.options if "Keeper.ping" in o.text), None)
+            if call is not None:
+                logs.select_by_visible_text(call)
+            return call
+
+        wait.until(pick_the_call)
         wait.until(lambda _: "KEEPER-SAYS-HI" in browser.find_element(By.ID, "log").text)
         assert count("svg#curves path.curve.best") == 1
         assert count("svg#curves line.cut") >= 1, "ASHA's cut-offs are drawn"
