@@ -392,7 +392,7 @@ impl Agent {
                 } else if let Some(i) = self.queue.iter().position(|q| q.a.spec.id == actor) {
                     let q = self.queue.remove(i).expect("found above");
                     self.task_ended(actor, q.alloc);
-                    let _ = self.to_head.send(NodeToHead::ActorDied {
+                    self.tell_head(NodeToHead::ActorDied {
                         actor,
                         why: "killed before it started".into(),
                     });
@@ -510,9 +510,7 @@ impl Agent {
                     }
                 }
                 WorkerToNode::Message { task, data } => {
-                    // After the results before it (see `blocked`).
-                    self.flush();
-                    let _ = self.to_head.send(NodeToHead::TaskMessage { task, data });
+                    self.tell_head(NodeToHead::TaskMessage { task, data });
                 }
                 WorkerToNode::Blocked { task } => self.blocked(id, task),
                 WorkerToNode::Unblocked { task } => {
@@ -522,8 +520,7 @@ impl Agent {
                     if r.task == task && r.lent {
                         r.lent = false;
                         self.ledger.reclaim_cpu(r.alloc.resources.cpu);
-                        self.flush();
-                        let _ = self.to_head.send(NodeToHead::Unblocked { task });
+                        self.tell_head(NodeToHead::Unblocked { task });
                     }
                 }
                 WorkerToNode::Hello { .. } => {}
@@ -543,17 +540,12 @@ impl Agent {
                     if let Some(r) = w.running {
                         self.task_ended(r.task, Some(r.alloc));
                     }
-                    // Results it sent before it died go first: the head must not retry
-                    // a call that returned.
-                    self.flush();
                     let why = if w.tx.is_some() {
                         format!("worker process (pid {}) {status}", w.pid.unwrap_or(0))
                     } else {
                         format!("its worker process exited before connecting ({status})")
                     };
-                    let _ = self
-                        .to_head
-                        .send(NodeToHead::ActorDied { actor: a.id, why });
+                    self.tell_head(NodeToHead::ActorDied { actor: a.id, why });
                     return;
                 }
                 if let Some(r) = w.running {
@@ -732,10 +724,7 @@ impl Agent {
                 self.prefetched.remove(&t);
                 revoked.push(t);
             }
-            // After the results read before it: the head must know this task runs (a
-            // pipelined one starts when the `Done` before it ends its predecessor).
-            self.flush();
-            let _ = self.to_head.send(NodeToHead::Blocked { task });
+            self.tell_head(NodeToHead::Blocked { task });
         }
         if let Some(tx) = self.workers.get(&id).and_then(|w| w.tx.as_ref()) {
             let _ = tx.send(NodeToWorker::Revoked { tasks: revoked });
@@ -1045,6 +1034,15 @@ impl Agent {
                 w.pending = Some(a);
             }
         }
+    }
+
+    /// Sends a message about a task (or actor) after the results read before it: the
+    /// head must hear of a task's predecessor ending before it hears of the task (a
+    /// pipelined one starts here when that `Done` is read), and of a call's result
+    /// before its actor's death (or it would retry a call that returned).
+    fn tell_head(&mut self, msg: NodeToHead) {
+        self.flush();
+        let _ = self.to_head.send(msg);
     }
 
     fn flush(&mut self) {
