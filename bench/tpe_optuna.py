@@ -196,10 +196,22 @@ def main():
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--evals", type=int, default=100)
     ap.add_argument("--parallel", type=int, default=1)
+    ap.add_argument(
+        "--functions", default="", help="comma-separated function names (default: all)"
+    )
+    ap.add_argument(
+        "--samplers", default="", help="comma-separated sampler labels (default: all)"
+    )
     a = ap.parse_args()
+    only = set(filter(None, a.functions.split(",")))
+    samplers = set(filter(None, a.samplers.split(",")))
     for name, params, f, optimum in PROBLEMS:
+        if only and name not in only:
+            continue
         for seed in range(a.seeds):
             for label, make in SAMPLERS.items():
+                if samplers and label not in samplers:
+                    continue
                 curve, spent = run(params, f, optimum, make(seed), a.evals, a.parallel)
                 print(
                     json.dumps(

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! target/release/examples/bench_tpe --seeds 20 --evals 100 [--parallel 8]
+//!     [--functions branin,mixed] [--searchers "sunray TPE"]
 //! ```
 //! prints one JSON line per (function, searcher, seed): the best regret (best value
 //! minus the optimum) after 25, 50 and 100 results, and the searcher's own time.
@@ -231,6 +232,11 @@ fn run(
                     time_total_s: t as f64,
                     metrics: [("y".to_string(), last)].into(),
                 };
+                // The searcher sees each result, as the controller shows it.
+                let mut row = serde_json::Map::new();
+                row.insert("training_iteration".into(), t.into());
+                row.insert("y".into(), last.into());
+                s.on_trial_result(&id, &row);
                 if asha.on_trial_result(&id, &r) == Decision::Stop {
                     if t == CURVE_MAX_T {
                         best = best.min(last);
@@ -269,13 +275,29 @@ fn main() {
         flag("--evals", 100),
         flag("--parallel", 1),
     );
+    let list = |name: &str| -> Vec<String> {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(|v| v.split(',').map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let (functions, searchers) = (list("--functions"), list("--searchers"));
+    let wanted = |names: &[String], n: &str| names.is_empty() || names.iter().any(|x| x == n);
     for p in problems() {
+        if !wanted(&functions, p.name) {
+            continue;
+        }
         for seed in 0..seeds as u64 {
-            let searchers: Vec<(&str, Box<dyn Searcher>)> = vec![
+            let all: Vec<(&str, Box<dyn Searcher>)> = vec![
                 ("random", Box::new(BasicVariantGenerator::new())),
                 ("sunray TPE", Box::new(Tpe::new())),
+                ("sunray TPE as Optuna", Box::new(Tpe::optuna())),
             ];
-            for (name, s) in searchers {
+            for (name, s) in all {
+                if !wanted(&searchers, name) {
+                    continue;
+                }
                 let (curve, secs) = run(&p, s, evals, parallel, seed);
                 let at = |k: usize| curve[(k.min(curve.len())).max(1) - 1];
                 println!(

@@ -138,6 +138,7 @@ enum SearcherSpec {
         constant_liar: Option<bool>,
         prior_weight: Option<f64>,
         consider_endpoints: Option<bool>,
+        sharp_good_kernels: Option<bool>,
         points_to_evaluate: Vec<Config>,
     },
     /// A `sunray.tune.search.Searcher` subclass, passed beside the spec.
@@ -427,6 +428,7 @@ fn searcher(
             constant_liar,
             prior_weight,
             consider_endpoints,
+            sharp_good_kernels,
             points_to_evaluate,
         } => {
             let mut t = Tpe::new().points_to_evaluate(points_to_evaluate);
@@ -450,6 +452,9 @@ fn searcher(
             }
             if let Some(e) = consider_endpoints {
                 t = t.consider_endpoints(e);
+            }
+            if let Some(s) = sharp_good_kernels {
+                t = t.sharp_good_kernels(s);
             }
             if let Some(i) = gamma_fn {
                 let f = funcs.get(i).cloned().ok_or("missing gamma function")?;

@@ -487,6 +487,7 @@ def test_tpe_takes_optunas_options_and_a_gamma_function(local, tmp):
         constant_liar=False,
         prior_weight=0.5,
         consider_endpoints=True,
+        sharp_good_kernels=False,
         seed=3,
     )
     grid = fit(search, "a")

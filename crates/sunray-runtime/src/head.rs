@@ -42,6 +42,8 @@ pub fn from_set(s: &ResourceSet) -> Resources {
     }
 }
 
+/// What connection tasks (and an embedded cluster) send the head: the shell's input.
+/// The shell keeps the channels these carry and hands the core an [`Input`] without them.
 pub enum Event {
     DriverJoined {
         client: ClientId,
@@ -67,6 +69,47 @@ pub enum Event {
     Tick,
     /// Ends the head actor (an embedded cluster being shut down).
     Stop,
+}
+
+/// A query waiting for its answer; the shell keeps its reply channel.
+type Ticket = u64;
+
+/// The head core's input: an [`Event`] with the channels taken out.
+enum Input {
+    DriverJoined {
+        client: ClientId,
+        binary: BinaryInfo,
+        ip: Option<String>,
+        job: Option<ClientId>,
+    },
+    FromDriver(ClientId, DriverToHead),
+    DriverLeft(ClientId),
+    NodeJoined {
+        node: NodeId,
+        reg: NodeRegistration,
+        is_head: bool,
+    },
+    FromNode(NodeId, NodeToHead),
+    NodeLeft(NodeId, String),
+    Query(Query, Ticket),
+    /// A second passed; the queries whose askers went away meanwhile.
+    Tick {
+        gone: Vec<Ticket>,
+    },
+}
+
+/// What the head core asks its shell to do: the core never touches a channel, a socket
+/// or the allocator, so a test reads its effects instead of running processes.
+#[derive(Debug)]
+enum Effect {
+    ToDriver(ClientId, HeadToDriver),
+    ToNode(NodeId, HeadToNode),
+    Answer(Ticket, ClusterView),
+    /// The core has forgotten this peer: its connection's channel is dropped.
+    ForgetDriver(ClientId),
+    ForgetNode(NodeId),
+    /// Maps shrank after a burst: give freed memory back to the system.
+    ReleaseMemory,
 }
 
 /// What connection tasks and embedded users share with the head.
@@ -157,11 +200,11 @@ pub const PIPELINING: Pipelining = Pipelining {
 };
 
 async fn run_actor(mut rx: mpsc::UnboundedReceiver<Event>) {
-    let mut head = HeadState {
+    let mut head = Shell::new(HeadState {
         sched: Scheduler::with_pipelining(PIPELINING),
         heartbeat_timeout: HeartbeatTimeout(crate::heartbeat_timeout()),
         ..HeadState::default()
-    };
+    });
     // The clock is read here, once per batch: the state machine is given the time.
     let started = Instant::now();
     let mut batch = Vec::with_capacity(256);
@@ -175,6 +218,134 @@ async fn run_actor(mut rx: mpsc::UnboundedReceiver<Event>) {
         }
         head.dispatch();
         head.flush();
+    }
+}
+
+/// The head's thin shell: keeps each peer's channel and each waiting query's reply
+/// channel, turns [`Event`]s into the core's [`Input`]s and carries out its
+/// [`Effect`]s. Derefs to the core (tests read its state through it).
+#[derive(Default)]
+struct Shell {
+    core: HeadState,
+    drivers: HashMap<ClientId, mpsc::UnboundedSender<HeadToDriver>>,
+    nodes: HashMap<NodeId, mpsc::UnboundedSender<HeadToNode>>,
+    queries: HashMap<Ticket, oneshot::Sender<ClusterView>>,
+    next_ticket: Ticket,
+}
+
+impl std::ops::Deref for Shell {
+    type Target = HeadState;
+    fn deref(&self) -> &HeadState {
+        &self.core
+    }
+}
+
+impl std::ops::DerefMut for Shell {
+    fn deref_mut(&mut self) -> &mut HeadState {
+        &mut self.core
+    }
+}
+
+impl Shell {
+    fn new(core: HeadState) -> Self {
+        Shell {
+            core,
+            ..Shell::default()
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        let input = match ev {
+            Event::DriverJoined {
+                client,
+                binary,
+                tx,
+                ip,
+                job,
+            } => {
+                self.drivers.insert(client, tx);
+                Input::DriverJoined {
+                    client,
+                    binary,
+                    ip,
+                    job,
+                }
+            }
+            Event::FromDriver(c, m) => Input::FromDriver(c, m),
+            Event::DriverLeft(c) => Input::DriverLeft(c),
+            Event::NodeJoined {
+                node,
+                reg,
+                tx,
+                is_head,
+            } => {
+                self.nodes.insert(node, tx);
+                Input::NodeJoined { node, reg, is_head }
+            }
+            Event::FromNode(n, m) => Input::FromNode(n, m),
+            Event::NodeLeft(n, why) => Input::NodeLeft(n, why),
+            Event::Query(q, reply) => {
+                self.next_ticket += 1;
+                self.queries.insert(self.next_ticket, reply);
+                Input::Query(q, self.next_ticket)
+            }
+            Event::Tick => {
+                let gone: Vec<Ticket> = self
+                    .queries
+                    .iter()
+                    .filter(|(_, tx)| tx.is_closed())
+                    .map(|(t, _)| *t)
+                    .collect();
+                for t in &gone {
+                    self.queries.remove(t);
+                }
+                Input::Tick { gone }
+            }
+            Event::Stop => return,
+        };
+        self.core.handle(input);
+        self.carry_out();
+    }
+
+    fn dispatch(&mut self) {
+        self.core.dispatch();
+        self.carry_out();
+    }
+
+    fn flush(&mut self) {
+        self.core.flush();
+        self.carry_out();
+    }
+
+    /// Sends what the core asked to send; a peer that is gone is skipped (its
+    /// connection's end reaches the core as an event of its own).
+    fn carry_out(&mut self) {
+        for effect in self.core.out.drain(..) {
+            match effect {
+                Effect::ToDriver(c, m) => {
+                    if let Some(tx) = self.drivers.get(&c) {
+                        let _ = tx.send(m);
+                    }
+                }
+                Effect::ToNode(n, m) => {
+                    if let Some(tx) = self.nodes.get(&n) {
+                        let _ = tx.send(m);
+                    }
+                }
+                Effect::Answer(t, view) => {
+                    if let Some(tx) = self.queries.remove(&t) {
+                        let _ = tx.send(view);
+                    }
+                }
+                Effect::ForgetDriver(c) => {
+                    self.drivers.remove(&c);
+                }
+                Effect::ForgetNode(n) => {
+                    self.nodes.remove(&n);
+                }
+                Effect::ReleaseMemory => crate::release_free_memory(),
+            }
+        }
     }
 }
 
@@ -562,7 +733,6 @@ async fn head_has_binary(shared: &HeadShared, binary: &BinaryInfo) -> bool {
 }
 
 struct DriverConn {
-    tx: mpsc::UnboundedSender<HeadToDriver>,
     ip: Option<String>,
     /// The node on the driver's host, where its tasks go first.
     home: Option<NodeId>,
@@ -577,7 +747,6 @@ struct DriverConn {
 }
 
 struct NodeConn {
-    tx: mpsc::UnboundedSender<HeadToNode>,
     reg: NodeRegistration,
     /// When it was last heard from (time since the head started).
     last_seen: Duration,
@@ -623,7 +792,8 @@ struct HeadState {
     waiters: HashMap<ObjectId, Vec<TaskId>>,
     /// Pending objects their driver released already: dropped once they are ready.
     released: HashSet<ObjectId>,
-    node_waiters: Vec<(u32, oneshot::Sender<ClusterView>)>,
+    /// `WaitForNodes` queries: how many nodes each waits for.
+    node_waiters: Vec<(u32, Ticket)>,
     /// Tasks ended per function name (one entry per function a driver ever ran).
     finished: HashMap<String, u64>,
     actors: crate::actors::Actors,
@@ -637,6 +807,8 @@ struct HeadState {
     now: Duration,
     /// A node silent for longer is declared dead.
     heartbeat_timeout: HeartbeatTimeout,
+    /// Effects of the inputs handled since the shell last took them.
+    out: Vec<Effect>,
 }
 
 /// How long a node may stay silent (default [`crate::DEFAULT_HEARTBEAT_TIMEOUT`]).
@@ -663,12 +835,11 @@ impl HeadState {
         self.sched.advance(self.now.as_micros() as u64);
     }
 
-    fn handle(&mut self, ev: Event) {
-        match ev {
-            Event::DriverJoined {
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::DriverJoined {
                 client,
                 binary,
-                tx,
                 ip,
                 job,
             } => {
@@ -682,7 +853,6 @@ impl HeadState {
                 self.drivers.insert(
                     client,
                     DriverConn {
-                        tx,
                         ip,
                         home,
                         binary,
@@ -692,19 +862,13 @@ impl HeadState {
                     },
                 );
             }
-            Event::FromDriver(client, msg) => self.on_driver_message(client, msg),
-            Event::DriverLeft(client) => self.driver_left(client),
-            Event::NodeJoined {
-                node,
-                reg,
-                tx,
-                is_head,
-            } => {
+            Input::FromDriver(client, msg) => self.on_driver_message(client, msg),
+            Input::DriverLeft(client) => self.driver_left(client),
+            Input::NodeJoined { node, reg, is_head } => {
                 self.sched.add_node(node, to_request(&reg.resources));
                 self.nodes.insert(
                     node,
                     NodeConn {
-                        tx,
                         reg,
                         last_seen: self.now,
                         is_head,
@@ -715,9 +879,9 @@ impl HeadState {
                 self.update_homes();
                 self.answer_node_waiters();
             }
-            Event::FromNode(node, msg) => self.on_node_message(node, msg),
-            Event::NodeLeft(node, why) => self.node_left(node, &why),
-            Event::Query(q, reply) => match q {
+            Input::FromNode(node, msg) => self.on_node_message(node, msg),
+            Input::NodeLeft(node, why) => self.node_left(node, &why),
+            Input::Query(q, ticket) => match q {
                 Query::Logs { node, task } => {
                     let mut view = self.view();
                     view.log = match (node, task) {
@@ -725,30 +889,30 @@ impl HeadState {
                         (Some(n), None) => self.logs.node(n),
                         (None, None) => Vec::new(),
                     };
-                    let _ = reply.send(view);
+                    self.out.push(Effect::Answer(ticket, view));
                 }
                 Query::Status | Query::Shutdown => {
                     if matches!(q, Query::Shutdown) {
-                        for n in self.nodes.values() {
-                            let _ = n.tx.send(HeadToNode::Shutdown);
+                        for n in self.nodes.keys() {
+                            self.out.push(Effect::ToNode(*n, HeadToNode::Shutdown));
                         }
                     }
-                    let _ = reply.send(self.view());
+                    let view = self.view();
+                    self.out.push(Effect::Answer(ticket, view));
                 }
                 Query::WaitForNodes { nodes } => {
-                    self.node_waiters.push((nodes, reply));
+                    self.node_waiters.push((nodes, ticket));
                     self.answer_node_waiters();
                 }
             },
-            Event::Stop => {}
-            Event::Tick => {
+            Input::Tick { gone } => {
                 self.compact();
                 let (now, timeout) = (self.now, self.heartbeat_timeout.0);
-                for d in self.drivers.values() {
-                    let _ = d.tx.send(HeadToDriver::Heartbeat);
+                for d in self.drivers.keys() {
+                    self.out.push(Effect::ToDriver(*d, HeadToDriver::Heartbeat));
                 }
-                for n in self.nodes.values().filter(|n| !n.is_head) {
-                    let _ = n.tx.send(HeadToNode::Heartbeat);
+                for (id, _) in self.nodes.iter().filter(|(_, n)| !n.is_head) {
+                    self.out.push(Effect::ToNode(*id, HeadToNode::Heartbeat));
                 }
                 let silent: Vec<NodeId> = self
                     .nodes
@@ -762,7 +926,7 @@ impl HeadState {
                         &format!("it has not answered for {} s", timeout.as_secs_f64()),
                     );
                 }
-                self.node_waiters.retain(|(_, tx)| !tx.is_closed());
+                self.node_waiters.retain(|(_, t)| !gone.contains(t));
             }
         }
     }
@@ -780,7 +944,7 @@ impl HeadState {
         let shrunk =
             shrink(&mut self.tasks) | shrink(&mut self.objects) | shrink(&mut self.waiters);
         if shrunk {
-            crate::release_free_memory();
+            self.out.push(Effect::ReleaseMemory);
         }
     }
 
@@ -821,8 +985,8 @@ impl HeadState {
         let (ready, wait): (Vec<_>, Vec<_>) =
             self.node_waiters.drain(..).partition(|(n, _)| *n <= alive);
         self.node_waiters = wait;
-        for (_, tx) in ready {
-            let _ = tx.send(view.clone());
+        for (_, ticket) in ready {
+            self.out.push(Effect::Answer(ticket, view.clone()));
         }
     }
 
@@ -934,10 +1098,9 @@ impl HeadState {
                         _ => None,
                     }
                 });
-                if let Some(n) = on {
-                    if let Some(node) = self.nodes.get(&n) {
-                        let _ = node.tx.send(HeadToNode::TaskReply { task, data });
-                    }
+                if let Some(n) = on.filter(|n| self.nodes.contains_key(n)) {
+                    self.out
+                        .push(Effect::ToNode(n, HeadToNode::TaskReply { task, data }));
                 }
             }
             DriverToHead::UploadBinary { .. } => {}
@@ -979,9 +1142,9 @@ impl HeadState {
                 }
             }
             DriverToHead::Query(_) => {
-                let view = self.view();
-                if let Some(d) = self.drivers.get(&client) {
-                    let _ = d.tx.send(HeadToDriver::QueryReply(view));
+                if self.drivers.contains_key(&client) {
+                    let view = self.view();
+                    self.tell_driver(client, HeadToDriver::QueryReply(view));
                 }
             }
         }
@@ -990,11 +1153,12 @@ impl HeadState {
     fn submit(&mut self, client: ClientId, mut spec: TaskSpec) {
         let id = spec.id;
         if self.tasks.contains_key(&id) || self.objects.contains_key(&id) {
-            if let Some(d) = self.drivers.get(&client) {
-                let _ = d.tx.send(HeadToDriver::Warning(format!(
+            self.tell_driver(
+                client,
+                HeadToDriver::Warning(format!(
                     "task id {id:#x} was submitted twice; the second is ignored"
-                )));
-            }
+                )),
+            );
             return;
         }
         let invalid = limits::check_request(&spec.resources).err();
@@ -1138,10 +1302,8 @@ impl HeadState {
                 {
                     return; // not this node's task (any more)
                 }
-                if let Some(t) = self.tasks.get(&task) {
-                    if let Some(d) = self.drivers.get(&t.owner) {
-                        let _ = d.tx.send(HeadToDriver::TaskMessage { task, data });
-                    }
+                if let Some(owner) = self.tasks.get(&task).map(|t| t.owner) {
+                    self.tell_driver(owner, HeadToDriver::TaskMessage { task, data });
                 }
             }
             NodeToHead::Log {
@@ -1152,9 +1314,7 @@ impl HeadState {
             } => {
                 let task = task.as_ref().map(|(t, f)| (*t, f.as_str()));
                 self.logs.record(node, &origin, task, &lines);
-                if let Some(d) = self.drivers.get(&client) {
-                    let _ = d.tx.send(HeadToDriver::Log { origin, lines });
-                }
+                self.tell_driver(client, HeadToDriver::Log { origin, lines });
             }
         }
     }
@@ -1163,6 +1323,7 @@ impl HeadState {
         let Some(conn) = self.nodes.remove(&node) else {
             return;
         };
+        self.out.push(Effect::ForgetNode(node));
         warn!("node {node} ({}) left the cluster: {why}", conn.reg.ip);
         let total = conn.reg.resources.clone();
         self.dead_nodes.push_back(NodeView {
@@ -1227,6 +1388,7 @@ impl HeadState {
         let Some(d) = self.drivers.remove(&client) else {
             return;
         };
+        self.out.push(Effect::ForgetDriver(client));
         for subs in self.subscribers.values_mut() {
             subs.retain(|c| *c != client);
         }
@@ -1261,9 +1423,10 @@ impl HeadState {
         self.released.retain(|id| object_owner(*id) != client);
         // A worker's connection ending ends nothing else: its job is its driver's.
         if d.job == client {
-            for n in self.nodes.values_mut() {
+            for (id, n) in self.nodes.iter_mut() {
                 if n.jobs.remove(&client) {
-                    let _ = n.tx.send(HeadToNode::EndJob { client });
+                    self.out
+                        .push(Effect::ToNode(*id, HeadToNode::EndJob { client }));
                 }
             }
         }
@@ -1391,8 +1554,8 @@ impl HeadState {
                 }
             )
         });
-        if let (Some(w), Some(d)) = (&why, self.drivers.get(&client)) {
-            let _ = d.tx.send(HeadToDriver::Warning(w.clone()));
+        if let Some(w) = &why {
+            self.tell_driver(client, HeadToDriver::Warning(w.clone()));
         }
         self.objects.insert(id, ObjState::Pending);
         self.sched.create_group(id, sets, plan_strategy);
@@ -1479,8 +1642,9 @@ impl HeadState {
         for t in tasks {
             if let Some(a) = self.actors.get_mut(t) {
                 a.no_restart = true;
-                if let Some(n) = a.node.and_then(|n| self.nodes.get(&n)) {
-                    let _ = n.tx.send(HeadToNode::KillActor { actor: t });
+                if let Some(n) = a.node.filter(|n| self.nodes.contains_key(n)) {
+                    self.out
+                        .push(Effect::ToNode(n, HeadToNode::KillActor { actor: t }));
                 }
                 self.actor_lost(t, &message);
                 continue;
@@ -1653,8 +1817,9 @@ impl HeadState {
         a.no_restart |= no_restart;
         match a.node {
             Some(node) => {
-                if let Some(n) = self.nodes.get(&node) {
-                    let _ = n.tx.send(HeadToNode::KillActor { actor });
+                if self.nodes.contains_key(&node) {
+                    self.out
+                        .push(Effect::ToNode(node, HeadToNode::KillActor { actor }));
                 }
             }
             None => {
@@ -1691,10 +1856,13 @@ impl HeadState {
                     None => self.actors.get(p.task).map(|a| a.binary.clone()),
                 };
                 if let Some(binary) = binary {
-                    let _ = node.tx.send(HeadToNode::Job {
-                        client: job,
-                        binary,
-                    });
+                    self.out.push(Effect::ToNode(
+                        p.node,
+                        HeadToNode::Job {
+                            client: job,
+                            binary,
+                        },
+                    ));
                 }
             }
             if let TaskKind::CreateActor(_) = t.spec.kind {
@@ -1721,9 +1889,9 @@ impl HeadState {
         if t.spec.bundle.is_none() {
             if let Some(d) = self.drivers.get_mut(&owner) {
                 if d.checked_requests.insert(request.clone()) && !self.sched.feasible(&request) {
-                    let _ = d.tx.send(HeadToDriver::Warning(format!(
+                    self.out.push(Effect::ToDriver(owner, HeadToDriver::Warning(format!(
                         "a task asks for {{{request}}}, which no node of the cluster has; it waits until such a node joins"
-                    )));
+                    ))));
                 }
             }
         }
@@ -1787,16 +1955,28 @@ impl HeadState {
         }
     }
 
+    /// Ends a round: each driver's results and each node's assignments go out as one
+    /// message per peer.
     fn flush(&mut self) {
-        for d in self.drivers.values_mut() {
+        for (id, d) in self.drivers.iter_mut() {
             if !d.done.is_empty() {
-                let _ = d.tx.send(HeadToDriver::Done(std::mem::take(&mut d.done)));
+                let done = std::mem::take(&mut d.done);
+                self.out
+                    .push(Effect::ToDriver(*id, HeadToDriver::Done(done)));
             }
         }
-        for n in self.nodes.values_mut() {
+        for (id, n) in self.nodes.iter_mut() {
             if !n.run.is_empty() {
-                let _ = n.tx.send(HeadToNode::Run(std::mem::take(&mut n.run)));
+                let run = std::mem::take(&mut n.run);
+                self.out.push(Effect::ToNode(*id, HeadToNode::Run(run)));
             }
+        }
+    }
+
+    /// A message for a driver the head knows (one that left is skipped).
+    fn tell_driver(&mut self, client: ClientId, msg: HeadToDriver) {
+        if self.drivers.contains_key(&client) {
+            self.out.push(Effect::ToDriver(client, msg));
         }
     }
 }
@@ -1833,7 +2013,7 @@ mod tests {
     /// Node 1 (at `ip`, with `cpus`) and driver 2 (connecting from `driver_ip`, or from
     /// the head's host) join; what each is sent.
     fn join_node_and_driver(
-        head: &mut HeadState,
+        head: &mut Shell,
         ip: &str,
         cpus: f64,
         driver_ip: Option<&str>,
@@ -1943,7 +2123,7 @@ mod tests {
 
     #[test]
     fn a_task_naming_a_pending_object_twice_runs_once_it_is_ready() {
-        let mut head = HeadState::default();
+        let mut head = Shell::default();
         let (mut nrx, _drx) = join_node_and_driver(&mut head, "127.0.0.5", 1.0, None);
         let a = task(2, 1);
         let mut b = task(2, 2);
@@ -1980,10 +2160,10 @@ mod tests {
     fn generated_events_never_panic_the_head_and_it_keeps_serving_a_driver() {
         for seed in 0..200 {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            let mut head = HeadState {
+            let mut head = Shell::new(HeadState {
                 sched: Scheduler::with_pipelining(PIPELINING),
                 ..HeadState::default()
-            };
+            });
             let mut keep = Vec::new();
             let events = generated_events(&mut rng, 300, &mut keep);
             let mut now = 0;
@@ -2069,7 +2249,7 @@ mod tests {
         }
     }
 
-    fn sim_node(head: &mut HeadState, id: NodeId, cpus: f64) -> SimNode {
+    fn sim_node(head: &mut Shell, id: NodeId, cpus: f64) -> SimNode {
         let (tx, rx) = mpsc::unbounded_channel();
         let reg = registration(&format!("127.0.0.{id}"), cpus);
         head.handle(Event::NodeJoined {
@@ -2091,7 +2271,7 @@ mod tests {
     fn generated_actor_lives_answer_every_call_once_and_in_order() {
         for seed in 0..300 {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            let mut head = HeadState::default();
+            let mut head = Shell::default();
             let mut nodes: BTreeMap<NodeId, SimNode> = BTreeMap::new();
             let mut next_node = 10;
             for id in [1, 3, 4] {
@@ -2125,7 +2305,7 @@ mod tests {
             let mut submitted: HashMap<ActorId, Vec<TaskId>> = HashMap::new();
             let mut answers: HashMap<TaskId, Vec<bool>> = HashMap::new();
             let mut ran: HashMap<ActorId, Vec<TaskId>> = HashMap::new();
-            let step = |head: &mut HeadState, nodes: &mut BTreeMap<NodeId, SimNode>| {
+            let step = |head: &mut Shell, nodes: &mut BTreeMap<NodeId, SimNode>| {
                 head.dispatch();
                 head.flush();
                 for n in nodes.values_mut() {
@@ -2280,12 +2460,86 @@ mod tests {
 
     /// Time is given to the head: a node heard from within the timeout stays, a silent
     /// one is declared dead at the next tick and its task runs elsewhere.
+    /// The core alone, no channels: what it is given in, what it asks the shell to do.
     #[test]
-    fn a_node_silent_past_the_timeout_is_declared_dead() {
-        let mut head = HeadState {
+    fn the_core_answers_queries_sends_work_and_forgets_silent_nodes_only_as_effects() {
+        let mut core = HeadState {
             heartbeat_timeout: HeartbeatTimeout(Duration::from_secs(30)),
             ..HeadState::default()
         };
+        core.handle(Input::NodeJoined {
+            node: 1,
+            reg: registration("127.0.0.2", 1.0),
+            is_head: false,
+        });
+        core.handle(Input::DriverJoined {
+            client: 2,
+            binary: binary(),
+            ip: Some("127.0.0.2".into()),
+            job: None,
+        });
+        // Two askers wait for a second node; the second goes away before it joins.
+        core.handle(Input::Query(Query::WaitForNodes { nodes: 2 }, 7));
+        core.handle(Input::Query(Query::WaitForNodes { nodes: 2 }, 8));
+        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![task(2, 1)])));
+        core.dispatch();
+        core.flush();
+        let out = std::mem::take(&mut core.out);
+        assert!(
+            matches!(&out[..], [
+                Effect::ToNode(1, HeadToNode::Job { client: 2, .. }),
+                Effect::ToNode(1, HeadToNode::Run(run)),
+            ] if run.len() == 1 && run[0].spec.id == object_id(2, 1)),
+            "{out:?}"
+        );
+        core.advance(Duration::from_secs(10));
+        core.handle(Input::Tick { gone: vec![8] });
+        core.handle(Input::NodeJoined {
+            node: 3,
+            reg: registration("127.0.0.3", 1.0),
+            is_head: false,
+        });
+        let answers: Vec<Ticket> = core
+            .out
+            .drain(..)
+            .filter_map(|e| match e {
+                Effect::Answer(t, view) => {
+                    assert_eq!(view.nodes.len(), 2);
+                    Some(t)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(answers, vec![7], "the asker that left is not answered");
+        // Node 1 falls silent: declared dead, its connection forgotten, its task failed.
+        core.advance(Duration::from_secs(45));
+        core.handle(Input::FromNode(3, NodeToHead::Heartbeat));
+        core.handle(Input::Tick { gone: vec![] });
+        core.flush();
+        let out = std::mem::take(&mut core.out);
+        assert!(
+            out.iter().any(|e| matches!(e, Effect::ForgetNode(1))),
+            "{out:?}"
+        );
+        assert!(!out.iter().any(|e| matches!(e, Effect::ForgetNode(3))));
+        let failed = out.iter().find_map(|e| match e {
+            Effect::ToDriver(2, HeadToDriver::Done(v)) => {
+                v.iter().find_map(|(_, o)| o.as_ref().err())
+            }
+            _ => None,
+        });
+        assert!(
+            failed.is_some_and(|e| e.message.contains("has not answered for 30 s")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_node_silent_past_the_timeout_is_declared_dead() {
+        let mut head = Shell::new(HeadState {
+            heartbeat_timeout: HeartbeatTimeout(Duration::from_secs(30)),
+            ..HeadState::default()
+        });
         let (_nrx, mut drx) = join_node_and_driver(&mut head, "127.0.0.5", 1.0, Some("127.0.0.5"));
         // Node 1 is the head's own node (never timed out) only for a local driver.
         let _other = sim_node(&mut head, 3, 1.0);
