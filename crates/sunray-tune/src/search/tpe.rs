@@ -13,8 +13,9 @@
 //! Two defaults differ from Optuna's, because `bench/tpe.sh` measured them better on
 //! every function of its suite when trials run one at a time (README, "Figures (issue
 //! 17)"): the good set is the best `min(ceil(0.05 n), 25)` results (Optuna: 0.1), and
-//! its kernels may be as narrow as `range / m`, `m = sqrt(good · results / (1 +
-//! running))`, instead of `range / good` (Optuna's "magic clip"). A small good set with
+//! its kernels may be as narrow as `range / (m + 2)`, `m = sqrt(good · results / (1 +
+//! running))`, instead of `range / (good + 2)` (Optuna's "magic clip"; both at most
+//! `range / 100`). A small good set with
 //! wide kernels explores; the narrower floor lets it refine the best region as results
 //! accumulate, and falls back to Optuna's width while many trials run unseen.
 //! [`Tpe::optuna`] gives Optuna's rules exactly.
