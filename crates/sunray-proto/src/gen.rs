@@ -94,9 +94,13 @@ pub fn driver_message(rng: &mut impl Rng, client: ClientId) -> DriverToHead {
                 })
                 .collect(),
         ),
-        1 => DriverToHead::Put {
+        1 if rng.random() => DriverToHead::Put {
             id: id(rng, client),
             data: Bytes::from(string(rng)),
+        },
+        1 => DriverToHead::PutAt {
+            id: id(rng, client),
+            at: location(rng),
         },
         2 => DriverToHead::Release((0..3).map(|_| id(rng, client)).collect()),
         3 => DriverToHead::TaskReply {
@@ -140,6 +144,15 @@ pub fn task_kind(rng: &mut impl Rng, client: ClientId) -> TaskKind {
     }
 }
 
+/// Where a stored object might be (often nowhere reachable).
+pub fn location(rng: &mut impl Rng) -> Location {
+    Location {
+        node: rng.random_range(0..8),
+        addr: string(rng),
+        size: rng.random_range(0..1 << 20),
+    }
+}
+
 /// Any message a node may send.
 pub fn node_message(rng: &mut impl Rng) -> NodeToHead {
     let id = rng.random_range(0..1u64 << 44);
@@ -152,9 +165,10 @@ pub fn node_message(rng: &mut impl Rng) -> NodeToHead {
         },
         0 => NodeToHead::Done(vec![(
             id,
-            match rng.random() {
-                true => Ok(Bytes::from(string(rng))),
-                false => Err(TaskError {
+            match rng.random_range(0..3) {
+                0 => Ok(Value::Inline(Bytes::from(string(rng)))),
+                1 => Ok(Value::Stored(location(rng))),
+                _ => Err(TaskError {
                     kind: ErrorKind::WorkerDied,
                     function: string(rng),
                     location: None,

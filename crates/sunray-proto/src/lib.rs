@@ -20,7 +20,7 @@ pub mod limits;
 /// Bumped on every incompatible change of a message below. The first field of
 /// [`Hello`] stays a `u32` version in every protocol, so that a head can refuse an older
 /// or newer peer with a message it understands ([`HelloReply::Refused`] keeps its place).
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Largest frame a peer may send before it has authenticated: a [`Hello`] with an
 /// executable path of `PATH_MAX` fits with room to spare. Nobody can make the head
@@ -141,6 +141,9 @@ pub enum Role {
     Query,
     /// A node fetching a driver's executable by hash.
     FetchBinary { hash: String },
+    /// A driver or worker reading objects from a node's object store, or a worker
+    /// storing its `put` values there (to the node's object server, not the head).
+    Objects,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -183,7 +186,34 @@ pub enum BinaryChunk {
 pub enum Arg {
     Value(Bytes),
     Ref(ObjectId),
+    /// Set by the head only: a large object kept in a node's object store, which the
+    /// worker reads from that node before the task runs.
+    At(ObjectId, Location),
 }
+
+/// Objects larger than this stay in the object store of the node that made them (a
+/// task's result, a task's `put`); smaller ones travel inline through the head, as in
+/// Ray (`max_direct_call_object_size`, 100 KiB).
+pub const INLINE_OBJECT_BYTES: usize = 100 * 1024;
+
+/// Where a stored object lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    pub node: NodeId,
+    /// The node's object server, HOST:PORT.
+    pub addr: String,
+    pub size: u64,
+}
+
+/// An object's value as the head and drivers pass it: the bytes, or where they are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    Inline(Bytes),
+    Stored(Location),
+}
+
+/// A task's outcome past its node: its value (or location) or its error.
+pub type Reply = Result<Value, TaskError>;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskSpec {
@@ -315,6 +345,11 @@ pub enum DriverToHead {
         id: ObjectId,
         data: Bytes,
     },
+    /// A worker's large `put`, already in its node's object store.
+    PutAt {
+        id: ObjectId,
+        at: Location,
+    },
     /// The driver dropped its last reference to these objects.
     Release(Vec<ObjectId>),
     /// Answer to a [`HeadToDriver::TaskMessage`] of a running task.
@@ -356,7 +391,7 @@ pub enum DriverToHead {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum HeadToDriver {
-    Done(Vec<(ObjectId, Outcome)>),
+    Done(Vec<(ObjectId, Reply)>),
     /// A message sent by a running task to its owner (Tune's `report`).
     TaskMessage {
         task: TaskId,
@@ -400,6 +435,9 @@ pub struct NodeView {
     pub total: Resources,
     pub available: Resources,
     pub is_head: bool,
+    /// Objects in its object store and their bytes.
+    pub objects: u64,
+    pub object_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -523,6 +561,8 @@ pub enum HeadToNode {
     KillActor {
         actor: ActorId,
     },
+    /// Nobody refers to these objects any more: drop them from the object store.
+    Free(Vec<ObjectId>),
     Shutdown,
     /// Sent every second (see [`HeadToDriver::Heartbeat`]).
     Heartbeat,
@@ -530,7 +570,7 @@ pub enum HeadToNode {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum NodeToHead {
-    Done(Vec<(TaskId, Outcome)>),
+    Done(Vec<(TaskId, Reply)>),
     TaskMessage {
         task: TaskId,
         data: Bytes,

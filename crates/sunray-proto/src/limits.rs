@@ -159,6 +159,9 @@ fn check_task(client: ClientId, t: &TaskSpec) -> Result<(), String> {
             t.args.len()
         ));
     }
+    if t.args.iter().any(|a| matches!(a, crate::Arg::At(..))) {
+        return Err("a task's arguments name objects by id (Arg::Ref); locations are the head's to give".into());
+    }
     if let TaskKind::CreateActor(o) = &t.kind {
         check_name("an actor class", &o.class)?;
         if let Some(n) = &o.name {
@@ -182,6 +185,10 @@ pub fn check_driver_message(client: ClientId, m: &DriverToHead) -> Result<(), St
     match m {
         DriverToHead::Submit(specs) => specs.iter().try_for_each(|t| check_task(client, t)),
         DriverToHead::Put { id, .. } => own(*id, "object"),
+        DriverToHead::PutAt { id, at } => {
+            own(*id, "object")?;
+            check_name("an object server's address", &at.addr)
+        }
         DriverToHead::Release(ids) => ids.iter().try_for_each(|id| own(*id, "object")),
         DriverToHead::TaskReply { task, .. } => own(*task, "task"),
         DriverToHead::UploadBinary { hash, data, .. } => {

@@ -15,7 +15,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use sunray_proto::{
     object_id, object_owner, BinaryInfo, ClientId, ClusterView, DriverToHead, HeadToDriver,
-    HelloReply, ObjectId, Query, Role, TaskError, TaskId, TaskSpec,
+    ErrorKind, HelloReply, Location, ObjectId, Query, Reply, Role, TaskError, TaskId, TaskSpec,
+    Value,
 };
 use tokio::sync::mpsc;
 
@@ -67,6 +68,9 @@ fn check_size(bytes: usize, what: &str) -> Result<(), GetError> {
     )))
 }
 
+/// How often `get` asks the head again for an object its node would not give.
+const FETCH_TRIES: u32 = 4;
+
 /// What [`Client::task_events`] delivers.
 #[derive(Debug)]
 pub enum TaskEvent {
@@ -78,9 +82,24 @@ pub enum TaskEvent {
     Disconnected(String),
 }
 
-/// A result as the driver keeps it: 32 bytes (errors, rare, are boxed), since a program
-/// may hold a million refs.
-type Stored = Result<Bytes, Box<TaskError>>;
+/// A result as the driver keeps it: 32 bytes (errors and locations, rarer, are boxed),
+/// since a program may hold a million refs.
+type Stored = Result<Bytes, Box<Elsewhere>>;
+
+/// A result whose bytes are not here: an error, or a large object in a node's store.
+#[derive(Clone)]
+enum Elsewhere {
+    Failed(TaskError),
+    At(Location),
+}
+
+fn kept(r: Reply) -> Stored {
+    match r {
+        Ok(Value::Inline(b)) => Ok(b),
+        Ok(Value::Stored(at)) => Err(Box::new(Elsewhere::At(at))),
+        Err(e) => Err(Box::new(Elsewhere::Failed(e))),
+    }
+}
 
 struct State {
     results: crate::results::Results<Stored>,
@@ -623,6 +642,10 @@ pub struct Client {
     /// Keeps an embedded cluster alive as long as the client (or until `shutdown`).
     embedded: Mutex<Option<crate::local::StartedHead>>,
     embedded_address: Option<String>,
+    /// Proves to nodes' object servers that this client belongs to the cluster.
+    token: String,
+    /// A worker's node's object server (for large `put`s); None for a driver.
+    store: Option<String>,
 }
 
 /// Answers a running task's message in the driver's reader, without waking any user
@@ -751,13 +774,24 @@ impl Client {
         };
         if let Some(path) = session::local_head_socket(address) {
             match rt.block_on(wire::connect_unix(&path, address, token, role.clone())) {
-                Ok((io, reply)) => return Client::over(io, reply, address, &binary),
+                Ok((io, reply)) => {
+                    return Client::over(io, reply, address, &binary)
+                        .map(|c| c.with_token(token, job.is_some()))
+                }
                 Err(e @ Error::Refused { .. }) => return Err(e),
                 Err(e) => tracing::debug!("{e}; connecting over TCP"),
             }
         }
         let (io, reply) = rt.block_on(wire::connect(address, None, token, role))?;
-        Client::over(io, reply, address, &binary)
+        Client::over(io, reply, address, &binary).map(|c| c.with_token(token, job.is_some()))
+    }
+
+    fn with_token(mut self, token: &str, worker: bool) -> Client {
+        self.token = token.to_string();
+        if worker {
+            self.store = std::env::var(crate::env::WORKER_STORE).ok();
+        }
+        self
     }
 
     /// Finishes a connection whose handshake succeeded.
@@ -847,12 +881,14 @@ impl Client {
                     on_message(&s2, m);
                 }
             });
+            let token = started.token.clone();
             Ok(Client::new(
                 client_id,
                 Outbox::Channel(tx),
                 shared,
                 Some(started),
-            ))
+            )
+            .with_token(&token, false))
         })
     }
 
@@ -887,6 +923,8 @@ impl Client {
             query_lock: Mutex::new(()),
             embedded_address: embedded.as_ref().map(|h| h.address.clone()),
             embedded: Mutex::new(embedded),
+            token: String::new(),
+            store: None,
         }
     }
 
@@ -936,7 +974,7 @@ impl Client {
             .iter()
             .map(|a| match a {
                 sunray_proto::Arg::Value(v) => v.len(),
-                sunray_proto::Arg::Ref(_) => 8,
+                sunray_proto::Arg::Ref(_) | sunray_proto::Arg::At(..) => 8,
             })
             .sum();
         check_size(args, "a task's arguments")?;
@@ -948,6 +986,33 @@ impl Client {
     pub fn put(&self, data: Bytes) -> Result<ObjectId, GetError> {
         check_size(data.len(), "an object")?;
         let id = self.new_object_id();
+        // A task's large put stays on its node, as its results do.
+        let node = crate::worker::current_task().map(|t| t.node_id);
+        if let (Some(addr), Some(node)) = (&self.store, node) {
+            if data.len() > sunray_proto::INLINE_OBJECT_BYTES {
+                crate::objects::push(addr, &self.token, id, &data).map_err(|message| {
+                    GetError::Task(TaskError {
+                        kind: ErrorKind::ObjectLost,
+                        function: "put".into(),
+                        location: Some(format!("node {node}")),
+                        message,
+                    })
+                })?;
+                let at = Location {
+                    node,
+                    addr: addr.clone(),
+                    size: data.len() as u64,
+                };
+                self.shared
+                    .state
+                    .lock()
+                    .unwrap()
+                    .results
+                    .insert(id, Err(Box::new(Elsewhere::At(at.clone()))));
+                self.send(DriverToHead::PutAt { id, at })?;
+                return Ok(id);
+            }
+        }
         self.shared
             .state
             .lock()
@@ -1033,22 +1098,59 @@ impl Client {
         }
     }
 
-    /// Waits for an object's value.
+    /// Waits for an object's value; a large one is read from the node that holds it.
     pub fn get(&self, id: ObjectId, timeout: Option<Duration>) -> Result<Bytes, GetError> {
         let foreign = object_owner(id) != self.client_id;
         if foreign {
             self.subscribe(&[id])?;
         }
-        let r = self.wait_for(
-            timeout,
-            |st| st.results.get(&id).cloned(),
-            |_| Err(GetError::Timeout),
-        );
-        if foreign && r.is_ok() {
-            // Another client's object: kept only until read (asked for again next time).
-            self.shared.state.lock().unwrap().results.remove(&id);
+        let mut asked_again = 0;
+        loop {
+            let r = self.wait_for(
+                timeout,
+                |st| st.results.get(&id).cloned(),
+                |_| Err(GetError::Timeout),
+            )?;
+            let at = match r {
+                Ok(b) => break Ok(b),
+                Err(e) => match *e {
+                    Elsewhere::Failed(e) => break Err(GetError::Task(e)),
+                    Elsewhere::At(at) => at,
+                },
+            };
+            match crate::objects::fetch(&at, &self.token, id) {
+                Ok(b) => {
+                    // Kept as if it had come inline (until released), unless foreign.
+                    let mut st = self.shared.state.lock().unwrap();
+                    if !foreign && st.results.contains_key(&id) {
+                        st.results.insert(id, Ok(b.clone()));
+                    }
+                    break Ok(b);
+                }
+                Err(why) => {
+                    // Its node left (the head rebuilds the object, or says it is lost) or
+                    // is leaving: ask the head where it is now, a few times.
+                    self.shared.state.lock().unwrap().results.remove(&id);
+                    if asked_again == FETCH_TRIES {
+                        break Err(GetError::Task(TaskError {
+                            kind: ErrorKind::ObjectLost,
+                            function: String::new(),
+                            location: Some(format!("node {} ({})", at.node, at.addr)),
+                            message: format!("object {id:#x}: {why}"),
+                        }));
+                    }
+                    std::thread::sleep(Duration::from_millis(50 << asked_again));
+                    asked_again += 1;
+                    self.send(DriverToHead::Subscribe(vec![id]))?;
+                }
+            }
         }
-        r?.map_err(|e| GetError::Task(*e))
+        .inspect(|_| {
+            if foreign {
+                // Another client's object: kept only until read (asked for again next time).
+                self.shared.state.lock().unwrap().results.remove(&id);
+            }
+        })
     }
 
     /// Is the object's outcome here already (a `get` of it would not wait)?
@@ -1171,7 +1273,7 @@ fn on_message(shared: &Shared, m: HeadToDriver) {
             }
             for (id, o) in results {
                 if !st.tombstones.remove(&id) {
-                    st.results.insert(id, o.map_err(Box::new));
+                    st.results.insert(id, kept(o));
                 }
             }
             shared.cond.notify_all();

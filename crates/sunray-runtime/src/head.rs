@@ -14,7 +14,7 @@ use sunray_proto::{
     limits, object_owner, ActorId, ActorState, Arg, Assignment, BinaryChunk, BinaryInfo, ClientId,
     ClusterView, DriverToHead, ErrorKind, FunctionTasks, GroupId, GroupState, GroupView,
     HeadToDriver, HeadToNode, HelloReply, NodeId, NodeRegistration, NodeToHead, NodeView, ObjectId,
-    Outcome, PlacementStrategy, Query, Resources, Role, TaskError, TaskId, TaskKind, TaskSpec,
+    Location, PlacementStrategy, Reply, Value, Query, Resources, Role, TaskError, TaskId, TaskKind, TaskSpec,
 };
 use sunray_sched::{Pipelining, ResourceSet, Scheduler, Strategy};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -419,6 +419,7 @@ fn check_role(role: &Role) -> Result<(), String> {
         }
         Role::Node(reg) => limits::check_registration(reg),
         Role::Query => Ok(()),
+        Role::Objects => Err("this is the head: objects are read from the object server of the node that holds them".into()),
         Role::FetchBinary { hash } => {
             if limits::is_binary_hash(hash) {
                 Ok(())
@@ -589,6 +590,7 @@ async fn handle_conn<S>(
                 }
             }
         }
+        Role::Objects => {} // refused by check_role
         Role::FetchBinary { hash } => {
             let reply = HelloReply::Welcome {
                 client_id: 0,
@@ -741,7 +743,7 @@ struct DriverConn {
     /// the driver of that worker's job.
     job: ClientId,
     /// Results waiting to be sent in this round.
-    done: Vec<(ObjectId, Outcome)>,
+    done: Vec<(ObjectId, Reply)>,
     /// Resource shapes this driver asked for whose feasibility was checked.
     checked_requests: HashSet<ResourceSet>,
 }
@@ -772,11 +774,13 @@ impl TaskEntry {
     }
 }
 
-/// An object the head holds: 40 bytes, as every result stays here until its driver
-/// releases it (errors, rare, are boxed).
+/// An object the head knows: 40 bytes, as every result stays known until its driver
+/// releases it (errors and locations, rarer, are boxed). Small values live here; large
+/// ones in the object store of the node that made them (`objects.rs`).
 enum ObjState {
     Pending,
     Ready(Bytes),
+    Stored(Box<Location>),
     Failed(Box<TaskError>),
 }
 
@@ -790,8 +794,15 @@ struct HeadState {
     objects: HashMap<ObjectId, ObjState>,
     /// Tasks waiting for a pending object.
     waiters: HashMap<ObjectId, Vec<TaskId>>,
-    /// Pending objects their driver released already: dropped once they are ready.
+    /// Objects their driver released already: pending ones are dropped once they are
+    /// ready, stored ones once no task that takes them is left (`pins`).
     released: HashSet<ObjectId>,
+    /// Stored objects named by tasks not ended yet (once per argument): their node
+    /// keeps them until those tasks end, even if their driver released them.
+    pins: HashMap<ObjectId, u32>,
+    /// How to make each stored task result again if its node dies (Ray's lineage): the
+    /// task's owner and spec, its stored arguments named by id again.
+    lineage: HashMap<ObjectId, (ClientId, TaskSpec)>,
     /// `WaitForNodes` queries: how many nodes each waits for.
     node_waiters: Vec<(u32, Ticket)>,
     /// Tasks ended per function name (one entry per function a driver ever ran).
@@ -1007,9 +1018,19 @@ impl HeadState {
                     .map(from_set)
                     .unwrap_or_default(),
                 is_head: n.is_head,
+                objects: 0,
+                object_bytes: 0,
             })
             .collect();
         nodes.sort_by_key(|n| n.id);
+        for o in self.objects.values() {
+            if let ObjState::Stored(at) = o {
+                if let Some(n) = nodes.iter_mut().find(|n| n.id == at.node) {
+                    n.objects += 1;
+                    n.object_bytes += at.size;
+                }
+            }
+        }
         nodes.extend(self.dead_nodes.iter().cloned());
         let actors = self.actors.view();
         ClusterView {
@@ -1077,15 +1098,21 @@ impl HeadState {
                     self.objects.insert(id, ObjState::Ready(data));
                 }
             }
+            DriverToHead::PutAt { id, at } => {
+                if !self.objects.contains_key(&id) && self.nodes.contains_key(&at.node) {
+                    self.objects.insert(id, ObjState::Stored(Box::new(at)));
+                }
+            }
             DriverToHead::Release(ids) => {
                 for id in ids {
                     match self.objects.get(&id) {
                         Some(ObjState::Pending) => {
                             self.released.insert(id);
                         }
-                        Some(_) => {
-                            self.objects.remove(&id);
+                        Some(ObjState::Stored(_)) if self.pins.contains_key(&id) => {
+                            self.released.insert(id);
                         }
+                        Some(_) => self.drop_object(id),
                         None => {}
                     }
                 }
@@ -1118,6 +1145,9 @@ impl HeadState {
             DriverToHead::Subscribe(ids) => {
                 for id in ids {
                     let outcome = match self.objects.get(&id) {
+                        // Its owner hears of it when it is ready anyway (a driver asks
+                        // again for its own object when its node is gone).
+                        Some(ObjState::Pending) if object_owner(id) == client => continue,
                         Some(ObjState::Pending) => {
                             let subs = self.subscribers.entry(id).or_default();
                             if !subs.contains(&client) {
@@ -1125,7 +1155,8 @@ impl HeadState {
                             }
                             continue;
                         }
-                        Some(ObjState::Ready(v)) => Ok(v.clone()),
+                        Some(ObjState::Ready(v)) => Ok(Value::Inline(v.clone())),
+                        Some(ObjState::Stored(at)) => Ok(Value::Stored((**at).clone())),
                         Some(ObjState::Failed(e)) => Err((**e).clone()),
                         None => Err(TaskError {
                             kind: ErrorKind::ObjectLost,
@@ -1191,34 +1222,10 @@ impl HeadState {
                 Err(why) => failure = Some((ErrorKind::ActorDied, why)),
             },
         }
-        for arg in spec.args.iter_mut() {
-            if failure.is_some() {
-                break;
-            }
-            let Arg::Ref(oid) = arg else { continue };
-            let oid = *oid;
-            match self.objects.get_mut(&oid) {
-                None => {
-                    failure = Some((
-                        ErrorKind::ObjectLost,
-                        format!(
-                            "argument object {oid:#x} does not exist (released or never created)"
-                        ),
-                    ));
-                }
-                Some(ObjState::Ready(v)) => *arg = Arg::Value(v.clone()),
-                Some(ObjState::Failed(e)) => {
-                    failure = Some((ErrorKind::DependencyFailed, e.to_string()));
-                }
-                Some(ObjState::Pending) => {
-                    // Once per distinct object: `complete` resolves every argument
-                    // naming it and counts it once.
-                    let w = self.waiters.entry(oid).or_default();
-                    if !w.contains(&id) {
-                        w.push(id);
-                        deps_left += 1;
-                    }
-                }
+        if failure.is_none() {
+            match self.resolve_args(id, &mut spec) {
+                Ok(n) => deps_left = n,
+                Err(f) => failure = Some(f),
             }
         }
         let entry = TaskEntry {
@@ -1241,6 +1248,149 @@ impl HeadState {
             );
         } else if deps_left == 0 {
             self.enqueue(id);
+        }
+    }
+
+    /// Resolves a task's object arguments: small values go inline, stored ones by
+    /// location (pinned until the task ends), pending ones make it wait (each distinct
+    /// object counted once: `complete` resolves every argument naming it).
+    fn resolve_args(
+        &mut self,
+        id: TaskId,
+        spec: &mut TaskSpec,
+    ) -> Result<u32, (ErrorKind, String)> {
+        let mut deps_left = 0;
+        for arg in spec.args.iter_mut() {
+            let Arg::Ref(oid) = arg else { continue };
+            let oid = *oid;
+            match self.objects.get(&oid) {
+                None => {
+                    return Err((
+                        ErrorKind::ObjectLost,
+                        format!(
+                            "argument object {oid:#x} does not exist (released or never created)"
+                        ),
+                    ));
+                }
+                Some(ObjState::Ready(v)) => *arg = Arg::Value(v.clone()),
+                Some(ObjState::Stored(at)) => {
+                    *arg = Arg::At(oid, (**at).clone());
+                    *self.pins.entry(oid).or_default() += 1;
+                }
+                Some(ObjState::Failed(e)) => {
+                    return Err((ErrorKind::DependencyFailed, e.to_string()));
+                }
+                Some(ObjState::Pending) => {
+                    let w = self.waiters.entry(oid).or_default();
+                    if !w.contains(&id) {
+                        w.push(id);
+                        deps_left += 1;
+                    }
+                }
+            }
+        }
+        Ok(deps_left)
+    }
+
+    /// A task ended (or left): the stored objects it took may be dropped now.
+    fn unpin(&mut self, spec: &TaskSpec) {
+        for a in &spec.args {
+            let Arg::At(id, _) = a else { continue };
+            match self.pins.get_mut(id) {
+                Some(n) if *n > 1 => *n -= 1,
+                Some(_) => {
+                    self.pins.remove(id);
+                    if self.released.remove(id) {
+                        self.drop_object(*id);
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Forgets an object; its node drops it if it was stored there.
+    fn drop_object(&mut self, id: ObjectId) {
+        self.lineage.remove(&id);
+        if let Some(ObjState::Stored(at)) = self.objects.remove(&id) {
+            if self.nodes.contains_key(&at.node) {
+                self.out
+                    .push(Effect::ToNode(at.node, HeadToNode::Free(vec![id])));
+            }
+        }
+    }
+
+    /// A worker could not read a stored argument (its node died, or it was freed): the
+    /// task runs again once its arguments are found again (rebuilt, say), while it has
+    /// retries left.
+    fn argument_lost(&mut self, task: TaskId, err: TaskError) {
+        let Some(mut t) = self.tasks.remove(&task) else {
+            return;
+        };
+        if t.retries_left == 0 {
+            self.tasks.insert(task, t);
+            self.complete(task, Err(err));
+            return;
+        }
+        t.retries_left -= 1;
+        warn!("{err}; looking for its arguments again ({} retries left)", t.retries_left);
+        self.unpin(&t.spec);
+        for a in t.spec.args.iter_mut() {
+            if let Arg::At(id, _) = a {
+                *a = Arg::Ref(*id);
+            }
+        }
+        let resolved = self.resolve_args(task, &mut t.spec);
+        let function = t.spec.function.clone();
+        self.tasks.insert(task, t);
+        match resolved {
+            Ok(0) => self.queue_for_placement(task, true),
+            Ok(n) => {
+                if let Some(t) = self.tasks.get_mut(&task) {
+                    t.deps_left = n;
+                }
+            }
+            Err((kind, message)) => self.complete(
+                task,
+                Err(TaskError {
+                    kind,
+                    function,
+                    location: None,
+                    message,
+                }),
+            ),
+        }
+    }
+
+    /// A node's objects went with it: task results are made again by their task
+    /// (lineage), `put` values are lost.
+    fn objects_lost(&mut self, node: NodeId, ip: &str) {
+        let gone: Vec<ObjectId> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| matches!(o, ObjState::Stored(at) if at.node == node))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            let rebuild = self
+                .lineage
+                .remove(&id)
+                .filter(|(owner, _)| self.drivers.contains_key(owner));
+            if let Some((owner, spec)) = rebuild {
+                warn!("object {id:#x} was on node {node} ({ip}), which left: running {} again to rebuild it", spec.function);
+                self.objects.remove(&id);
+                self.submit(owner, spec);
+                continue;
+            }
+            let err = TaskError {
+                kind: ErrorKind::ObjectLost,
+                function: String::new(),
+                location: Some(format!("node {node} ({ip})")),
+                message: format!(
+                    "object {id:#x} was kept only on node {node} ({ip}), which left the cluster; a put value cannot be rebuilt (task results are, by running their task again)"
+                ),
+            };
+            self.objects.insert(id, ObjState::Failed(Box::new(err)));
         }
     }
 
@@ -1270,6 +1420,9 @@ impl HeadState {
                     self.sched.finish(task);
                     match outcome {
                         Err(e) if e.kind == ErrorKind::WorkerDied => self.retry_or_fail(task, e),
+                        Err(e) if e.kind == ErrorKind::ObjectLost && self.takes_stored(task) => {
+                            self.argument_lost(task, e)
+                        }
                         outcome => self.complete(task, outcome),
                     }
                 }
@@ -1319,6 +1472,12 @@ impl HeadState {
         }
     }
 
+    fn takes_stored(&self, task: TaskId) -> bool {
+        self.tasks
+            .get(&task)
+            .is_some_and(|t| t.spec.args.iter().any(|a| matches!(a, Arg::At(..))))
+    }
+
     fn node_left(&mut self, node: NodeId, why: &str) {
         let Some(conn) = self.nodes.remove(&node) else {
             return;
@@ -1335,6 +1494,8 @@ impl HeadState {
             available: Resources::default(),
             total,
             is_head: conn.is_head,
+            objects: 0,
+            object_bytes: 0,
         });
         if self.dead_nodes.len() > 100 {
             // Its workers' output goes with it (a dead node's is kept while it is listed).
@@ -1368,6 +1529,7 @@ impl HeadState {
             };
             self.retry_or_fail(task, err);
         }
+        self.objects_lost(node, &conn.reg.ip);
     }
 
     /// A task lost its worker or its node: it runs again (first in its queue) while it has
@@ -1416,9 +1578,25 @@ impl HeadState {
             .collect();
         self.sched.cancel(&mine);
         for id in &mine {
-            self.tasks.remove(id);
+            if let Some(t) = self.tasks.remove(id) {
+                self.unpin(&t.spec);
+            }
         }
-        self.objects.retain(|id, _| object_owner(*id) != client);
+        let mut frees: HashMap<NodeId, Vec<ObjectId>> = HashMap::new();
+        self.objects.retain(|id, o| {
+            let keep = object_owner(*id) != client;
+            if let (false, ObjState::Stored(at)) = (keep, o) {
+                frees.entry(at.node).or_default().push(*id);
+            }
+            keep
+        });
+        for (n, ids) in frees {
+            if self.nodes.contains_key(&n) {
+                self.out.push(Effect::ToNode(n, HeadToNode::Free(ids)));
+            }
+        }
+        self.lineage.retain(|id, _| object_owner(*id) != client);
+        self.pins.retain(|id, _| object_owner(*id) != client);
         self.waiters.retain(|id, _| object_owner(*id) != client);
         self.released.retain(|id| object_owner(*id) != client);
         // A worker's connection ending ends nothing else: its job is its driver's.
@@ -1433,12 +1611,13 @@ impl HeadState {
     }
 
     /// Records a task's final outcome, tells its owner, and feeds the tasks waiting on it.
-    fn complete(&mut self, task: TaskId, outcome: Outcome) {
+    fn complete(&mut self, task: TaskId, outcome: Reply) {
         let mut work = vec![(task, outcome)];
         while let Some((task, outcome)) = work.pop() {
-            let Some(t) = self.tasks.remove(&task) else {
+            let Some(mut t) = self.tasks.remove(&task) else {
                 continue;
             };
+            self.unpin(&t.spec);
             match self.finished.get_mut(&t.spec.function) {
                 Some(n) => *n += 1,
                 None => {
@@ -1458,11 +1637,17 @@ impl HeadState {
             };
             let waiters = self.waiters.remove(&task).unwrap_or_default();
             *obj = match &outcome {
-                Ok(v) => ObjState::Ready(v.clone()),
+                Ok(Value::Inline(v)) => ObjState::Ready(v.clone()),
+                Ok(Value::Stored(at)) => ObjState::Stored(Box::new(at.clone())),
                 Err(e) => ObjState::Failed(Box::new(e.clone())),
             };
-            if self.released.remove(&task) {
-                self.objects.remove(&task);
+            if matches!(outcome, Ok(Value::Stored(_))) && t.spec.kind == TaskKind::Plain {
+                for a in t.spec.args.iter_mut() {
+                    if let Arg::At(id, _) = a {
+                        *a = Arg::Ref(*id);
+                    }
+                }
+                self.lineage.insert(task, (t.owner, t.spec));
             }
             for w in waiters {
                 let Some(wt) = self.tasks.get_mut(&w) else {
@@ -1472,7 +1657,13 @@ impl HeadState {
                     Ok(v) => {
                         for a in wt.spec.args.iter_mut() {
                             if matches!(a, Arg::Ref(o) if *o == task) {
-                                *a = Arg::Value(v.clone());
+                                *a = match v {
+                                    Value::Inline(b) => Arg::Value(b.clone()),
+                                    Value::Stored(at) => {
+                                        *self.pins.entry(task).or_default() += 1;
+                                        Arg::At(task, at.clone())
+                                    }
+                                };
                             }
                         }
                         // Saturating: a waiter entry left by a failed task whose id was
@@ -1492,6 +1683,10 @@ impl HeadState {
                         work.push((w, Err(err)));
                     }
                 }
+            }
+            if self.released.contains(&task) && !self.pins.contains_key(&task) {
+                self.released.remove(&task);
+                self.drop_object(task);
             }
         }
     }
@@ -1587,14 +1782,15 @@ impl HeadState {
         g.view.nodes = self.sched.group_nodes(id).unwrap_or_default();
         let ready = g.ready.clone();
         let owner = g.owner;
-        self.object_known(id, owner, Ok(ready));
+        self.object_known(id, owner, Ok(Value::Inline(ready)));
     }
 
     /// An object that no task makes (a group's ready object) gets its outcome.
-    fn object_known(&mut self, id: ObjectId, owner: ClientId, outcome: Outcome) {
+    fn object_known(&mut self, id: ObjectId, owner: ClientId, outcome: Reply) {
         if let Some(o) = self.objects.get_mut(&id) {
             *o = match &outcome {
-                Ok(v) => ObjState::Ready(v.clone()),
+                Ok(Value::Inline(v)) => ObjState::Ready(v.clone()),
+                Ok(Value::Stored(at)) => ObjState::Stored(Box::new(at.clone())),
                 Err(e) => ObjState::Failed(Box::new(e.clone())),
             };
         }
@@ -1714,7 +1910,7 @@ impl HeadState {
 
     /// An actor's creation task returned: alive (its calls go), or dead with the
     /// constructor's error.
-    fn actor_created(&mut self, actor: ActorId, outcome: Outcome) {
+    fn actor_created(&mut self, actor: ActorId, outcome: Reply) {
         match outcome {
             Ok(v) => {
                 if self.actors.alive(actor) {
@@ -2135,7 +2331,7 @@ mod tests {
         head.dispatch();
         head.handle(Event::FromNode(
             1,
-            NodeToHead::Done(vec![(a.id, Ok(Bytes::from_static(b"v")))]),
+            NodeToHead::Done(vec![(a.id, Ok(Value::Inline(Bytes::from_static(b"v"))))]),
         ));
         head.dispatch();
         head.flush();
@@ -2202,7 +2398,7 @@ mod tests {
             );
             head.handle(Event::FromNode(
                 node,
-                NodeToHead::Done(vec![(spec.id, Ok(Bytes::from_static(b"ok")))]),
+                NodeToHead::Done(vec![(spec.id, Ok(Value::Inline(Bytes::from_static(b"ok"))))]),
             ));
             head.flush();
             let done = std::iter::from_fn(|| drx.try_recv().ok()).any(|m| {
@@ -2237,11 +2433,11 @@ mod tests {
                     _ if a.spec.function == "kill" => {}
                     TaskKind::CreateActor(_) => {
                         self.actors.insert(a.spec.id);
-                        return Some(NodeToHead::Done(vec![(a.spec.id, Ok(Bytes::new()))]));
+                        return Some(NodeToHead::Done(vec![(a.spec.id, Ok(Value::Inline(Bytes::new())))]));
                     }
                     TaskKind::ActorCall { actor } if self.actors.contains(&actor) => {
                         ran.entry(actor).or_default().push(a.spec.id);
-                        return Some(NodeToHead::Done(vec![(a.spec.id, Ok(Bytes::new()))]));
+                        return Some(NodeToHead::Done(vec![(a.spec.id, Ok(Value::Inline(Bytes::new())))]));
                     }
                     _ => {} // its actor is not here (any more): dropped
                 }

@@ -10,6 +10,7 @@ pub mod head;
 pub mod local;
 mod logs;
 pub mod node;
+pub mod objects;
 mod results;
 pub mod session;
 pub mod wire;
@@ -36,6 +37,8 @@ pub mod env {
     pub const WORKER_REGISTRY: &str = "SUNRAY_WORKER_REGISTRY";
     /// The head's address, for a worker whose task submits tasks.
     pub const WORKER_HEAD: &str = "SUNRAY_WORKER_HEAD";
+    /// A worker's node's object server (where its large `put`s go).
+    pub const WORKER_STORE: &str = "SUNRAY_WORKER_STORE";
     /// Seconds without a word from a peer after which it counts as gone (default 30):
     /// the head declares a silent node dead; a node or driver gives up on a silent head.
     pub const HEARTBEAT_TIMEOUT: &str = "SUNRAY_HEARTBEAT_TIMEOUT";

@@ -13,7 +13,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use sunray_proto::{
     ActorId, Assignment, BinaryChunk, BinaryInfo, ClientId, ErrorKind, HeadToNode, HelloReply,
-    NodeId, NodeRegistration, NodeToHead, NodeToWorker, Outcome, ProgramKind, Role, TaskError,
+    Location, NodeId, NodeRegistration, NodeToHead, NodeToWorker, Outcome, ProgramKind, Reply,
+    Role, TaskError,
     TaskId, TaskKind, TaskSpec, WorkerTask, WorkerToNode,
 };
 use sunray_sched::{Allocation, NodeLedger, ResourceSet, Successors};
@@ -203,7 +204,11 @@ struct Agent {
     jobs: HashMap<ClientId, Job>,
     workers: HashMap<u64, Worker>,
     next_worker: u64,
-    done: Vec<(TaskId, Outcome)>,
+    done: Vec<(TaskId, Reply)>,
+    /// Large results and task `put`s kept here (see `objects`), and where it serves them.
+    store: crate::objects::Store,
+    store_addr: String,
+    store_server: tokio::task::JoinHandle<()>,
     clock: u64,
     max_workers: usize,
     prestart: Option<Prestart>,
@@ -225,8 +230,25 @@ pub async fn run(cfg: NodeConfig, link: NodeLink) -> Result<(), Error> {
             tokio::spawn(async move { serve_worker(stream, token, tx).await });
         }
     });
+    let objects = tokio::net::TcpListener::bind((cfg.ip.as_str(), 0))
+        .await
+        .map_err(|e| Error::io(format!("cannot listen for objects on {}", cfg.ip), e))?;
+    let store_addr = objects
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the object server's address", e))?
+        .to_string();
+    let store = crate::objects::Store::default();
+    crate::objects::register_local(&store_addr, &store);
+    let store_server = tokio::spawn(crate::objects::serve(
+        objects,
+        store.clone(),
+        cfg.token.clone(),
+    ));
     let cpus = cfg.total.cpu_f64().ceil() as usize;
     let mut agent = Agent {
+        store,
+        store_addr,
+        store_server,
         id: link.node_id,
         ledger: NodeLedger::new(cfg.total.clone()),
         max_workers: (2 * cpus + cfg.gpu_ids.len()).max(4),
@@ -333,6 +355,22 @@ impl Agent {
         format!("node {} ({})", self.id, self.cfg.ip)
     }
 
+    /// A task's outcome as the head gets it: a large value stays in this node's store
+    /// and the head learns where it is.
+    fn keep(&self, task: TaskId, outcome: Outcome) -> Reply {
+        let value = outcome?;
+        if value.len() <= sunray_proto::INLINE_OBJECT_BYTES {
+            return Ok(sunray_proto::Value::Inline(value));
+        }
+        let size = value.len() as u64;
+        self.store.insert(task, value);
+        Ok(sunray_proto::Value::Stored(Location {
+            node: self.id,
+            addr: self.store_addr.clone(),
+            size,
+        }))
+    }
+
     /// Handles a message of the head; true when the node must stop.
     fn on_head_message(&mut self, m: HeadToNode) -> bool {
         match m {
@@ -399,6 +437,7 @@ impl Agent {
                 }
             }
             HeadToNode::Heartbeat => {}
+            HeadToNode::Free(ids) => self.store.free(&ids),
             HeadToNode::TaskReply { task, data } => {
                 if let Some(w) = self.workers.values().find(|w| {
                     w.running.as_ref().is_some_and(|r| r.task == task)
@@ -477,7 +516,8 @@ impl Agent {
                         // In order, except in a threaded actor.
                         if let Some(i) = a.calls.iter().position(|(t, _)| *t == task) {
                             w.last_task = a.calls.remove(i);
-                            self.done.push((task, outcome));
+                            let reply = self.keep(task, outcome);
+                            self.done.push((task, reply));
                             return;
                         }
                         let Some(r) = w.running.take() else { return };
@@ -490,7 +530,8 @@ impl Agent {
                             kill(w.pid);
                             self.task_ended(r.task, Some(r.alloc));
                         }
-                        self.done.push((task, outcome));
+                        let reply = self.keep(task, outcome);
+                        self.done.push((task, reply));
                         return;
                     }
                     if let Some(r) = w.running.take() {
@@ -506,7 +547,8 @@ impl Agent {
                             });
                             e
                         });
-                        self.done.push((task, outcome));
+                        let reply = self.keep(task, outcome);
+                        self.done.push((task, reply));
                     }
                 }
                 WorkerToNode::Message { task, data } => {
@@ -870,6 +912,7 @@ impl Agent {
             .env(env::WORKER_TOKEN, &self.cfg.token)
             .env(env::WORKER_REGISTRY, registry)
             .env(env::WORKER_HEAD, &self.cfg.head_address)
+            .env(env::WORKER_STORE, &self.store_addr)
             .env("CUDA_VISIBLE_DEVICES", visible.join(","))
             .env_remove(env::ADDRESS)
             .env_remove(env::TOKEN)
@@ -1057,6 +1100,8 @@ impl Agent {
         for w in self.workers.values() {
             kill(w.pid);
         }
+        self.store_server.abort();
+        crate::objects::forget_local(&self.store_addr);
         self.cfg.session.remove();
     }
 }

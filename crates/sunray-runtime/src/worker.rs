@@ -358,12 +358,27 @@ fn error(task: &WorkerTask, kind: ErrorKind, message: String) -> TaskError {
     }
 }
 
+/// The cluster token this worker was started with (its node's object servers ask).
+fn worker_token() -> String {
+    std::env::var(env::WORKER_TOKEN).unwrap_or_default()
+}
+
 /// Runs one task; `on_thread`: a threaded actor's call, whose context is its thread's.
 fn run_one(invoke: Invoke, task: WorkerTask, on_thread: bool) -> Result<Bytes, TaskError> {
     let mut args = Vec::with_capacity(task.spec.args.len());
     for a in &task.spec.args {
         match a {
             Arg::Value(b) => args.push(b.clone()),
+            Arg::At(id, at) => match crate::objects::fetch(at, &worker_token(), *id) {
+                Ok(b) => args.push(b),
+                Err(why) => {
+                    return Err(error(
+                        &task,
+                        ErrorKind::ObjectLost,
+                        format!("argument {id:#x}: {why}"),
+                    ))
+                }
+            },
             Arg::Ref(id) => {
                 return Err(error(
                     &task,
