@@ -97,6 +97,7 @@ pub fn render(address: &str, v: &ClusterView) -> String {
         "CPU used/total",
         "GPU used/total",
         "other",
+        "object store",
     ]);
     let (mut cpu_used, mut cpu_total, mut gpu_used, mut gpu_total) = (0.0, 0.0, 0.0, 0.0);
     for n in &v.nodes {
@@ -120,10 +121,14 @@ pub fn render(address: &str, v: &ClusterView) -> String {
             amount(cu, n.total.cpu),
             amount(gu, n.total.gpu),
             custom_line(&n.total, &n.available),
+            match n.alive {
+                true => format!("{} ({:.1} MB)", n.objects, n.object_bytes as f64 / 1e6),
+                false => String::new(),
+            },
         ]);
     }
     let mut out = format!(
-        "cluster {address}: {alive} nodes alive, {} dead; {} CPUs, {} GPUs in use\n{t}\ntasks: {} queued, {} running, {} infeasible; drivers connected: {}\nobjects held: {} ({:.1} MB)\n",
+        "cluster {address}: {alive} nodes alive, {} dead; {} CPUs, {} GPUs in use\n{t}\ntasks: {} queued, {} running, {} infeasible; drivers connected: {}\nobjects: {} ({:.1} MB of them at the head; large ones stay in their node's object store)\n",
         v.nodes.len() - alive,
         amount(cpu_used, cpu_total),
         amount(gpu_used, gpu_total),

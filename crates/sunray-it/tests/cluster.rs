@@ -499,7 +499,7 @@ fn dropped_object_refs_are_released_at_the_head() {
         let o = c.sunray(&["status"]).output().unwrap();
         let text = String::from_utf8_lossy(&o.stdout).to_string();
         text.lines()
-            .find_map(|l| l.strip_prefix("objects held: "))
+            .find_map(|l| l.strip_prefix("objects: "))
             .and_then(|l| l.split_whitespace().next()?.parse().ok())
             .unwrap_or_else(|| panic!("no object count in status:\n{text}"))
     };

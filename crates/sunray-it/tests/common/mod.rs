@@ -136,6 +136,22 @@ impl Cluster {
     }
 
     pub fn add_node_with_env(&mut self, ip: &str, cpus: f64, gpus: u32, env: &[(&str, &str)]) {
+        self.add_node_with(ip, cpus, gpus, env, &[])
+    }
+
+    /// A node with custom resources (JSON, as `sunray start --resources` takes them).
+    pub fn add_node_with_resources(&mut self, ip: &str, cpus: f64, resources: &str) {
+        self.add_node_with(ip, cpus, 0, &[], &["--resources", resources])
+    }
+
+    fn add_node_with(
+        &mut self,
+        ip: &str,
+        cpus: f64,
+        gpus: u32,
+        env: &[(&str, &str)],
+        extra: &[&str],
+    ) {
         let mut n = self
             .sunray(&[
                 "start",
@@ -151,6 +167,7 @@ impl Cluster {
                 "--num-gpus",
                 &gpus.to_string(),
             ])
+            .args(extra)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(self.tmp.join(format!("node-{ip}.err"))).unwrap())
