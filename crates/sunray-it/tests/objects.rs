@@ -34,7 +34,10 @@ fn next(r: &mut BufReader<ChildStdout>, tag: &str) -> String {
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(r.read_line(&mut line).unwrap() > 0, "driver ended before {tag}");
+        assert!(
+            r.read_line(&mut line).unwrap() > 0,
+            "driver ended before {tag}"
+        );
         if let Some(rest) = line.trim().strip_prefix(tag) {
             return rest.trim().to_string();
         }
@@ -78,14 +81,20 @@ fn a_200_mb_object_made_on_one_node_is_read_on_another_without_passing_through_t
     let (before, rss_before) = (traffic(head), peak_rss(head));
     go_on(&mut d);
     let read = next(&mut r, "READ");
-    assert_eq!(read, "209715200 true 127.0.0.2 127.0.0.3", "made on 2, read on 3");
+    assert_eq!(
+        read, "209715200 true 127.0.0.2 127.0.0.3",
+        "made on 2, read on 3"
+    );
     let got = next(&mut r, "GOT");
     assert_eq!(got, "209715200 true 127.0.0.2", "the driver reads it too");
     let moved = traffic(head) - before;
     let grew = peak_rss(head).saturating_sub(rss_before);
     // 400 MB went node to node and node to driver; the head saw a few messages.
     assert!(moved < 1 << 20, "the head moved {moved} bytes");
-    assert!(grew < 8 << 20, "the head's peak memory grew by {grew} bytes");
+    assert!(
+        grew < 8 << 20,
+        "the head's peak memory grew by {grew} bytes"
+    );
     next(&mut r, "DROPPED");
     // The driver dropped its ref: node 2 frees it (the head tells it once released).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -123,8 +132,15 @@ fn an_object_whose_node_died_is_rebuilt_by_running_its_task_again() {
     let mut err = String::new();
     d.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(d.wait().unwrap().success(), "driver failed: {rest}\n{err}");
-    let other = if made == "127.0.0.2" { "127.0.0.3" } else { "127.0.0.2" };
-    let rebuilt = rest.lines().find_map(|l| l.strip_prefix("REBUILT ")).unwrap();
+    let other = if made == "127.0.0.2" {
+        "127.0.0.3"
+    } else {
+        "127.0.0.2"
+    };
+    let rebuilt = rest
+        .lines()
+        .find_map(|l| l.strip_prefix("REBUILT "))
+        .unwrap();
     assert_eq!(rebuilt, format!("2097152 true {other}"), "{rest}");
     let read = rest.lines().find_map(|l| l.strip_prefix("READ ")).unwrap();
     assert_eq!(read, format!("2097152 true {other}"), "{rest}");

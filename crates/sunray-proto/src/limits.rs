@@ -160,7 +160,10 @@ fn check_task(client: ClientId, t: &TaskSpec) -> Result<(), String> {
         ));
     }
     if t.args.iter().any(|a| matches!(a, crate::Arg::At(..))) {
-        return Err("a task's arguments name objects by id (Arg::Ref); locations are the head's to give".into());
+        return Err(
+            "a task's arguments name objects by id (Arg::Ref); locations are the head's to give"
+                .into(),
+        );
     }
     if let TaskKind::CreateActor(o) = &t.kind {
         check_name("an actor class", &o.class)?;

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sunray_proto::{
-    object_id, object_owner, BinaryInfo, ClientId, ClusterView, DriverToHead, HeadToDriver,
-    ErrorKind, HelloReply, Location, ObjectId, Query, Reply, Role, TaskError, TaskId, TaskSpec,
+    object_id, object_owner, BinaryInfo, ClientId, ClusterView, DriverToHead, ErrorKind,
+    HeadToDriver, HelloReply, Location, ObjectId, Query, Reply, Role, TaskError, TaskId, TaskSpec,
     Value,
 };
 use tokio::sync::mpsc;
@@ -882,13 +882,10 @@ impl Client {
                 }
             });
             let token = started.token.clone();
-            Ok(Client::new(
-                client_id,
-                Outbox::Channel(tx),
-                shared,
-                Some(started),
+            Ok(
+                Client::new(client_id, Outbox::Channel(tx), shared, Some(started))
+                    .with_token(&token, false),
             )
-            .with_token(&token, false))
         })
     }
 

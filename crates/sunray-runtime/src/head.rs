@@ -13,8 +13,9 @@ use futures_util::{SinkExt, StreamExt};
 use sunray_proto::{
     limits, object_owner, ActorId, ActorState, Arg, Assignment, BinaryChunk, BinaryInfo, ClientId,
     ClusterView, DriverToHead, ErrorKind, FunctionTasks, GroupId, GroupState, GroupView,
-    HeadToDriver, HeadToNode, HelloReply, NodeId, NodeRegistration, NodeToHead, NodeView, ObjectId,
-    Location, PlacementStrategy, Reply, Value, Query, Resources, Role, TaskError, TaskId, TaskKind, TaskSpec,
+    HeadToDriver, HeadToNode, HelloReply, Location, NodeId, NodeRegistration, NodeToHead, NodeView,
+    ObjectId, PlacementStrategy, Query, Reply, Resources, Role, TaskError, TaskId, TaskKind,
+    TaskSpec, Value,
 };
 use sunray_sched::{Pipelining, ResourceSet, Scheduler, Strategy};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -419,7 +420,10 @@ fn check_role(role: &Role) -> Result<(), String> {
         }
         Role::Node(reg) => limits::check_registration(reg),
         Role::Query => Ok(()),
-        Role::Objects => Err("this is the head: objects are read from the object server of the node that holds them".into()),
+        Role::Objects => Err(
+            "this is the head: objects are read from the object server of the node that holds them"
+                .into(),
+        ),
         Role::FetchBinary { hash } => {
             if limits::is_binary_hash(hash) {
                 Ok(())
@@ -1320,20 +1324,32 @@ impl HeadState {
         }
     }
 
-    /// A worker could not read a stored argument (its node died, or it was freed): the
-    /// task runs again once its arguments are found again (rebuilt, say), while it has
-    /// retries left.
+    /// A worker could not read a stored argument (its node died): the task never ran,
+    /// and runs once its arguments are found again (rebuilt, say). Only if the head
+    /// knows no newer place for them (it has not heard of the death yet) does this
+    /// cost one of the task's retries.
     fn argument_lost(&mut self, task: TaskId, err: TaskError) {
         let Some(mut t) = self.tasks.remove(&task) else {
             return;
         };
-        if t.retries_left == 0 {
+        let stale = t.spec.args.iter().any(|a| match a {
+            Arg::At(id, at) => {
+                matches!(self.objects.get(id), Some(ObjState::Stored(now)) if now.node == at.node)
+            }
+            _ => false,
+        });
+        if stale && t.retries_left == 0 {
             self.tasks.insert(task, t);
             self.complete(task, Err(err));
             return;
         }
-        t.retries_left -= 1;
-        warn!("{err}; looking for its arguments again ({} retries left)", t.retries_left);
+        if stale {
+            t.retries_left -= 1;
+        }
+        warn!(
+            "{err}; looking for its arguments again ({} retries left)",
+            t.retries_left
+        );
         self.unpin(&t.spec);
         for a in t.spec.args.iter_mut() {
             if let Arg::At(id, _) = a {
@@ -2398,7 +2414,10 @@ mod tests {
             );
             head.handle(Event::FromNode(
                 node,
-                NodeToHead::Done(vec![(spec.id, Ok(Value::Inline(Bytes::from_static(b"ok"))))]),
+                NodeToHead::Done(vec![(
+                    spec.id,
+                    Ok(Value::Inline(Bytes::from_static(b"ok"))),
+                )]),
             ));
             head.flush();
             let done = std::iter::from_fn(|| drx.try_recv().ok()).any(|m| {
@@ -2433,11 +2452,17 @@ mod tests {
                     _ if a.spec.function == "kill" => {}
                     TaskKind::CreateActor(_) => {
                         self.actors.insert(a.spec.id);
-                        return Some(NodeToHead::Done(vec![(a.spec.id, Ok(Value::Inline(Bytes::new())))]));
+                        return Some(NodeToHead::Done(vec![(
+                            a.spec.id,
+                            Ok(Value::Inline(Bytes::new())),
+                        )]));
                     }
                     TaskKind::ActorCall { actor } if self.actors.contains(&actor) => {
                         ran.entry(actor).or_default().push(a.spec.id);
-                        return Some(NodeToHead::Done(vec![(a.spec.id, Ok(Value::Inline(Bytes::new())))]));
+                        return Some(NodeToHead::Done(vec![(
+                            a.spec.id,
+                            Ok(Value::Inline(Bytes::new())),
+                        )]));
                     }
                     _ => {} // its actor is not here (any more): dropped
                 }
@@ -2726,6 +2751,192 @@ mod tests {
         });
         assert!(
             failed.is_some_and(|e| e.message.contains("has not answered for 30 s")),
+            "{out:?}"
+        );
+    }
+
+    /// A core with nodes 1 (127.0.0.2) and 3 (127.0.0.3), one CPU each, and driver 2 on
+    /// node 1's host.
+    fn two_node_core() -> HeadState {
+        let mut core = HeadState::default();
+        for (node, ip) in [(1, "127.0.0.2"), (3, "127.0.0.3")] {
+            core.handle(Input::NodeJoined {
+                node,
+                reg: registration(ip, 1.0),
+                is_head: false,
+            });
+        }
+        core.handle(Input::DriverJoined {
+            client: 2,
+            binary: binary(),
+            ip: Some("127.0.0.2".into()),
+            job: None,
+        });
+        core
+    }
+
+    /// Places what can be placed; the effects since the last call.
+    fn step(core: &mut HeadState) -> Vec<Effect> {
+        core.dispatch();
+        core.flush();
+        std::mem::take(&mut core.out)
+    }
+
+    /// The tasks the effects start, and where.
+    fn runs(out: &[Effect]) -> Vec<(NodeId, &Assignment)> {
+        out.iter()
+            .flat_map(|e| match e {
+                Effect::ToNode(n, HeadToNode::Run(v)) => v.iter().map(|a| (*n, a)).collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    fn stored_on(node: NodeId) -> Reply {
+        Ok(Value::Stored(Location {
+            node,
+            addr: format!("127.0.0.{node}:7000"),
+            size: 1 << 20,
+        }))
+    }
+
+    fn frees(out: &[Effect]) -> Vec<(NodeId, Vec<ObjectId>)> {
+        out.iter()
+            .filter_map(|e| match e {
+                Effect::ToNode(n, HeadToNode::Free(ids)) => Some((*n, ids.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stored_objects_go_by_location_and_are_freed_once_released_and_no_task_takes_them() {
+        let mut core = two_node_core();
+        let a = task(2, 1);
+        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![a.clone()])));
+        let out = step(&mut core);
+        let (on, _) = runs(&out)[0];
+        core.handle(Input::FromNode(
+            on,
+            NodeToHead::Done(vec![(a.id, stored_on(on))]),
+        ));
+        let out = step(&mut core);
+        assert!(
+            out.iter()
+                .any(|e| matches!(e, Effect::ToDriver(2, HeadToDriver::Done(v))
+                if v[0] == (a.id, stored_on(on)))),
+            "the driver learns where it is: {out:?}"
+        );
+        assert_eq!(
+            core.view()
+                .nodes
+                .iter()
+                .find(|n| n.id == on)
+                .unwrap()
+                .object_bytes,
+            1 << 20
+        );
+        // A task taking it gets its location, not its bytes.
+        let mut b = task(2, 2);
+        b.args = vec![Arg::Ref(a.id)];
+        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![b.clone()])));
+        let out = step(&mut core);
+        let (b_on, run) = runs(&out)[0];
+        assert!(matches!(&run.spec.args[..], [Arg::At(id, at)] if *id == a.id && at.node == on));
+        // Released while b runs: kept for b, then freed on its node.
+        core.handle(Input::FromDriver(2, DriverToHead::Release(vec![a.id])));
+        assert!(frees(&step(&mut core)).is_empty());
+        core.handle(Input::FromNode(
+            b_on,
+            NodeToHead::Done(vec![(b.id, Ok(Value::Inline(Bytes::from_static(b"ok"))))]),
+        ));
+        assert_eq!(frees(&step(&mut core)), vec![(on, vec![a.id])]);
+        assert!(core.objects.get(&a.id).is_none() && core.pins.is_empty());
+        // A driver's objects in stores are freed when it leaves.
+        let c = task(2, 3);
+        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![c.clone()])));
+        let (c_on, _) = runs(&step(&mut core))[0];
+        core.handle(Input::FromNode(
+            c_on,
+            NodeToHead::Done(vec![(c.id, stored_on(c_on))]),
+        ));
+        core.handle(Input::DriverLeft(2));
+        assert_eq!(frees(&step(&mut core)), vec![(c_on, vec![c.id])]);
+        assert!(core.lineage.is_empty());
+    }
+
+    #[test]
+    fn a_dead_nodes_results_are_rebuilt_by_their_task_and_its_puts_are_lost() {
+        let mut core = two_node_core();
+        // a's result is stored on node 1 (the driver's home), then node 1 is kept busy.
+        let a = task(2, 1);
+        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![a.clone()])));
+        assert_eq!(runs(&step(&mut core))[0].0, 1);
+        core.handle(Input::FromNode(
+            1,
+            NodeToHead::Done(vec![(a.id, stored_on(1))]),
+        ));
+        let put = object_id(2, 50);
+        let at = match stored_on(1) {
+            Ok(Value::Stored(at)) => at,
+            _ => unreachable!(),
+        };
+        core.handle(Input::FromDriver(2, DriverToHead::PutAt { id: put, at }));
+        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![task(2, 2)])));
+        assert_eq!(runs(&step(&mut core))[0].0, 1);
+        // b takes a on node 3.
+        let mut b = task(2, 3);
+        b.args = vec![Arg::Ref(a.id)];
+        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![b.clone()])));
+        let out = step(&mut core);
+        assert!(
+            matches!(runs(&out)[..], [(3, run)] if matches!(run.spec.args[0], Arg::At(_, ref at) if at.node == 1))
+        );
+        // Node 1 dies; b cannot read a. a runs again (on node 3, once b gave it back),
+        // then b runs again and is told a's new place.
+        core.handle(Input::NodeLeft(1, "killed".into()));
+        let lost = TaskError {
+            kind: ErrorKind::ObjectLost,
+            function: b.function.clone(),
+            location: None,
+            message: "cannot read it from node 1".into(),
+        };
+        core.handle(Input::FromNode(
+            3,
+            NodeToHead::Done(vec![(b.id, Err(lost))]),
+        ));
+        let out = step(&mut core);
+        let rerun = runs(&out);
+        assert!(
+            matches!(rerun[..], [(3, run)] if run.spec.id == a.id),
+            "{out:?}"
+        );
+        core.handle(Input::FromNode(
+            3,
+            NodeToHead::Done(vec![(a.id, stored_on(3))]),
+        ));
+        let out = step(&mut core);
+        assert!(
+            matches!(runs(&out)[..], [(3, run)] if run.spec.id == b.id
+                && matches!(run.spec.args[0], Arg::At(_, ref at) if at.node == 3)),
+            "{out:?}"
+        );
+        assert!(
+            out.iter()
+                .any(|e| matches!(e, Effect::ToDriver(2, HeadToDriver::Done(v))
+            if v.contains(&(a.id, stored_on(3))))),
+            "the driver hears of a's new place"
+        );
+        // The put cannot be made again: asking for it says so.
+        core.handle(Input::FromDriver(2, DriverToHead::Subscribe(vec![put])));
+        let out = step(&mut core);
+        let err = out.iter().find_map(|e| match e {
+            Effect::ToDriver(2, HeadToDriver::Done(v)) => v.iter().find(|(id, _)| *id == put),
+            _ => None,
+        });
+        assert!(
+            matches!(err, Some((_, Err(e))) if e.kind == ErrorKind::ObjectLost
+                && e.message.contains("cannot be rebuilt")),
             "{out:?}"
         );
     }

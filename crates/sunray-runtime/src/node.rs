@@ -14,8 +14,7 @@ use futures_util::StreamExt;
 use sunray_proto::{
     ActorId, Assignment, BinaryChunk, BinaryInfo, ClientId, ErrorKind, HeadToNode, HelloReply,
     Location, NodeId, NodeRegistration, NodeToHead, NodeToWorker, Outcome, ProgramKind, Reply,
-    Role, TaskError,
-    TaskId, TaskKind, TaskSpec, WorkerTask, WorkerToNode,
+    Role, TaskError, TaskId, TaskKind, TaskSpec, WorkerTask, WorkerToNode,
 };
 use sunray_sched::{Allocation, NodeLedger, ResourceSet, Successors};
 use tokio::io::{AsyncBufReadExt, BufReader};
