@@ -585,6 +585,9 @@ fn nodes<'py>(py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
             d.set_item("AvailableResources", resources_dict(py, &n.available)?)?;
             d.set_item("IsHead", n.is_head)?;
             d.set_item("Pid", n.pid)?;
+            // What its object store holds (large results and tasks' puts).
+            d.set_item("ObjectStoreObjects", n.objects)?;
+            d.set_item("ObjectStoreUsedBytes", n.object_bytes)?;
             Ok(d)
         })
         .collect()

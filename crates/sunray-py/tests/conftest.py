@@ -4,6 +4,7 @@ command, on loopback addresses, each in a fresh ``SUNRAY_TMPDIR``."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -60,10 +61,14 @@ class Cluster:
         )
         self.address = line.split()[3]
 
-    def add_node(self, ip: str, cpus: float = 2, gpus: float = 0) -> None:
+    def add_node(
+        self, ip: str, cpus: float = 2, gpus: float = 0, resources: dict | None = None
+    ) -> None:
         args = ["--address", self.address, "--node-ip-address", ip, "--num-cpus", str(cpus)]
         if gpus:
             args += ["--num-gpus", str(gpus)]
+        if resources:
+            args += ["--resources", json.dumps(resources)]
         self._start(ip, args, "sunray node joined")
 
     def kill(self, name: str) -> None:

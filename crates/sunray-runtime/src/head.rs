@@ -1166,9 +1166,15 @@ impl HeadState {
                             kind: ErrorKind::ObjectLost,
                             function: String::new(),
                             location: None,
-                            message: format!(
-                                "object {id:#x} does not exist (released by its owner, or never created)"
-                            ),
+                            message: match self.drivers.contains_key(&object_owner(id)) {
+                                true => format!(
+                                    "object {id:#x} does not exist (released by its owner, or never created)"
+                                ),
+                                false => format!(
+                                    "object {id:#x} is gone with its owner (client {}), which left the cluster: an object lives as long as the driver or task worker that made it (a task's put dies with its worker, or its node)",
+                                    object_owner(id)
+                                ),
+                            },
                         }),
                     };
                     if let Some(d) = self.drivers.get_mut(&client) {

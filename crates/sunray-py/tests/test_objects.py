@@ -1,0 +1,81 @@
+"""Large objects stay in the object store of the node that made them, through the
+Python front end against the installed wheel: tasks and the driver read them from that
+node; a result whose node died is made again; a task's ``put`` is lost with its node."""
+
+from __future__ import annotations
+
+import pytest
+
+import sunray as ray
+from sunray.exceptions import ObjectLostError
+
+MB = 1 << 20
+
+
+@pytest.fixture
+def stores(tmp, monkeypatch):
+    """A head without CPUs and nodes 127.0.0.2 ("maker") and 127.0.0.3 ("reader")."""
+    from conftest import Cluster
+
+    c = Cluster(tmp)
+    c.start_head()
+    c.add_node("127.0.0.2", cpus=1, resources={"maker": 1})
+    c.add_node("127.0.0.3", cpus=1, resources={"reader": 1})
+    monkeypatch.setenv("SUNRAY_TMPDIR", str(tmp))
+    for k in ("SUNRAY_ADDRESS", "SUNRAY_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    yield c
+    ray.shutdown()
+    c.stop()
+
+
+@ray.remote
+def make(n, fill):
+    return bytes([fill]) * n, ray.get_runtime_context().get_node_ip()
+
+
+@ray.remote
+def inspect(blob, fill):
+    data, made = blob
+    here = ray.get_runtime_context().get_node_ip()
+    return len(data), data == bytes([fill]) * len(data), made, here
+
+
+_kept = []
+
+
+@ray.remote
+def stash(n):
+    """A large put inside a task: it stays on this node (the worker keeps its ref)."""
+    ref = ray.put(b"p" * n)
+    _kept.append(ref)
+    return [ref], ray.get_runtime_context().get_node_ip()
+
+
+def test_a_large_result_is_read_from_its_node_by_a_task_elsewhere_and_by_the_driver(stores):
+    ray.init(stores.address)
+    blob = make.options(resources={"maker": 1}).remote(50 * MB, 7)
+    seen = ray.get(inspect.options(resources={"reader": 1}).remote(blob, 7))
+    assert seen == (50 * MB, True, "127.0.0.2", "127.0.0.3")
+    data, made = ray.get(blob)
+    assert len(data) == 50 * MB and made == "127.0.0.2"
+    per_node = {n["NodeManagerAddress"]: n for n in ray.nodes()}
+    assert per_node["127.0.0.2"]["ObjectStoreUsedBytes"] > 50 * MB
+    assert per_node["127.0.0.3"]["ObjectStoreUsedBytes"] == 0
+
+
+def test_a_result_whose_node_died_is_made_again_and_a_lost_put_says_so(stores):
+    ray.init(stores.address)
+    blob = make.options(resources={"maker": 1}).remote(2 * MB, 3)
+    [put], at = ray.get(stash.options(resources={"maker": 1}).remote(2 * MB))
+    assert at == "127.0.0.2" and ray.get(put) == b"p" * (2 * MB)
+    assert ray.get(inspect.options(resources={"reader": 1}).remote(blob, 3))[2] == "127.0.0.2"
+    # The only node with "maker" goes, and one that has it joins: the task runs again there.
+    stores.kill("127.0.0.2")
+    stores.add_node("127.0.0.4", cpus=1, resources={"maker": 1})
+    data, made = ray.get(blob, timeout=60)
+    assert data == bytes([3]) * (2 * MB) and made == "127.0.0.4"
+    del data
+    # The put died with its worker (and node): only task results are made again.
+    with pytest.raises(ObjectLostError, match="gone with its owner"):
+        ray.get(put, timeout=60)
