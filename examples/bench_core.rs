@@ -6,6 +6,7 @@
 //! target/release/examples/bench_core            # prints one line per figure
 //! bench/core.sh --ray                           # the same, with Ray measured beside it
 //! target/release/examples/bench_core --tasks 1000000   # one driver, a million tasks: rate and memory
+//! target/release/examples/bench_core --objects  # 1 GB objects node to node, against loopback TCP
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,18 @@ fn noop() {}
 fn sleep_ip(s: f64) -> String {
     std::thread::sleep(Duration::from_secs_f64(s));
     sunray::get_runtime_context().node_ip
+}
+
+/// `n` bytes made where the task runs (they stay in that node's object store).
+#[sunray::remote]
+fn blob(n: usize) -> bytes::Bytes {
+    bytes::Bytes::from(vec![1u8; n])
+}
+
+/// Takes a blob (read from the node that holds it) and says how long it is.
+#[sunray::remote]
+fn blob_len(b: bytes::Bytes) -> usize {
+    b.len()
 }
 
 /// An actor whose method does nothing: calls measure the actor path alone.
@@ -255,7 +268,41 @@ fn many_tasks(n: usize) {
         get("DRIVER_PEAK_KB") * 1024.0 / n as f64
     );
     stop_cluster(&tmp);
+
     std::fs::remove_dir_all(&tmp).ok();
+}
+
+/// A 1 GB object node to node, and into the driver, against plain loopback TCP.
+fn object_figures(tmp: &Path) {
+    let get = |out: &str, key: &str| -> String {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    let objects_address = object_cluster(tmp);
+    let o = Command::new(std::env::current_exe().unwrap())
+        .args(["--role", "objects"])
+        .env("SUNRAY_TMPDIR", tmp)
+        .env("SUNRAY_ADDRESS", &objects_address)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "driver objects failed");
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    stop_cluster(tmp);
+    let tcp: Vec<f64> = (0..3).map(|_| tcp_copy_gbs()).collect();
+    println!(
+        "1 GB object made on node 2, taken by a task on node 3 (read, then decoded into Bytes): {} GB/s (median of 3, range)",
+        get(&out, "OBJECT_TASK_GBS")
+    );
+    println!(
+        "1 GB object read by the driver from node 2 (the bytes, not decoded): {} GB/s (median of 3, range)",
+        get(&out, "OBJECT_DRIVER_GBS")
+    );
+    println!(
+        "machine floor: 1 GB over loopback TCP into a fresh buffer: {} GB/s (median of 3, range)",
+        summary(tcp, 2)
+    );
 }
 
 /// The pids of the sessions under `$SUNRAY_TMPDIR` = `tmp` (in `tmp/sunray-<uid>`).
@@ -389,6 +436,31 @@ fn driver_role(role: &str) {
             println!("ROUND_S {:.4}", median(rounds[1..].to_vec()));
             println!("TASKS_PER_ROUND {cpus}");
         }
+        "objects" => {
+            // Made on the node with "maker", read by a task on the node with "reader",
+            // then by this driver: each a fresh 1 GB object, as a first read of it is.
+            let n: usize = 1_000_000_000;
+            let on = |r: &str| sunray::TaskOptions::new().resource(r, 1.0);
+            blob_len
+                .options(on("reader"))
+                .remote(&blob.remote(1))
+                .get()
+                .unwrap();
+            let (mut task_rates, mut driver_rates) = (Vec::new(), Vec::new());
+            for _ in 0..3 {
+                let b = blob.options(on("maker")).remote(n);
+                sunray::wait(std::slice::from_ref(&b), 1, None).unwrap();
+                let t = Instant::now();
+                let len = blob_len.options(on("reader")).remote(&b).get().unwrap();
+                task_rates.push(len as f64 / t.elapsed().as_secs_f64() / 1e9);
+                // The bytes alone (as a front end gets them, before any decoding).
+                let t = Instant::now();
+                let v = sunray::ext::client().unwrap().get(b.id(), None).unwrap();
+                driver_rates.push(v.len() as f64 / t.elapsed().as_secs_f64() / 1e9);
+            }
+            println!("OBJECT_TASK_GBS {}", summary(task_rates, 2));
+            println!("OBJECT_DRIVER_GBS {}", summary(driver_rates, 2));
+        }
         _ => panic!("unknown role {role}"),
     }
 }
@@ -419,6 +491,76 @@ fn ping_pong_us(tmp: &Path) -> f64 {
     us
 }
 
+/// The machine's floor for moving an object: 1 GB over loopback TCP between two
+/// processes, into a fresh buffer, as a reader of an object gets it (GB/s).
+fn tcp_copy_gbs() -> f64 {
+    use std::io::{Read, Write};
+    let n: usize = 1_000_000_000;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--tcp-send", &port, &n.to_string()])
+        .spawn()
+        .unwrap();
+    let (mut s, _) = listener.accept().unwrap();
+    let mut go = [0u8; 1];
+    s.read_exact(&mut go).unwrap(); // the sender's buffer is made
+    let t = Instant::now();
+    s.write_all(&[1]).unwrap();
+    let mut buf = vec![0u8; n];
+    s.read_exact(&mut buf).unwrap();
+    let gbs = n as f64 / t.elapsed().as_secs_f64() / 1e9;
+    child.wait().unwrap();
+    gbs
+}
+
+fn tcp_send(port: &str, n: usize) {
+    use std::io::{Read, Write};
+    let data = vec![1u8; n];
+    let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    s.write_all(&[1]).unwrap();
+    let mut go = [0u8; 1];
+    s.read_exact(&mut go).unwrap();
+    s.write_all(&data).unwrap();
+}
+
+/// A head without CPUs and two nodes (127.0.0.2 with "maker", 127.0.0.3 with "reader"):
+/// an object made on one and read on the other goes node to node.
+fn object_cluster(tmp: &Path) -> String {
+    let head = [
+        "start",
+        "--head",
+        "--port",
+        "0",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--num-cpus",
+        "0",
+    ];
+    let o = sunray(tmp, &head);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let address = text.split_whitespace().nth(3).unwrap().to_string();
+    for (ip, res) in [
+        ("127.0.0.2", r#"{"maker": 1}"#),
+        ("127.0.0.3", r#"{"reader": 1}"#),
+    ] {
+        let node = [
+            "start",
+            "--address",
+            &address,
+            "--node-ip-address",
+            ip,
+            "--num-cpus",
+            "1",
+            "--resources",
+            res,
+        ];
+        sunray(tmp, &node);
+    }
+    sunray(tmp, &["status", "--wait-for-nodes", "3", "--timeout", "10"]);
+    address
+}
+
 fn pong(path: &str) {
     use std::io::{Read, Write};
     let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
@@ -439,6 +581,17 @@ fn main() {
     }
     if args.len() > 2 && args[1] == "--pong" {
         pong(&args[2]);
+        return;
+    }
+    if args.len() > 3 && args[1] == "--tcp-send" {
+        tcp_send(&args[2], args[3].parse().unwrap());
+        return;
+    }
+    if args.len() > 1 && args[1] == "--objects" {
+        let tmp = PathBuf::from(format!("/tmp/srb-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        object_figures(&tmp);
+        std::fs::remove_dir_all(&tmp).ok();
         return;
     }
     if args.len() > 2 && args[1] == "--tasks" {
@@ -517,5 +670,8 @@ fn main() {
         get(&out, "ROUND_S")
     );
     stop_cluster(&tmp);
+
+    // 3. a 1 GB object node to node, and into the driver, against plain loopback TCP
+    object_figures(&tmp);
     std::fs::remove_dir_all(&tmp).ok();
 }
