@@ -443,7 +443,7 @@ fn driver_role(role: &str) {
             let on = |r: &str| sunray::TaskOptions::new().resource(r, 1.0);
             blob_len
                 .options(on("reader"))
-                .remote(&blob.remote(1))
+                .remote(blob.remote(1))
                 .get()
                 .unwrap();
             let (mut task_rates, mut driver_rates) = (Vec::new(), Vec::new());

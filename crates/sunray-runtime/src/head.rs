@@ -2857,7 +2857,7 @@ mod tests {
             NodeToHead::Done(vec![(b.id, Ok(Value::Inline(Bytes::from_static(b"ok"))))]),
         ));
         assert_eq!(frees(&step(&mut core)), vec![(on, vec![a.id])]);
-        assert!(core.objects.get(&a.id).is_none() && core.pins.is_empty());
+        assert!(!core.objects.contains_key(&a.id) && core.pins.is_empty());
         // A driver's objects in stores are freed when it leaves.
         let c = task(2, 3);
         core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![c.clone()])));
