@@ -10,6 +10,7 @@ pub mod head;
 pub mod local;
 mod logs;
 pub mod node;
+mod node_core;
 pub mod objects;
 mod results;
 pub mod session;
