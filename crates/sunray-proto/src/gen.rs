@@ -64,6 +64,7 @@ pub fn driver_message(rng: &mut impl Rng, client: ClientId) -> DriverToHead {
                 PlacementStrategy::StrictSpread,
             ][rng.random_range(0..4)],
             ready: Bytes::new(),
+            detached: rng.random(),
         },
         9 => DriverToHead::RemoveGroup {
             id: id(rng, client),

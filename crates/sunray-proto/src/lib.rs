@@ -373,6 +373,9 @@ pub enum DriverToHead {
         strategy: PlacementStrategy,
         /// The ready object's value, in the creator's language ("ready").
         ready: Bytes,
+        /// Outlives its creator (Ray's `lifetime="detached"`): removed only by
+        /// `RemoveGroup` (from any driver) or with the cluster.
+        detached: bool,
     },
     /// Frees a group's bundles; tasks and actors in it fail.
     RemoveGroup {
@@ -492,6 +495,7 @@ pub struct GroupView {
     pub nodes: Vec<NodeId>,
     /// Why it waits (cannot fit the cluster) or why it was removed.
     pub why: Option<String>,
+    pub detached: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

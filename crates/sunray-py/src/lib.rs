@@ -145,14 +145,21 @@ fn bytes_of(b: &Bound<'_, PyBytes>) -> Bytes {
     })
 }
 
-/// Releases an object of this driver when the last ref naming it is gone.
+/// Releases an object of this driver when the last ref naming it is gone, unless a ref
+/// to it was pickled (passed inside a value: a task's argument or result): the refs
+/// unpickled elsewhere do not own it, so it then lives as long as its owner (this
+/// driver, or this task's worker process) — never shorter than a reader needs.
 struct Owned {
     id: u64,
     client: Weak<Client>,
+    escaped: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Owned {
     fn drop(&mut self) {
+        if self.escaped.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         if let Some(c) = self.client.upgrade() {
             c.release(self.id);
         }
@@ -216,7 +223,18 @@ impl ObjectRef {
         })
     }
 
+    /// `await ref` inside a coroutine (an async actor's method): its value, read on a
+    /// thread of the running loop's executor so that the loop goes on meanwhile.
+    fn __await__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let fut = py.import("sunray")?.getattr("_awaitable")?.call1((slf,))?;
+        fut.call_method0("__await__")
+    }
+
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        if let Some(o) = &self.owner {
+            o.escaped.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let f = py.import("sunray._sunray")?.getattr("_named_ref")?;
         let args = (self.id, self.index).into_pyobject(py)?;
         PyTuple::new(py, [f, args.into_any()])
@@ -241,6 +259,7 @@ fn owned_ref(c: &Arc<Client>, id: u64) -> ObjectRef {
         owner: Some(Arc::new(Owned {
             id,
             client: Arc::downgrade(c),
+            escaped: Default::default(),
         })),
     }
 }
@@ -607,13 +626,14 @@ type BundleSpec = (f64, f64, f64, Vec<(String, f64)>);
 /// Reserves a placement group (`strategy`: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD);
 /// returns its ready ref, whose id is the group's.
 #[pyfunction]
-#[pyo3(signature = (bundles, strategy, name, ready))]
+#[pyo3(signature = (bundles, strategy, name, ready, detached=false))]
 fn create_placement_group(
     py: Python<'_>,
     bundles: Vec<BundleSpec>,
     strategy: &str,
     name: Option<String>,
     ready: &Bound<'_, PyBytes>,
+    detached: bool,
 ) -> PyResult<ObjectRef> {
     use sunray_proto::PlacementStrategy as S;
     let strategy = match strategy {
@@ -639,7 +659,7 @@ fn create_placement_group(
         .collect();
     let ready = bytes_of(ready);
     let id = py
-        .detach(|| c.create_group(name, bundles, strategy, ready))
+        .detach(|| c.create_group(name, bundles, strategy, ready, detached))
         .map_err(|e| get_error(py, e))?;
     Ok(owned_ref(&c, id))
 }
@@ -697,6 +717,7 @@ fn placement_groups<'py>(py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
                     .collect::<Vec<_>>(),
             )?;
             d.set_item("reason", g.why.clone())?;
+            d.set_item("detached", g.detached)?;
             Ok(d)
         })
         .collect()

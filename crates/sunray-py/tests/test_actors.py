@@ -294,3 +294,74 @@ def test_a_threaded_actor_runs_its_calls_at_once(local):
     one = Meeting.remote(2, timeout=1)
     with pytest.raises(threading.BrokenBarrierError):
         ray.get([one.arrive.remote(0), one.arrive.remote(1)], timeout=60)
+
+
+@ray.remote
+class Gathering:
+    """An async actor: its coroutines share one event loop."""
+
+    def __init__(self):
+        self.barrier = None
+
+    async def meet(self, n):
+        import asyncio
+        import threading
+
+        if self.barrier is None:
+            self.barrier = asyncio.Barrier(n)
+        await asyncio.wait_for(self.barrier.wait(), 30)
+        return threading.get_ident()
+
+    async def twice(self, refs):
+        return 2 * await refs[0]
+
+    def plain(self):
+        return "sync methods still work"
+
+
+def test_an_async_actor_runs_its_coroutines_at_once_on_one_loop_and_awaits_refs(local):
+    a = Gathering.remote()
+    # Four calls wait for each other at a barrier: only coroutines running at once pass.
+    threads = ray.get([a.meet.remote(4) for _ in range(4)], timeout=60)
+    assert len(set(threads)) == 1, "all on the actor's event loop"
+    assert ray.get(a.twice.remote([ray.put(21)]), timeout=60) == 42
+    assert ray.get(a.plain.remote()) == "sync methods still work"
+
+
+def test_a_detached_placement_group_outlives_its_driver_until_removed(cluster):
+    from sunray.util import get_placement_group, placement_group_table, remove_placement_group
+    from sunray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    made = cluster.python(
+        """
+        import sunray as ray
+        from sunray.util import placement_group
+        ray.init()
+        pg = placement_group([{"CPU": 1}] * 2, strategy="STRICT_SPREAD", name="keep",
+                             lifetime="detached")
+        assert pg.wait(30)
+        print("PLACED")
+        """
+    )
+    assert made.returncode == 0 and "PLACED" in made.stdout, made.stderr
+    ray.init(cluster.address)
+    pg = get_placement_group("keep")
+    assert ray.get(pg.ready(), timeout=10) is None, "its ready object lives on too"
+    row = placement_group_table(pg)
+    assert row["state"] == "CREATED" and row["detached"], row
+
+    @ray.remote(num_cpus=1)
+    def where():
+        return ray.get_runtime_context().get_node_ip()
+
+    ips = ray.get(
+        [
+            where.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, i)).remote()
+            for i in range(2)
+        ]
+    )
+    assert sorted(ips) == ["127.0.0.2", "127.0.0.3"]
+    remove_placement_group(pg)
+    assert placement_group_table(pg)["state"] == "REMOVED"
+    with pytest.raises(ValueError, match="no placement group named 'keep'"):
+        get_placement_group("keep")

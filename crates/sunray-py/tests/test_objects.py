@@ -41,15 +41,22 @@ def inspect(blob, fill):
     return len(data), data == bytes([fill]) * len(data), made, here
 
 
-_kept = []
+@ray.remote
+def stash(n):
+    """A put inside a task (a large one stays on this node), returned inside a list."""
+    ref = ray.put(b"p" * n)
+    return [ref], ray.get_runtime_context().get_node_ip()
 
 
 @ray.remote
-def stash(n):
-    """A large put inside a task: it stays on this node (the worker keeps its ref)."""
-    ref = ray.put(b"p" * n)
-    _kept.append(ref)
-    return [ref], ray.get_runtime_context().get_node_ip()
+def read_nested(refs, go):
+    """Reads the refs it was given inside a list, once the file ``go`` exists."""
+    import os
+    import time
+
+    while not os.path.exists(go):
+        time.sleep(0.01)
+    return [len(ray.get(r)) for r in refs]
 
 
 def test_a_large_result_is_read_from_its_node_by_a_task_elsewhere_and_by_the_driver(stores):
@@ -79,3 +86,20 @@ def test_a_result_whose_node_died_is_made_again_and_a_lost_put_says_so(stores):
     # The put died with its worker (and node): only task results are made again.
     with pytest.raises(ObjectLostError, match="gone with its owner"):
         ray.get(put, timeout=60)
+
+
+@pytest.mark.parametrize("size", [1000, 2 * MB])
+def test_refs_passed_inside_values_keep_their_objects(stores, size):
+    """Inline (small) and stored (large) objects alike."""
+    ray.init(stores.address)
+    # Made by a task's put, returned inside a list: the worker's own ref is gone.
+    [put], _ = ray.get(stash.options(resources={"maker": 1}).remote(size))
+    assert ray.get(put) == b"p" * size
+    # Passed inside a list to a task, then dropped here before the task reads it.
+    mine = ray.put(b"m" * size)
+    go = stores.tmp / f"go-{size}"
+    reading = read_nested.options(resources={"reader": 1}).remote([mine], str(go))
+    del mine
+    ray.get(make.options(resources={"maker": 1}).remote(1, 0))  # releases are flushed
+    go.write_text("")
+    assert ray.get(reading, timeout=60) == [size]

@@ -1227,6 +1227,7 @@ impl Client {
         bundles: Vec<sunray_proto::Resources>,
         strategy: sunray_proto::PlacementStrategy,
         ready: Bytes,
+        detached: bool,
     ) -> Result<sunray_proto::GroupId, GetError> {
         let id = self.new_object_id();
         self.send(DriverToHead::CreateGroup {
@@ -1235,6 +1236,7 @@ impl Client {
             bundles,
             strategy,
             ready,
+            detached,
         })?;
         Ok(id)
     }

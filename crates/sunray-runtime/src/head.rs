@@ -1142,7 +1142,8 @@ impl HeadState {
                 bundles,
                 strategy,
                 ready,
-            } => self.create_group(client, id, name, bundles, strategy, ready),
+                detached,
+            } => self.create_group(client, id, name, bundles, strategy, ready, detached),
             DriverToHead::RemoveGroup { id } => {
                 self.remove_group(id, "removed by remove_placement_group");
             }
@@ -1579,12 +1580,21 @@ impl HeadState {
         let mine: Vec<GroupId> = self
             .groups
             .iter()
-            .filter(|(_, g)| g.owner == client && g.view.state != GroupState::Removed)
+            .filter(|(_, g)| {
+                g.owner == client && g.view.state != GroupState::Removed && !g.view.detached
+            })
             .map(|(id, _)| *id)
             .collect();
         for g in mine {
             self.remove_group(g, "its driver left the cluster");
         }
+        // A detached group's ready object outlives its creator, as the group does.
+        let detached: HashSet<ObjectId> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.owner == client && g.view.detached)
+            .map(|(id, _)| *id)
+            .collect();
         // Its actors die with it (the node agents kill their workers with the job's),
         // except detached ones.
         for actor in self.actors.owned_by(client) {
@@ -1606,7 +1616,7 @@ impl HeadState {
         }
         let mut frees: HashMap<NodeId, Vec<ObjectId>> = HashMap::new();
         self.objects.retain(|id, o| {
-            let keep = object_owner(*id) != client;
+            let keep = object_owner(*id) != client || detached.contains(id);
             if let (false, ObjState::Stored(at)) = (keep, o) {
                 frees.entry(at.node).or_default().push(*id);
             }
@@ -1722,6 +1732,7 @@ impl HeadState {
         bundles: Vec<Resources>,
         strategy: PlacementStrategy,
         ready: Bytes,
+        detached: bool,
     ) {
         if self.objects.contains_key(&id) || self.groups.contains_key(&id) {
             return;
@@ -1789,6 +1800,7 @@ impl HeadState {
                     bundles,
                     nodes: Vec::new(),
                     why,
+                    detached,
                 },
             },
         );

@@ -552,7 +552,7 @@ pub fn placement_group(
 ) -> Result<PlacementGroup, Error> {
     let n = bundles.len();
     let unit = Bytes::from(postcard::to_allocvec(&()).map_err(|e| Error::Serde(e.to_string()))?);
-    let id = client()?.create_group(None, bundles, strategy, unit)?;
+    let id = client()?.create_group(None, bundles, strategy, unit, false)?;
     Ok(PlacementGroup {
         id,
         ready: ObjectRef::from_id(id),

@@ -204,6 +204,13 @@ def get(object_refs, *, timeout: float | None = None):
     return [_value(r, d) for r, d in zip(refs, datas)]
 
 
+def _awaitable(ref):
+    """What ``await ref`` waits for: ``get(ref)`` on the running loop's executor."""
+    import asyncio
+
+    return asyncio.get_running_loop().run_in_executor(None, get, ref)
+
+
 def wait(
     object_refs,
     *,

@@ -7,6 +7,7 @@ the actor table (placement, restarts, names); this module only pickles.
 
 from __future__ import annotations
 
+import inspect
 import pickle
 
 from . import _sunray, exceptions
@@ -65,12 +66,29 @@ def _methods_of(cls) -> dict[str, int]:
     return out
 
 
+# Calls an async actor runs at once unless told otherwise (Ray: 1000; here each call
+# waits on a thread of its own, so fewer).
+ASYNC_CONCURRENCY = 100
+
+
+def is_async(cls) -> bool:
+    """Has the class an ``async def`` method (it is then an async actor)?"""
+    return any(
+        inspect.iscoroutinefunction(getattr(cls, n, None))
+        for n in dir(cls)
+        if not n.startswith("__")
+    )
+
+
 class ActorClass:
     """A class made an actor by ``@sunray.remote``: ``.remote(*args, **kwargs)`` starts
     one; ``.options(num_cpus=…, num_gpus=…, resources=…, name=…, lifetime="detached",
     max_restarts=…, max_task_retries=…, max_concurrency=…, get_if_exists=…)`` gives a
     copy with options. With ``max_concurrency`` above 1, that many calls run at once,
     each on a thread of the actor's process (Ray's threaded actors: no order then).
+    A class with ``async def`` methods is an async actor (Ray's): its coroutines run on
+    one event loop in the actor's process, up to ``max_concurrency`` at once (default
+    100), and may ``await`` ObjectRefs.
     An actor holds its CPUs and GPUs (default: none) for its lifetime, its process
     seeing exactly its GPUs in ``CUDA_VISIBLE_DEVICES``."""
 
@@ -135,7 +153,7 @@ class ActorClass:
                 o.get("lifetime") == "detached",
                 limit("max_restarts"),
                 limit("max_task_retries"),
-                o.get("max_concurrency") or 1,
+                o.get("max_concurrency") or (ASYNC_CONCURRENCY if is_async(self._cls) else 1),
             ),
             None,
             _bundle_of(o),

@@ -5,6 +5,7 @@ GIL released while it waits); :func:`_invoke` runs one task.
 
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import sys
@@ -78,7 +79,33 @@ def _create_actor(name: str, args: list[bytes]) -> bytes:
         values.append(v if pick is None else v[pick])
     cls = _function(fid, name)
     _actor = cls(*values[:npos], **dict(zip(kwnames, values[npos:])))
+    from ._actor import is_async
+
+    if is_async(cls):
+        _start_loop()
     return ser.dumps(None)
+
+
+# An async actor's event loop, on a thread of its own: its calls' threads hand their
+# coroutines to it and wait (GIL released) for the result.
+_loop = None
+
+
+def _start_loop() -> None:
+    global _loop
+    import asyncio
+    import threading
+
+    _loop = asyncio.new_event_loop()
+    threading.Thread(target=_loop.run_forever, name="sunray-actor-loop", daemon=True).start()
+
+
+def _run_method(fn, args, kwargs):
+    if _loop is not None and inspect.iscoroutinefunction(fn):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), _loop).result()
+    return fn(*args, **kwargs)
 
 
 def _call_actor(name: str, args: list[bytes]) -> bytes:
@@ -92,7 +119,7 @@ def _call_actor(name: str, args: list[bytes]) -> bytes:
         return ser.error_payload(e, name, _node_ip())
     try:
         result = _returned(
-            fn(*values[:npos], **dict(zip(kwnames, values[npos:]))), num_returns, name
+            _run_method(fn, values[:npos], dict(zip(kwnames, values[npos:]))), num_returns, name
         )
         return ser.dumps(result)
     except Exception as e:  # noqa: BLE001 (a method's exception goes back to its caller)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .placement_group import (
     PlacementGroup,
     get_current_placement_group,
+    get_placement_group,
     placement_group,
     placement_group_table,
     remove_placement_group,
@@ -30,6 +31,7 @@ __all__ = [
     "PlacementGroup",
     "get_current_placement_group",
     "get_node_ip_address",
+    "get_placement_group",
     "list_actors",
     "placement_group",
     "placement_group_table",

@@ -78,10 +78,6 @@ def placement_group(
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     if lifetime not in (None, "detached"):
         raise ValueError(f'lifetime must be None or "detached", got {lifetime!r}')
-    if lifetime == "detached":
-        raise NotImplementedError(
-            "detached placement groups are not supported yet: a group lives as long as its driver"
-        )
     bundles = list(bundles)
     if not bundles:
         raise ValueError("a placement group needs at least one bundle")
@@ -89,8 +85,24 @@ def placement_group(
     _connect_in_task()
     if not _sunray.is_initialized():
         init()
-    ref = _sunray.create_placement_group(wire, strategy, name or None, ser.dumps(None))
+    ref = _sunray.create_placement_group(
+        wire, strategy, name or None, ser.dumps(None), lifetime == "detached"
+    )
     return PlacementGroup(ref, [dict(b) for b in bundles])
+
+
+def get_placement_group(name: str) -> PlacementGroup:
+    """The live placement group named ``name`` (a detached one made by another driver,
+    say); ``ValueError`` if there is none."""
+    from .. import _connect_in_task, init
+
+    _connect_in_task()
+    if not _sunray.is_initialized():
+        init()
+    for r in _sunray.placement_groups():
+        if r["name"] == name and r["state"] != "REMOVED":
+            return PlacementGroup(_sunray._named_ref(r["id"]), r["bundles"])
+    raise ValueError(f"no placement group named {name!r}")
 
 
 def remove_placement_group(pg: PlacementGroup) -> None:
