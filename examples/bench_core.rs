@@ -527,16 +527,8 @@ fn tcp_send(port: &str, n: usize) {
 /// A head without CPUs and two nodes (127.0.0.2 with "maker", 127.0.0.3 with "reader"):
 /// an object made on one and read on the other goes node to node.
 fn object_cluster(tmp: &Path) -> String {
-    let head = [
-        "start",
-        "--head",
-        "--port",
-        "0",
-        "--node-ip-address",
-        "127.0.0.1",
-        "--num-cpus",
-        "0",
-    ];
+    let mut head = HEAD_ARGS.to_vec();
+    *head.last_mut().expect("--num-cpus N") = "0";
     let o = sunray(tmp, &head);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     let address = text.split_whitespace().nth(3).unwrap().to_string();

@@ -112,20 +112,25 @@ def tmp(tmp_path_factory) -> Path:
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture
-def cluster(tmp, monkeypatch):
-    """A head and two nodes of 2 CPUs (127.0.0.2, 127.0.0.3); this process's driver
-    connects with ``sunray.init(cluster.address)``."""
+def started(tmp, monkeypatch, nodes: list[tuple[str, dict]]):
+    """A head without CPUs and nodes (ip, ``add_node`` arguments); this process's driver
+    connects with ``sunray.init(c.address)``. Yields the cluster, then stops it."""
     c = Cluster(tmp)
     c.start_head()
-    c.add_node("127.0.0.2")
-    c.add_node("127.0.0.3")
+    for ip, kw in nodes:
+        c.add_node(ip, **kw)
     monkeypatch.setenv("SUNRAY_TMPDIR", str(tmp))
     for k in ("SUNRAY_ADDRESS", "SUNRAY_TOKEN"):
         monkeypatch.delenv(k, raising=False)
     yield c
     sunray.shutdown()
     c.stop()
+
+
+@pytest.fixture
+def cluster(tmp, monkeypatch):
+    """A head and two nodes of 2 CPUs (127.0.0.2, 127.0.0.3)."""
+    yield from started(tmp, monkeypatch, [("127.0.0.2", {}), ("127.0.0.3", {})])
 
 
 @pytest.fixture

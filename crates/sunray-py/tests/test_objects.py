@@ -15,18 +15,16 @@ MB = 1 << 20
 @pytest.fixture
 def stores(tmp, monkeypatch):
     """A head without CPUs and nodes 127.0.0.2 ("maker") and 127.0.0.3 ("reader")."""
-    from conftest import Cluster
+    from conftest import started
 
-    c = Cluster(tmp)
-    c.start_head()
-    c.add_node("127.0.0.2", cpus=1, resources={"maker": 1})
-    c.add_node("127.0.0.3", cpus=1, resources={"reader": 1})
-    monkeypatch.setenv("SUNRAY_TMPDIR", str(tmp))
-    for k in ("SUNRAY_ADDRESS", "SUNRAY_TOKEN"):
-        monkeypatch.delenv(k, raising=False)
-    yield c
-    ray.shutdown()
-    c.stop()
+    yield from started(
+        tmp,
+        monkeypatch,
+        [
+            ("127.0.0.2", {"cpus": 1, "resources": {"maker": 1}}),
+            ("127.0.0.3", {"cpus": 1, "resources": {"reader": 1}}),
+        ],
+    )
 
 
 @ray.remote
