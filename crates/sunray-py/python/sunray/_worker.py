@@ -104,6 +104,11 @@ def _run_method(fn, args, kwargs):
     if _loop is not None and inspect.iscoroutinefunction(fn):
         import asyncio
 
+        from . import _connect_in_task
+
+        # The loop's thread runs no task of its own: the process joins the cluster here,
+        # in the call's context, for what its coroutines get, await or submit.
+        _connect_in_task()
         return asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), _loop).result()
     return fn(*args, **kwargs)
 
