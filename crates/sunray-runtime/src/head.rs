@@ -836,6 +836,16 @@ impl Default for HeartbeatTimeout {
     }
 }
 
+/// A placement group a driver asked for (`DriverToHead::CreateGroup`).
+struct NewGroup {
+    id: GroupId,
+    name: Option<String>,
+    bundles: Vec<Resources>,
+    strategy: PlacementStrategy,
+    ready: Bytes,
+    detached: bool,
+}
+
 struct GroupEntry {
     owner: ClientId,
     view: GroupView,
@@ -1143,7 +1153,17 @@ impl HeadState {
                 strategy,
                 ready,
                 detached,
-            } => self.create_group(client, id, name, bundles, strategy, ready, detached),
+            } => self.create_group(
+                client,
+                NewGroup {
+                    id,
+                    name,
+                    bundles,
+                    strategy,
+                    ready,
+                    detached,
+                },
+            ),
             DriverToHead::RemoveGroup { id } => {
                 self.remove_group(id, "removed by remove_placement_group");
             }
@@ -1724,16 +1744,15 @@ impl HeadState {
     }
 
     /// A placement group to reserve (its id is the object that becomes ready when it is).
-    fn create_group(
-        &mut self,
-        client: ClientId,
-        id: GroupId,
-        name: Option<String>,
-        bundles: Vec<Resources>,
-        strategy: PlacementStrategy,
-        ready: Bytes,
-        detached: bool,
-    ) {
+    fn create_group(&mut self, client: ClientId, group: NewGroup) {
+        let NewGroup {
+            id,
+            name,
+            bundles,
+            strategy,
+            ready,
+            detached,
+        } = group;
         if self.objects.contains_key(&id) || self.groups.contains_key(&id) {
             return;
         }

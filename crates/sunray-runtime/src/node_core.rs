@@ -122,6 +122,8 @@ struct Worker {
     pid: Option<u32>,
     /// It connected to the node's worker socket: messages to it go through.
     connected: bool,
+    /// Asked to end (killed): never given work again, whatever it says until it exits.
+    retiring: bool,
     /// The task this worker runs, or was started for.
     running: Option<Running>,
     pending: Option<Assignment>,
@@ -254,16 +256,27 @@ impl NodeCore {
                 for q in gone {
                     self.task_ended(q.a.spec.id, q.alloc);
                 }
-                for (id, w) in &self.workers {
-                    if w.client == client && !w.actor.as_ref().is_some_and(|a| a.detached) {
-                        self.out.push(Effect::Kill(*id));
-                    }
+                let theirs: Vec<u64> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| {
+                        w.client == client && !w.actor.as_ref().is_some_and(|a| a.detached)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in theirs {
+                    self.retire(id);
                 }
                 self.top_up_prestarted();
             }
             HeadToNode::KillActor { actor } => {
-                if let Some((id, _)) = self.workers.iter().find(|(_, w)| w.actor_is(actor)) {
-                    self.out.push(Effect::Kill(*id));
+                if let Some(id) = self
+                    .workers
+                    .iter()
+                    .find(|(_, w)| w.actor_is(actor))
+                    .map(|(id, _)| *id)
+                {
+                    self.retire(id);
                 } else if let Some(i) = self.queue.iter().position(|q| q.a.spec.id == actor) {
                     let q = self.queue.remove(i).expect("found above");
                     self.task_ended(actor, q.alloc);
@@ -375,6 +388,7 @@ impl NodeCore {
                         } else {
                             // It failed: the worker goes, silently (the error says it all).
                             w.actor = None;
+                            w.retiring = true;
                             self.out.push(Effect::Kill(id));
                             self.task_ended(r.task, Some(r.alloc));
                         }
@@ -567,6 +581,7 @@ impl NodeCore {
                         && w.gpus == gpus
                         && w.running.is_none()
                         && w.connected
+                        && !w.retiring
                         && w.actor.is_none()
                 })
                 .max_by_key(|(_, w)| w.idle_since)
@@ -738,16 +753,25 @@ impl NodeCore {
 
     /// Keeps the number of worker processes bounded by retiring the longest-idle one.
     fn make_room(&mut self) {
-        if self.workers.len() < self.max_workers {
+        if self.workers.values().filter(|w| !w.retiring).count() < self.max_workers {
             return;
         }
-        if let Some((id, _)) = self
+        let idlest = self
             .workers
             .iter()
-            .filter(|(_, w)| w.running.is_none() && w.connected && w.actor.is_none())
+            .filter(|(_, w)| w.running.is_none() && w.connected && !w.retiring && w.actor.is_none())
             .min_by_key(|(_, w)| w.idle_since)
-        {
-            self.out.push(Effect::Kill(*id));
+            .map(|(id, _)| *id);
+        if let Some(id) = idlest {
+            self.retire(id);
+        }
+    }
+
+    /// Ends worker `id`'s process; it gets no work from now on.
+    fn retire(&mut self, id: u64) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.retiring = true;
+            self.out.push(Effect::Kill(id));
         }
     }
 
@@ -772,6 +796,7 @@ impl NodeCore {
                 gpus,
                 pid: None,
                 connected: false,
+                retiring: false,
                 running,
                 pending,
                 idle_since: 0,
@@ -828,7 +853,7 @@ impl NodeCore {
         }
         self.workers
             .iter()
-            .filter(|(_, w)| w.client == UNADOPTED && w.running.is_none())
+            .filter(|(_, w)| w.client == UNADOPTED && w.running.is_none() && !w.retiring)
             .max_by_key(|(_, w)| w.connected)
             .map(|(id, _)| *id)
     }
@@ -1162,6 +1187,44 @@ mod tests {
         assert_eq!(killed, vec![other]);
     }
 
+    #[test]
+    fn a_worker_the_node_killed_gets_no_more_work() {
+        // An actor's constructor fails: its worker is killed, and must not take the
+        // next task of its job while it is still exiting.
+        let mut c = core(2.0, 0);
+        let mut actor = spec(1, 1.0, 0.0);
+        actor.kind = TaskKind::CreateActor(Box::new(ActorOptions {
+            class: "C".into(),
+            name: None,
+            detached: false,
+            max_restarts: 0,
+            max_task_retries: 0,
+            max_concurrency: 1,
+        }));
+        run(&mut c, actor.clone(), None);
+        let w = spawned(&step(&mut c))[0].0;
+        connect(&mut c, w);
+        step(&mut c);
+        c.handle(Input::FromWorker(
+            w,
+            WorkerToNode::Done {
+                task: actor.id,
+                outcome: Err(TaskError {
+                    kind: ErrorKind::Application,
+                    function: "C".into(),
+                    location: None,
+                    message: "constructor refused".into(),
+                }),
+            },
+        ));
+        let out = step(&mut c);
+        assert!(out.iter().any(|e| matches!(e, Effect::Kill(k) if *k == w)));
+        run(&mut c, spec(2, 1.0, 0.0), None);
+        let out = step(&mut c);
+        assert!(sent(&out).iter().all(|(to, _)| *to != w), "{out:?}");
+        assert_eq!(spawned(&out).len(), 1, "a fresh worker runs it");
+    }
+
     /// Simulated worker processes against the core: tasks of random shapes, workers
     /// that fail to start, crash, or finish, in random order. Every task the head sent
     /// gets exactly one result, and what runs at once never exceeds the node.
@@ -1233,11 +1296,7 @@ mod tests {
                             assert!(p.0, "sent to a worker before it connected");
                             p.1.push_back(t.spec.id);
                         }
-                        Effect::Kill(w) => {
-                            if procs.remove(&w).is_some() {
-                                exited.push(w);
-                            }
-                        }
+                        Effect::Kill(w) if procs.remove(&w).is_some() => exited.push(w),
                         Effect::ToHead(NodeToHead::Done(v)) => {
                             for (t, r) in v {
                                 died += r.is_err() as u32;
