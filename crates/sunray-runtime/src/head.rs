@@ -1113,7 +1113,7 @@ impl HeadState {
                 }
             }
             DriverToHead::PutAt { id, at } => {
-                if !self.objects.contains_key(&id) && self.nodes.contains_key(&at.node) {
+                if !self.objects.contains_key(&id) && self.is_object_server_of(at.node, &at.addr) {
                     self.objects.insert(id, ObjState::Stored(Box::new(at)));
                 }
             }
@@ -1446,6 +1446,7 @@ impl HeadState {
             NodeToHead::Heartbeat => {}
             NodeToHead::Done(results) => {
                 for (task, outcome) in results {
+                    let outcome = self.own_location(node, outcome);
                     if let Some(actor) = self.call_in_flight(task, node) {
                         if let Some(a) = self.actors.get_mut(actor) {
                             a.sent.retain(|t| *t != task);
@@ -1512,6 +1513,34 @@ impl HeadState {
                 self.logs.record(node, &origin, task, &lines);
                 self.tell_driver(client, HeadToDriver::Log { origin, lines });
             }
+        }
+    }
+
+    /// Is `addr` an address on node `node`'s IP (where its object server listens)? A
+    /// location elsewhere would send readers to a host that is not the cluster's.
+    fn is_object_server_of(&self, node: NodeId, addr: &str) -> bool {
+        let Some(n) = self.nodes.get(&node) else {
+            return false;
+        };
+        let host = addr.rsplit_once(':').map_or("", |(h, _)| h);
+        host.trim_start_matches('[').trim_end_matches(']') == n.reg.ip
+    }
+
+    /// A node's result, with a location it may claim: on itself only.
+    fn own_location(&self, node: NodeId, outcome: Reply) -> Reply {
+        match outcome {
+            Ok(Value::Stored(at)) if at.node != node || !self.is_object_server_of(node, &at.addr) => {
+                Err(TaskError {
+                    kind: ErrorKind::Invalid,
+                    function: String::new(),
+                    location: Some(format!("node {node}")),
+                    message: format!(
+                        "node {node} said it keeps the result at {} (node {}), which is not its own object server",
+                        at.addr, at.node
+                    ),
+                })
+            }
+            outcome => outcome,
         }
     }
 
@@ -2829,10 +2858,11 @@ mod tests {
             .collect()
     }
 
+    /// A result kept on node 1 (127.0.0.2) or 3 (127.0.0.3) of `two_node_core`.
     fn stored_on(node: NodeId) -> Reply {
         Ok(Value::Stored(Location {
             node,
-            addr: format!("127.0.0.{node}:7000"),
+            addr: format!("127.0.0.{}:7000", if node == 1 { 2 } else { node }),
             size: 1 << 20,
         }))
     }
@@ -2900,6 +2930,38 @@ mod tests {
         core.handle(Input::DriverLeft(2));
         assert_eq!(frees(&step(&mut core)), vec![(c_on, vec![c.id])]);
         assert!(core.lineage.is_empty());
+    }
+
+    #[test]
+    fn a_node_may_only_say_an_object_is_on_its_own_object_server() {
+        let mut core = two_node_core();
+        let a = task(2, 1);
+        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![a.clone()])));
+        let (on, _) = runs(&step(&mut core))[0];
+        let elsewhere = Ok(Value::Stored(Location {
+            node: on,
+            addr: "192.0.2.7:7000".into(),
+            size: 1,
+        }));
+        core.handle(Input::FromNode(
+            on,
+            NodeToHead::Done(vec![(a.id, elsewhere)]),
+        ));
+        let out = step(&mut core);
+        assert!(
+            out.iter().any(|e| matches!(e, Effect::ToDriver(2, HeadToDriver::Done(v))
+                if matches!(&v[0], (id, Err(e)) if *id == a.id && e.message.contains("not its own")))),
+            "{out:?}"
+        );
+        // Nor may a driver place a put on a host that is not the node's.
+        let put = object_id(2, 9);
+        let at = Location {
+            node: 1,
+            addr: "192.0.2.7:7000".into(),
+            size: 1,
+        };
+        core.handle(Input::FromDriver(2, DriverToHead::PutAt { id: put, at }));
+        assert!(!core.objects.contains_key(&put));
     }
 
     #[test]
