@@ -77,11 +77,11 @@ pub mod __private {
     }
     inventory::collect!(RemoteFunction);
 
-    pub fn decode_arg<T: serde::de::DeserializeOwned>(
+    pub fn decode_arg<T: serde::de::DeserializeOwned + 'static>(
         b: &Bytes,
         name: &str,
     ) -> Result<T, (ErrorKind, String)> {
-        postcard::from_bytes(b).map_err(|e| {
+        super::decode(b).map_err(|e| {
             (
                 ErrorKind::BadArguments,
                 format!(
@@ -405,7 +405,7 @@ impl<T> ObjectRef<T> {
     }
 }
 
-impl<T: DeserializeOwned> ObjectRef<T> {
+impl<T: DeserializeOwned + 'static> ObjectRef<T> {
     /// Waits for the value.
     pub fn get(&self) -> Result<T, Error> {
         self.get_timeout(None)
@@ -414,7 +414,7 @@ impl<T: DeserializeOwned> ObjectRef<T> {
     pub fn get_timeout(&self, timeout: Option<Duration>) -> Result<T, Error> {
         let c = client()?;
         let bytes = blocking(c.is_ready(self.id()), || c.get(self.id(), timeout))?;
-        postcard::from_bytes(&bytes).map_err(|e| Error::Serde(e.to_string()))
+        decode(&bytes).map_err(|e| Error::Serde(e.to_string()))
     }
 }
 
@@ -560,13 +560,28 @@ pub fn placement_group(
     })
 }
 
+/// Decodes a value; a `bytes::Bytes` is a slice of `b` rather than a copy (postcard
+/// writes it as its length, then its bytes), so a large blob read from another node is
+/// not copied again.
+fn decode<T: DeserializeOwned + 'static>(b: &Bytes) -> Result<T, postcard::Error> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<Bytes>() {
+        let (len, rest) = postcard::take_from_bytes::<usize>(b)?;
+        if rest.len() != len {
+            return Err(postcard::Error::DeserializeUnexpectedEnd);
+        }
+        let blob: Box<dyn std::any::Any> = Box::new(b.slice(b.len() - len..));
+        return Ok(*blob.downcast::<T>().expect("T is Bytes"));
+    }
+    postcard::from_bytes(b)
+}
+
 /// Waits for one value.
-pub fn get<T: DeserializeOwned>(r: &ObjectRef<T>) -> Result<T, Error> {
+pub fn get<T: DeserializeOwned + 'static>(r: &ObjectRef<T>) -> Result<T, Error> {
     r.get()
 }
 
 /// Waits for every value, in order.
-pub fn get_all<T: DeserializeOwned>(refs: &[ObjectRef<T>]) -> Result<Vec<T>, Error> {
+pub fn get_all<T: DeserializeOwned + 'static>(refs: &[ObjectRef<T>]) -> Result<Vec<T>, Error> {
     refs.iter().map(|r| r.get()).collect()
 }
 
@@ -725,5 +740,36 @@ pub mod ext {
         client: &sunray_runtime::driver::Client,
     ) -> Result<Vec<super::NodeInfo>, super::Error> {
         super::nodes_of(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bytes_value_decodes_as_a_slice_of_the_message_and_others_as_before() {
+        let blob = Bytes::from(vec![7u8; 300_000]);
+        let wire = Bytes::from(postcard::to_allocvec(&blob).unwrap());
+        let back: Bytes = decode(&wire).unwrap();
+        assert_eq!(back, blob);
+        let inside = wire.as_ptr_range();
+        assert!(
+            inside.contains(&back.as_ptr()),
+            "no copy: it points into the message"
+        );
+        // Truncated or padded: an error.
+        assert!(decode::<Bytes>(&wire.slice(..wire.len() - 1)).is_err());
+        let mut padded = wire.to_vec();
+        padded.push(0);
+        assert!(decode::<Bytes>(&Bytes::from(padded)).is_err());
+        let v: Vec<u8> =
+            decode(&Bytes::from(postcard::to_allocvec(&vec![1u8, 2]).unwrap())).unwrap();
+        assert_eq!(v, vec![1, 2]);
+        let t: (Bytes, String) = decode(&Bytes::from(
+            postcard::to_allocvec(&(Bytes::from_static(b"ab"), "x".to_string())).unwrap(),
+        ))
+        .unwrap();
+        assert_eq!((&t.0[..], t.1.as_str()), (&b"ab"[..], "x"));
     }
 }
