@@ -826,6 +826,17 @@ struct HeadState {
     out: Vec<Effect>,
 }
 
+/// The stored objects a lineage spec takes (named by id again, see `complete`).
+fn lineage_args(spec: &TaskSpec) -> Vec<ObjectId> {
+    spec.args
+        .iter()
+        .filter_map(|a| match a {
+            Arg::Ref(id) => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
 /// How long a node may stay silent (default [`crate::DEFAULT_HEARTBEAT_TIMEOUT`]).
 #[derive(Clone, Copy)]
 struct HeartbeatTimeout(Duration);
@@ -1326,23 +1337,40 @@ impl HeadState {
     /// A task ended (or left): the stored objects it took may be dropped now.
     fn unpin(&mut self, spec: &TaskSpec) {
         for a in &spec.args {
-            let Arg::At(id, _) = a else { continue };
-            match self.pins.get_mut(id) {
-                Some(n) if *n > 1 => *n -= 1,
-                Some(_) => {
-                    self.pins.remove(id);
-                    if self.released.remove(id) {
-                        self.drop_object(*id);
-                    }
+            if let Arg::At(id, _) = a {
+                self.unpin_id(*id);
+            }
+        }
+    }
+
+    /// One reason to keep `id` is gone; once none is left, a released object goes (one
+    /// being made again goes once made: `complete` drops it then).
+    fn unpin_id(&mut self, id: ObjectId) {
+        match self.pins.get_mut(&id) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                self.pins.remove(&id);
+                let pending = matches!(self.objects.get(&id), Some(ObjState::Pending));
+                if !pending && self.released.remove(&id) {
+                    self.drop_object(id);
                 }
-                None => {}
+            }
+            None => {}
+        }
+    }
+
+    /// Forgets how to make `id` again: the stored arguments it kept are free to go.
+    fn forget_lineage(&mut self, id: ObjectId) {
+        if let Some((_, spec)) = self.lineage.remove(&id) {
+            for a in lineage_args(&spec) {
+                self.unpin_id(a);
             }
         }
     }
 
     /// Forgets an object; its node drops it if it was stored there.
     fn drop_object(&mut self, id: ObjectId) {
-        self.lineage.remove(&id);
+        self.forget_lineage(id);
         if let Some(ObjState::Stored(at)) = self.objects.remove(&id) {
             if self.nodes.contains_key(&at.node) {
                 self.out
@@ -1415,15 +1443,24 @@ impl HeadState {
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
-            let rebuild = self
-                .lineage
-                .remove(&id)
-                .filter(|(owner, _)| self.drivers.contains_key(owner));
+            let entry = self.lineage.remove(&id);
+            // Released only after the rebuild took its own pins on them.
+            let kept = entry
+                .as_ref()
+                .map(|(_, s)| lineage_args(s))
+                .unwrap_or_default();
+            let rebuild = entry.filter(|(owner, _)| self.drivers.contains_key(owner));
             if let Some((owner, spec)) = rebuild {
                 warn!("object {id:#x} was on node {node} ({ip}), which left: running {} again to rebuild it", spec.function);
                 self.objects.remove(&id);
                 self.submit(owner, spec);
+                for a in kept {
+                    self.unpin_id(a);
+                }
                 continue;
+            }
+            for a in kept {
+                self.unpin_id(a);
             }
             let err = TaskError {
                 kind: ErrorKind::ObjectLost,
@@ -1663,6 +1700,15 @@ impl HeadState {
                 self.unpin(&t.spec);
             }
         }
+        let theirs: Vec<ObjectId> = self
+            .lineage
+            .keys()
+            .filter(|id| object_owner(**id) == client)
+            .copied()
+            .collect();
+        for id in theirs {
+            self.forget_lineage(id);
+        }
         let mut frees: HashMap<NodeId, Vec<ObjectId>> = HashMap::new();
         self.objects.retain(|id, o| {
             let keep = object_owner(*id) != client || detached.contains(id);
@@ -1676,7 +1722,6 @@ impl HeadState {
                 self.out.push(Effect::ToNode(n, HeadToNode::Free(ids)));
             }
         }
-        self.lineage.retain(|id, _| object_owner(*id) != client);
         self.pins.retain(|id, _| object_owner(*id) != client);
         self.waiters.retain(|id, _| object_owner(*id) != client);
         self.released.retain(|id| object_owner(*id) != client);
@@ -1698,6 +1743,18 @@ impl HeadState {
             let Some(mut t) = self.tasks.remove(&task) else {
                 continue;
             };
+            // A stored result may have to be made again: the stored objects its task
+            // took stay as long as its lineage (pinned before the task's own pins go).
+            let keeps_lineage = matches!(outcome, Ok(Value::Stored(_)))
+                && t.spec.kind == TaskKind::Plain
+                && self.objects.contains_key(&task);
+            if keeps_lineage {
+                for a in &t.spec.args {
+                    if let Arg::At(id, _) = a {
+                        *self.pins.entry(*id).or_default() += 1;
+                    }
+                }
+            }
             self.unpin(&t.spec);
             match self.finished.get_mut(&t.spec.function) {
                 Some(n) => *n += 1,
@@ -1722,7 +1779,7 @@ impl HeadState {
                 Ok(Value::Stored(at)) => ObjState::Stored(Box::new(at.clone())),
                 Err(e) => ObjState::Failed(Box::new(e.clone())),
             };
-            if matches!(outcome, Ok(Value::Stored(_))) && t.spec.kind == TaskKind::Plain {
+            if keeps_lineage {
                 for a in t.spec.args.iter_mut() {
                     if let Arg::At(id, _) = a {
                         *a = Arg::Ref(*id);
@@ -2930,6 +2987,113 @@ mod tests {
         core.handle(Input::DriverLeft(2));
         assert_eq!(frees(&step(&mut core)), vec![(c_on, vec![c.id])]);
         assert!(core.lineage.is_empty());
+    }
+
+    #[test]
+    fn a_stored_result_keeps_what_its_task_took_for_as_long_as_it_may_be_made_again() {
+        let mut core = two_node_core();
+        let a = task(2, 1);
+        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![a.clone()])));
+        assert_eq!(runs(&step(&mut core))[0].0, 1);
+        core.handle(Input::FromNode(
+            1,
+            NodeToHead::Done(vec![(a.id, stored_on(1))]),
+        ));
+        let busy = task(2, 2);
+        core.handle(Input::FromDriver(
+            2,
+            DriverToHead::Submit(vec![busy.clone()]),
+        ));
+        assert_eq!(runs(&step(&mut core))[0].0, 1);
+        // b takes a on node 3 and its result stays there.
+        let mut b = task(2, 3);
+        b.args = vec![Arg::Ref(a.id)];
+        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![b.clone()])));
+        assert_eq!(runs(&step(&mut core))[0].0, 3);
+        core.handle(Input::FromNode(
+            3,
+            NodeToHead::Done(vec![(b.id, stored_on(3))]),
+        ));
+        // The driver drops a: b's lineage keeps it.
+        core.handle(Input::FromDriver(2, DriverToHead::Release(vec![a.id])));
+        assert!(frees(&step(&mut core)).is_empty());
+        // Node 3 dies: b is made again from a, on node 1 once it has room.
+        core.handle(Input::NodeLeft(3, "killed".into()));
+        step(&mut core);
+        let ok = Ok(Value::Inline(Bytes::from_static(b"ok")));
+        core.handle(Input::FromNode(1, NodeToHead::Done(vec![(busy.id, ok)])));
+        let out = step(&mut core);
+        assert!(
+            matches!(runs(&out)[..], [(1, run)] if run.spec.id == b.id
+                && matches!(run.spec.args[0], Arg::At(id, ref at) if id == a.id && at.node == 1)),
+            "{out:?}"
+        );
+        core.handle(Input::FromNode(
+            1,
+            NodeToHead::Done(vec![(b.id, stored_on(1))]),
+        ));
+        assert!(
+            frees(&step(&mut core)).is_empty(),
+            "a stays while b's lineage may need it"
+        );
+        // b dropped: its lineage goes, and a with it.
+        core.handle(Input::FromDriver(2, DriverToHead::Release(vec![b.id])));
+        let mut freed = frees(&step(&mut core));
+        freed.sort();
+        assert_eq!(freed, vec![(1, vec![a.id]), (1, vec![b.id])]);
+        assert!(core.pins.is_empty() && core.lineage.is_empty() && core.released.is_empty());
+    }
+
+    #[test]
+    fn a_released_object_being_made_again_for_a_task_that_takes_it_is_not_dropped() {
+        let mut core = two_node_core();
+        let a = task(2, 1);
+        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![a.clone()])));
+        assert_eq!(runs(&step(&mut core))[0].0, 1);
+        core.handle(Input::FromNode(
+            1,
+            NodeToHead::Done(vec![(a.id, stored_on(1))]),
+        ));
+        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![task(2, 2)])));
+        step(&mut core);
+        let mut b = task(2, 3);
+        b.args = vec![Arg::Ref(a.id)];
+        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![b.clone()])));
+        assert_eq!(runs(&step(&mut core))[0].0, 3);
+        // Released while b takes it; then its node dies and b cannot read it.
+        core.handle(Input::FromDriver(2, DriverToHead::Release(vec![a.id])));
+        core.handle(Input::NodeLeft(1, "killed".into()));
+        let lost = TaskError {
+            kind: ErrorKind::ObjectLost,
+            function: b.function.clone(),
+            location: None,
+            message: "cannot read it from node 1".into(),
+        };
+        core.handle(Input::FromNode(
+            3,
+            NodeToHead::Done(vec![(b.id, Err(lost))]),
+        ));
+        let out = step(&mut core);
+        assert!(
+            matches!(runs(&out)[..], [(3, run)] if run.spec.id == a.id),
+            "a is made again: {out:?}"
+        );
+        core.handle(Input::FromNode(
+            3,
+            NodeToHead::Done(vec![(a.id, stored_on(3))]),
+        ));
+        let out = step(&mut core);
+        assert!(
+            matches!(runs(&out)[..], [(3, run)] if run.spec.id == b.id),
+            "then b runs: {out:?}"
+        );
+        let ok = Ok(Value::Inline(Bytes::from_static(b"ok")));
+        core.handle(Input::FromNode(3, NodeToHead::Done(vec![(b.id, ok)])));
+        assert_eq!(
+            frees(&step(&mut core)),
+            vec![(3, vec![a.id])],
+            "and a goes after b"
+        );
     }
 
     #[test]
