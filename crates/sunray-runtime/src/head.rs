@@ -847,16 +847,6 @@ impl Default for HeartbeatTimeout {
     }
 }
 
-/// A placement group a driver asked for (`DriverToHead::CreateGroup`).
-struct NewGroup {
-    id: GroupId,
-    name: Option<String>,
-    bundles: Vec<Resources>,
-    strategy: PlacementStrategy,
-    ready: Bytes,
-    detached: bool,
-}
-
 struct GroupEntry {
     owner: ClientId,
     view: GroupView,
@@ -1157,24 +1147,7 @@ impl HeadState {
             }
             DriverToHead::UploadBinary { .. } => {}
             DriverToHead::KillActor { actor, no_restart } => self.kill_actor(actor, no_restart),
-            DriverToHead::CreateGroup {
-                id,
-                name,
-                bundles,
-                strategy,
-                ready,
-                detached,
-            } => self.create_group(
-                client,
-                NewGroup {
-                    id,
-                    name,
-                    bundles,
-                    strategy,
-                    ready,
-                    detached,
-                },
-            ),
+            m @ DriverToHead::CreateGroup { .. } => self.create_group(client, m),
             DriverToHead::RemoveGroup { id } => {
                 self.remove_group(id, "removed by remove_placement_group");
             }
@@ -1829,16 +1802,20 @@ impl HeadState {
         }
     }
 
-    /// A placement group to reserve (its id is the object that becomes ready when it is).
-    fn create_group(&mut self, client: ClientId, group: NewGroup) {
-        let NewGroup {
+    /// A placement group to reserve (its id is the object that becomes ready when it is);
+    /// `msg` is the driver's `CreateGroup`.
+    fn create_group(&mut self, client: ClientId, msg: DriverToHead) {
+        let DriverToHead::CreateGroup {
             id,
             name,
             bundles,
             strategy,
             ready,
             detached,
-        } = group;
+        } = msg
+        else {
+            return;
+        };
         if self.objects.contains_key(&id) || self.groups.contains_key(&id) {
             return;
         }
@@ -2933,6 +2910,45 @@ mod tests {
             .collect()
     }
 
+    /// `a`'s result is stored on node 1 (the driver's home), `busy` then keeps node 1's
+    /// CPU, and `b`, taking `a`, runs on node 3, told a's place.
+    fn a_on_node_1_taken_by_b_on_node_3(core: &mut HeadState) -> (TaskSpec, TaskSpec, TaskSpec) {
+        let a = task(2, 1);
+        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![a.clone()])));
+        assert_eq!(runs(&step(core))[0].0, 1);
+        core.handle(Input::FromNode(
+            1,
+            NodeToHead::Done(vec![(a.id, stored_on(1))]),
+        ));
+        let busy = task(2, 2);
+        core.handle(Input::FromDriver(
+            2,
+            DriverToHead::Submit(vec![busy.clone()]),
+        ));
+        assert_eq!(runs(&step(core))[0].0, 1);
+        let mut b = task(2, 3);
+        b.args = vec![Arg::Ref(a.id)];
+        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![b.clone()])));
+        let out = step(core);
+        assert!(
+            matches!(runs(&out)[..], [(3, run)] if run.spec.id == b.id
+                && matches!(run.spec.args[0], Arg::At(id, ref at) if id == a.id && at.node == 1)),
+            "{out:?}"
+        );
+        (a, busy, b)
+    }
+
+    /// Node 3's answer for `b` when its worker could not read its argument from node 1.
+    fn could_not_read(b: &TaskSpec) -> Input {
+        let lost = TaskError {
+            kind: ErrorKind::ObjectLost,
+            function: b.function.clone(),
+            location: None,
+            message: "cannot read it from node 1".into(),
+        };
+        Input::FromNode(3, NodeToHead::Done(vec![(b.id, Err(lost))]))
+    }
+
     #[test]
     fn stored_objects_go_by_location_and_are_freed_once_released_and_no_task_takes_them() {
         let mut core = two_node_core();
@@ -2992,24 +3008,8 @@ mod tests {
     #[test]
     fn a_stored_result_keeps_what_its_task_took_for_as_long_as_it_may_be_made_again() {
         let mut core = two_node_core();
-        let a = task(2, 1);
-        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![a.clone()])));
-        assert_eq!(runs(&step(&mut core))[0].0, 1);
-        core.handle(Input::FromNode(
-            1,
-            NodeToHead::Done(vec![(a.id, stored_on(1))]),
-        ));
-        let busy = task(2, 2);
-        core.handle(Input::FromDriver(
-            2,
-            DriverToHead::Submit(vec![busy.clone()]),
-        ));
-        assert_eq!(runs(&step(&mut core))[0].0, 1);
-        // b takes a on node 3 and its result stays there.
-        let mut b = task(2, 3);
-        b.args = vec![Arg::Ref(a.id)];
-        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![b.clone()])));
-        assert_eq!(runs(&step(&mut core))[0].0, 3);
+        // b's result stays on node 3.
+        let (a, busy, b) = a_on_node_1_taken_by_b_on_node_3(&mut core);
         core.handle(Input::FromNode(
             3,
             NodeToHead::Done(vec![(b.id, stored_on(3))]),
@@ -3047,32 +3047,11 @@ mod tests {
     #[test]
     fn a_released_object_being_made_again_for_a_task_that_takes_it_is_not_dropped() {
         let mut core = two_node_core();
-        let a = task(2, 1);
-        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![a.clone()])));
-        assert_eq!(runs(&step(&mut core))[0].0, 1);
-        core.handle(Input::FromNode(
-            1,
-            NodeToHead::Done(vec![(a.id, stored_on(1))]),
-        ));
-        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![task(2, 2)])));
-        step(&mut core);
-        let mut b = task(2, 3);
-        b.args = vec![Arg::Ref(a.id)];
-        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![b.clone()])));
-        assert_eq!(runs(&step(&mut core))[0].0, 3);
+        let (a, _, b) = a_on_node_1_taken_by_b_on_node_3(&mut core);
         // Released while b takes it; then its node dies and b cannot read it.
         core.handle(Input::FromDriver(2, DriverToHead::Release(vec![a.id])));
         core.handle(Input::NodeLeft(1, "killed".into()));
-        let lost = TaskError {
-            kind: ErrorKind::ObjectLost,
-            function: b.function.clone(),
-            location: None,
-            message: "cannot read it from node 1".into(),
-        };
-        core.handle(Input::FromNode(
-            3,
-            NodeToHead::Done(vec![(b.id, Err(lost))]),
-        ));
+        core.handle(could_not_read(&b));
         let out = step(&mut core);
         assert!(
             matches!(runs(&out)[..], [(3, run)] if run.spec.id == a.id),
@@ -3131,43 +3110,17 @@ mod tests {
     #[test]
     fn a_dead_nodes_results_are_rebuilt_by_their_task_and_its_puts_are_lost() {
         let mut core = two_node_core();
-        // a's result is stored on node 1 (the driver's home), then node 1 is kept busy.
-        let a = task(2, 1);
-        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![a.clone()])));
-        assert_eq!(runs(&step(&mut core))[0].0, 1);
-        core.handle(Input::FromNode(
-            1,
-            NodeToHead::Done(vec![(a.id, stored_on(1))]),
-        ));
+        let (a, _, b) = a_on_node_1_taken_by_b_on_node_3(&mut core);
         let put = object_id(2, 50);
         let at = match stored_on(1) {
             Ok(Value::Stored(at)) => at,
             _ => unreachable!(),
         };
         core.handle(Input::FromDriver(2, DriverToHead::PutAt { id: put, at }));
-        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![task(2, 2)])));
-        assert_eq!(runs(&step(&mut core))[0].0, 1);
-        // b takes a on node 3.
-        let mut b = task(2, 3);
-        b.args = vec![Arg::Ref(a.id)];
-        core.handle(Input::FromDriver(2, DriverToHead::Submit(vec![b.clone()])));
-        let out = step(&mut core);
-        assert!(
-            matches!(runs(&out)[..], [(3, run)] if matches!(run.spec.args[0], Arg::At(_, ref at) if at.node == 1))
-        );
         // Node 1 dies; b cannot read a. a runs again (on node 3, once b gave it back),
         // then b runs again and is told a's new place.
         core.handle(Input::NodeLeft(1, "killed".into()));
-        let lost = TaskError {
-            kind: ErrorKind::ObjectLost,
-            function: b.function.clone(),
-            location: None,
-            message: "cannot read it from node 1".into(),
-        };
-        core.handle(Input::FromNode(
-            3,
-            NodeToHead::Done(vec![(b.id, Err(lost))]),
-        ));
+        core.handle(could_not_read(&b));
         let out = step(&mut core);
         let rerun = runs(&out);
         assert!(
