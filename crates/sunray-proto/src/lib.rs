@@ -20,7 +20,7 @@ pub mod limits;
 /// Bumped on every incompatible change of a message below. The first field of
 /// [`Hello`] stays a `u32` version in every protocol, so that a head can refuse an older
 /// or newer peer with a message it understands ([`HelloReply::Refused`] keeps its place).
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Largest frame a peer may send before it has authenticated: a [`Hello`] with an
 /// executable path of `PATH_MAX` fits with room to spare. Nobody can make the head
@@ -567,6 +567,13 @@ pub enum HeadToNode {
     },
     /// Nobody refers to these objects any more: drop them from the object store.
     Free(Vec<ObjectId>),
+    /// The answer to each [`NodeToHead::Blocked`]: the head read it and took back what it
+    /// had pipelined behind `task`. Until every block of the task is answered, a `Run`
+    /// behind it (or behind a task dropped for it) was sent before the head read the
+    /// block, and the node drops it; one sent after the answer is a new placement.
+    Lent {
+        task: TaskId,
+    },
     Shutdown,
     /// Sent every second (see [`HeadToDriver::Heartbeat`]).
     Heartbeat,

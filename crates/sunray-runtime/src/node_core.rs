@@ -94,6 +94,14 @@ pub struct NodeCore {
     /// in `successors` until it ends): the worker goes from one to the next without
     /// waiting, and the node reads several `Done`s per wake-up.
     prefetched: HashMap<TaskId, u64>,
+    /// `Blocked`s told to the head that it has not answered with `Lent` yet, by task.
+    /// The head takes back everything it pipelined behind the task before it read the
+    /// block, so until it answers, the node drops a `Run` behind that task (even if
+    /// the task runs again meanwhile: the head read neither the block nor its end).
+    unread_blocks: HashMap<TaskId, u32>,
+    /// Tasks dropped from such a chain (dropped task -> blocked task), until the head
+    /// answered every block of that task: a `Run` behind one of them is dropped too.
+    revoked: HashMap<TaskId, TaskId>,
     jobs: HashMap<ClientId, Job>,
     workers: HashMap<u64, Worker>,
     next_worker: u64,
@@ -184,6 +192,8 @@ impl NodeCore {
             queue: VecDeque::new(),
             successors: Successors::default(),
             prefetched: HashMap::new(),
+            unread_blocks: HashMap::new(),
+            revoked: HashMap::new(),
             jobs: HashMap::new(),
             workers: HashMap::new(),
             next_worker: 1,
@@ -231,10 +241,20 @@ impl NodeCore {
                         self.send_call(actor, a.spec);
                         continue;
                     }
+                    // Placed again after the head took it back: what follows it now
+                    // follows this placement (anything behind the old one came first).
+                    self.revoked.remove(&a.spec.id);
                     match a.after {
-                        // Behind a task that waits for others: the head takes it back
-                        // when it hears of the wait, and places it again.
-                        Some(p) if self.is_blocked(p) => {}
+                        // Behind a task whose block the head has not read, or behind
+                        // one dropped for that: the head takes it back when it reads
+                        // of the block, and places it again.
+                        Some(p) if self.revoked.contains_key(&p) => {
+                            let root = self.revoked[&p];
+                            self.revoked.insert(a.spec.id, root);
+                        }
+                        Some(p) if self.unread_blocks.contains_key(&p) => {
+                            self.revoked.insert(a.spec.id, p);
+                        }
                         Some(p) if self.is_here(p) => {
                             self.successors.insert(p, a.spec.id, a.client, a);
                             self.prefetch_after(p);
@@ -287,6 +307,14 @@ impl NodeCore {
                 }
             }
             HeadToNode::Heartbeat => {}
+            HeadToNode::Lent { task } => {
+                let unread = self.unread_blocks.entry(task).or_default();
+                *unread = unread.saturating_sub(1);
+                if *unread == 0 {
+                    self.unread_blocks.remove(&task);
+                    self.revoked.retain(|_, root| *root != task);
+                }
+            }
             HeadToNode::Free(ids) => self.out.push(Effect::Free(ids)),
             HeadToNode::TaskReply { task, data } => {
                 if let Some((id, _)) = self.workers.iter().find(|(_, w)| {
@@ -646,8 +674,10 @@ impl NodeCore {
             while let Some(a) = self.successors.take_after(t) {
                 t = a.spec.id;
                 self.prefetched.remove(&t);
+                self.revoked.insert(t, task);
                 revoked.push(t);
             }
+            *self.unread_blocks.entry(task).or_default() += 1;
             self.tell_head(NodeToHead::Blocked { task });
         }
         if self.workers.get(&id).is_some_and(|w| w.connected) {
@@ -656,12 +686,6 @@ impl NodeCore {
                 NodeToWorker::Revoked { tasks: revoked },
             ));
         }
-    }
-
-    fn is_blocked(&self, task: TaskId) -> bool {
-        self.workers
-            .values()
-            .any(|w| w.running.as_ref().is_some_and(|r| r.task == task && r.lent))
     }
 
     /// Does `task` run here, or wait here to run?
@@ -1150,6 +1174,46 @@ mod tests {
         // The head places another task on the lent CPU: a second worker runs it.
         run(&mut c, x.clone(), None);
         assert_eq!(spawned(&step(&mut c)).len(), 1);
+    }
+
+    /// The head pipelined c behind b before it read that a blocked: c is on its way
+    /// when the node revokes b. The head puts c back in its queue when it reads the
+    /// block, so the node must drop c rather than run it as if b had ended (c would run
+    /// twice, and the head would count the node's CPUs wrong).
+    #[test]
+    fn a_task_pipelined_behind_a_revoked_one_is_dropped_until_the_head_has_read_the_block() {
+        let mut c = core(2.0, 0);
+        let (a, b, d, e) = (
+            spec(1, 1.0, 0.0),
+            spec(2, 1.0, 0.0),
+            spec(3, 1.0, 0.0),
+            spec(4, 1.0, 0.0),
+        );
+        run(&mut c, a.clone(), None);
+        let w = spawned(&step(&mut c))[0].0;
+        connect(&mut c, w);
+        step(&mut c);
+        run(&mut c, b.clone(), Some(a.id));
+        step(&mut c);
+        c.handle(Input::FromWorker(w, WorkerToNode::Blocked { task: a.id }));
+        step(&mut c);
+        // Sent by the head before it read the block, behind the revoked b.
+        run(&mut c, d.clone(), Some(b.id));
+        let out = step(&mut c);
+        assert!(
+            spawned(&out).is_empty() && sent(&out).is_empty(),
+            "d follows a revoked task: {out:?}"
+        );
+        // The head read the block, put b and d back in its queue and places them again.
+        c.on_head_message(HeadToNode::Lent { task: a.id });
+        run(&mut c, d.clone(), None);
+        run(&mut c, e.clone(), Some(d.id));
+        let out = step(&mut c);
+        let [(w2, _)] = spawned(&out)[..] else {
+            panic!("d runs on the lent CPU: {out:?}")
+        };
+        connect(&mut c, w2);
+        assert_eq!(sent(&step(&mut c)), vec![(w2, d.id), (w2, e.id)]);
     }
 
     #[test]
