@@ -181,6 +181,7 @@ fn groups_table(v: &ClusterView) -> String {
             match g.state {
                 GroupState::Pending => "pending",
                 GroupState::Created => "created",
+                GroupState::Rescheduling => "rescheduling",
                 GroupState::Removed => "removed",
             }
             .to_string(),

@@ -481,6 +481,8 @@ pub enum GroupState {
     /// Waiting for room (or for nodes that could ever hold it).
     Pending,
     Created,
+    /// A node holding one of its bundles left: that bundle waits to be placed again.
+    Rescheduling,
     Removed,
 }
 

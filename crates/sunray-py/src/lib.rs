@@ -700,6 +700,7 @@ fn placement_groups<'py>(py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
                 match g.state {
                     GroupState::Pending => "PENDING",
                     GroupState::Created => "CREATED",
+                    GroupState::Rescheduling => "RESCHEDULING",
                     GroupState::Removed => "REMOVED",
                 },
             )?;

@@ -275,6 +275,54 @@ def test_placement_groups_place_bundles_and_their_tasks(tmp, monkeypatch):
         c.stop()
 
 
+def _state_becomes(pg, state, timeout=30):
+    """The group's row once the head reports ``state`` (a node's death reaches the head
+    as its connection closing; this polls the head's table for what it decided)."""
+    from sunray.util import placement_group_table
+
+    deadline = time.monotonic() + timeout
+    while (row := placement_group_table(pg))["state"] != state:
+        assert time.monotonic() < deadline, row
+        time.sleep(0.05)
+    return row
+
+
+def test_a_placement_group_whose_node_dies_places_that_bundle_again(tmp, monkeypatch):
+    from conftest import started
+    from sunray.util import placement_group
+    from sunray.util.scheduling_strategies import PlacementGroupSchedulingStrategy as In
+
+    nodes = [(ip, {}) for ip in ("127.0.0.2", "127.0.0.3", "127.0.0.4")]
+    gen = started(tmp, monkeypatch, nodes)
+    c = next(gen)
+    try:
+        ray.init(c.address)
+        pg = placement_group([{"CPU": 1}] * 2, strategy="STRICT_SPREAD")
+        ray.get(pg.ready(), timeout=10)
+        keeper = Counter.options(num_cpus=1, max_restarts=2, scheduling_strategy=In(pg, 0)).remote()
+        other = Counter.options(num_cpus=1, scheduling_strategy=In(pg, 1)).remote()
+        first = ray.get(keeper.where.remote())[0]
+        stays = ray.get(other.where.remote())[0]
+        assert first != stays and ray.get(other.incr.remote(5)) == 5
+        c.kill(first)
+        # Bundle 0 goes to the one node the group does not use; its actor restarts there,
+        # and the actor of bundle 1 lives on.
+        moved = ray.get(keeper.where.remote(), timeout=60)[0]
+        assert moved not in (first, stays)
+        assert ray.get(other.incr.remote(1)) == 6
+        assert _state_becomes(pg, "CREATED")["bundles_to_node_id"]
+        # No node outside the group is left: the bundle waits until one joins.
+        c.kill(moved)
+        row = _state_becomes(pg, "RESCHEDULING")
+        assert "left the cluster" in row["reason"], row
+        c.add_node("127.0.0.5", cpus=1)
+        assert ray.get(keeper.where.remote(), timeout=60)[0] == "127.0.0.5"
+        assert _state_becomes(pg, "CREATED")
+        assert ray.get(other.incr.remote(1)) == 7
+    finally:
+        next(gen, None)
+
+
 def test_a_threaded_actor_runs_its_calls_at_once(local):
     import threading
 

@@ -1591,12 +1591,15 @@ impl HeadState {
         }
         self.update_homes();
         let lost = self.sched.remove_node(node);
-        for (g, tasks) in self.sched.take_lost_groups() {
-            let why = format!(
-                "its bundle's node {node} ({}) left the cluster",
-                conn.reg.ip
-            );
-            self.group_gone(g, &why, tasks);
+        // Their bundles there are placed again (their tasks there are retried below).
+        for g in self.sched.take_rescheduling_groups() {
+            if let Some(g) = self.groups.get_mut(&g) {
+                g.view.state = GroupState::Rescheduling;
+                g.view.why = Some(format!(
+                    "a bundle's node {node} ({}) left the cluster; it waits to be placed again",
+                    conn.reg.ip
+                ));
+            }
         }
         for task in lost {
             if self.actors.get(task).is_some() {
@@ -1897,9 +1900,13 @@ impl HeadState {
         let Some(g) = self.groups.get_mut(&id) else {
             return;
         };
+        let first = g.view.state == GroupState::Pending;
         g.view.state = GroupState::Created;
         g.view.why = None;
         g.view.nodes = self.sched.group_nodes(id).unwrap_or_default();
+        if !first {
+            return; // placed again after a node left: it was ready already
+        }
         let ready = g.ready.clone();
         let owner = g.owner;
         self.object_known(id, owner, Ok(Value::Inline(ready)));

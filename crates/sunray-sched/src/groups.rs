@@ -42,23 +42,66 @@ pub fn plan(
             spread_distinct(bundles, &order, free, &mut Vec::new(), &mut chosen).then_some(chosen)
         }
         Strategy::Pack => plan(bundles, Strategy::StrictPack, free)
-            .or_else(|| greedy(bundles, &order, free, true)),
+            .or_else(|| greedy(bundles, &order, free, &BTreeMap::new(), true)),
         Strategy::Spread => plan(bundles, Strategy::StrictSpread, free)
-            .or_else(|| greedy(bundles, &order, free, false)),
+            .or_else(|| greedy(bundles, &order, free, &BTreeMap::new(), false)),
+    }
+}
+
+/// A node for each of the bundles `lost` (in that order) of a group whose other bundles
+/// stay on the nodes `kept` (their node left the cluster; Ray reschedules them): strict
+/// spread keeps every bundle on its own node, strict pack on the node of the others,
+/// pack prefers the nodes the group still uses, spread the ones it does not.
+pub fn plan_lost(
+    bundles: &[ResourceSet],
+    lost: &[usize],
+    strategy: Strategy,
+    kept: &[NodeId],
+    free: &BTreeMap<NodeId, ResourceSet>,
+) -> Option<Vec<NodeId>> {
+    let wanted: Vec<ResourceSet> = lost.iter().map(|&i| bundles[i].clone()).collect();
+    if kept.is_empty() {
+        return plan(&wanted, strategy, free);
+    }
+    let elsewhere: BTreeMap<NodeId, ResourceSet> = free
+        .iter()
+        .filter(|(n, _)| !kept.contains(n))
+        .map(|(n, f)| (*n, f.clone()))
+        .collect();
+    let mut used: BTreeMap<NodeId, usize> = BTreeMap::new();
+    for n in kept {
+        *used.entry(*n).or_default() += 1;
+    }
+    let mut order: Vec<usize> = (0..wanted.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse((wanted[i].gpu, wanted[i].cpu)));
+    match strategy {
+        Strategy::StrictPack => {
+            let node = kept[0];
+            let total = wanted.iter().fold(ResourceSet::default(), |t, b| t.plus(b));
+            total
+                .fits_in(free.get(&node)?)
+                .then(|| vec![node; wanted.len()])
+        }
+        Strategy::StrictSpread => plan(&wanted, Strategy::StrictSpread, &elsewhere),
+        Strategy::Pack => greedy(&wanted, &order, free, &used, true),
+        Strategy::Spread => plan(&wanted, Strategy::StrictSpread, &elsewhere)
+            .or_else(|| greedy(&wanted, &order, free, &used, false)),
     }
 }
 
 /// Bundles one at a time: `pack` prefers the node the group already uses most (then
-/// the fullest), otherwise the node it uses least (then the emptiest).
+/// the fullest), otherwise the node it uses least (then the emptiest); `used` counts
+/// the group's bundles already on each node.
 fn greedy(
     bundles: &[ResourceSet],
     order: &[usize],
     free: &BTreeMap<NodeId, ResourceSet>,
+    used: &BTreeMap<NodeId, usize>,
     pack: bool,
 ) -> Option<Vec<NodeId>> {
     let mut left = free.clone();
     let mut chosen = vec![0; bundles.len()];
-    let mut used: BTreeMap<NodeId, usize> = BTreeMap::new();
+    let mut used = used.clone();
     for &i in order {
         let fits = left.iter().filter(|(_, f)| bundles[i].fits_in(f));
         let key = |(n, f): &(&NodeId, &ResourceSet)| {
@@ -142,6 +185,46 @@ mod tests {
         assert!(plan(&big, Strategy::StrictPack, &free).is_none());
         let p = plan(&big, Strategy::Pack, &free).unwrap();
         assert_ne!(p[0], p[1]);
+    }
+
+    /// Node 2 of a group's three left: its bundle goes where the strategy wants it
+    /// next to the bundles that stayed on nodes 1 and 3.
+    #[test]
+    fn a_lost_bundle_is_placed_again_as_its_strategy_wants() {
+        let free = nodes(&[4.0, 4.0, 4.0, 4.0]);
+        let b = vec![cpu(1.0); 3];
+        let kept = [1, 3];
+        let again = |s| plan_lost(&b, &[1], s, &kept, &free);
+        assert_eq!(
+            again(Strategy::StrictSpread),
+            Some(vec![2]),
+            "not on 1 or 3"
+        );
+        assert_eq!(again(Strategy::Spread), Some(vec![2]));
+        let packed = again(Strategy::Pack).unwrap();
+        assert!(kept.contains(&packed[0]), "next to the others: {packed:?}");
+        // Strict pack: the others' node, or wait.
+        assert_eq!(
+            plan_lost(&b, &[1, 2], Strategy::StrictPack, &[4], &free),
+            Some(vec![4, 4])
+        );
+        let full = nodes(&[4.0, 4.0, 4.0, 1.0]);
+        assert_eq!(
+            plan_lost(&b, &[1, 2], Strategy::StrictPack, &[4], &full),
+            None
+        );
+        // Strict spread with no node left outside the group: wait.
+        let two = nodes(&[4.0, 4.0]);
+        assert_eq!(
+            plan_lost(&b, &[1], Strategy::StrictSpread, &[1, 2], &two),
+            None
+        );
+        assert!(plan_lost(&b, &[1], Strategy::Spread, &[1, 2], &two).is_some());
+        // Nothing kept (strict pack loses all with its node): planned as new.
+        assert_eq!(
+            plan_lost(&b, &[0, 1, 2], Strategy::StrictPack, &[], &free),
+            Some(vec![1, 1, 1])
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
-use crate::groups::{plan, Strategy};
+use crate::groups::{plan, plan_lost, Strategy};
 use crate::ledger::{Allocation, NodeLedger};
 use crate::resources::ResourceSet;
 
@@ -19,6 +19,8 @@ struct Bundle {
     node: NodeId,
     alloc: Allocation,
     ledger: NodeLedger,
+    /// Its node left: it holds nothing (an empty ledger) until it is placed again.
+    lost: bool,
 }
 
 #[derive(Debug)]
@@ -144,9 +146,9 @@ pub struct Scheduler {
     pending_groups: VecDeque<GroupId>,
     /// Groups placed since the last [`take_placed_groups`](Self::take_placed_groups).
     placed_groups: Vec<GroupId>,
-    /// Groups that lost a bundle's node, and the tasks they had (see
-    /// [`take_lost_groups`](Self::take_lost_groups)).
-    lost_groups: Vec<(GroupId, Vec<TaskId>)>,
+    /// Groups that lost a bundle's node since the last
+    /// [`take_rescheduling_groups`](Self::take_rescheduling_groups).
+    rescheduling: Vec<GroupId>,
 }
 
 impl Scheduler {
@@ -205,9 +207,19 @@ impl Scheduler {
                 self.classes[r.class].queue.push_front(*p);
             }
         }
+        // Their bundles there are placed again, as Ray does; the group's tasks that ran
+        // there are among `lost` (the head retries them into the group), the others
+        // keep running or waiting.
         for g in touched {
-            let dropped = self.remove_group(g);
-            self.lost_groups.push((g, dropped));
+            let group = self.groups.get_mut(&g).expect("listed above");
+            for b in group.placed.iter_mut().flatten().filter(|b| b.node == id) {
+                b.lost = true;
+                b.ledger = NodeLedger::new(ResourceSet::default());
+            }
+            if !self.pending_groups.contains(&g) {
+                self.pending_groups.push_back(g);
+            }
+            self.rescheduling.push(g);
         }
         lost
     }
@@ -374,10 +386,10 @@ impl Scheduler {
         std::mem::take(&mut self.placed_groups)
     }
 
-    /// Groups removed because a node holding one of their bundles left, each with the
-    /// tasks it had elsewhere (queued or running: dropped here).
-    pub fn take_lost_groups(&mut self) -> Vec<(GroupId, Vec<TaskId>)> {
-        std::mem::take(&mut self.lost_groups)
+    /// Groups that lost a bundle because its node left: they wait to be placed again
+    /// (then [`take_placed_groups`](Self::take_placed_groups) names them again).
+    pub fn take_rescheduling_groups(&mut self) -> Vec<GroupId> {
+        std::mem::take(&mut self.rescheduling)
     }
 
     /// Queues a task to run in a bundle of `group` (`bundle` None: any that has room).
@@ -422,7 +434,7 @@ impl Scheduler {
             self.running.remove(t);
         }
         dropped.extend(running);
-        for b in g.placed.unwrap_or_default() {
+        for b in g.placed.unwrap_or_default().into_iter().filter(|b| !b.lost) {
             if let Some(n) = self.nodes.get_mut(&b.node) {
                 n.ledger.release(&b.alloc);
             }
@@ -431,7 +443,8 @@ impl Scheduler {
         dropped
     }
 
-    /// Reserves the bundles of waiting groups that fit now (all of a group or none).
+    /// Reserves the bundles of waiting groups that fit now (all of a group or none), and
+    /// places again the bundles groups lost with their node (all of those or none).
     fn place_groups(&mut self) {
         let waiting: Vec<GroupId> = self.pending_groups.iter().copied().collect();
         for id in waiting {
@@ -441,17 +454,26 @@ impl Scheduler {
                 .map(|(n, x)| (*n, x.ledger.available().clone()))
                 .collect();
             let g = self.groups.get(&id).expect("pending groups exist");
-            let Some(nodes) = plan(&g.bundles, g.strategy, &free) else {
+            let (want, kept): (Vec<usize>, Vec<NodeId>) = match &g.placed {
+                None => ((0..g.bundles.len()).collect(), Vec::new()),
+                Some(placed) => (
+                    (0..placed.len()).filter(|&i| placed[i].lost).collect(),
+                    placed.iter().filter(|b| !b.lost).map(|b| b.node).collect(),
+                ),
+            };
+            let Some(nodes) = plan_lost(&g.bundles, &want, g.strategy, &kept, &free) else {
                 continue;
             };
             let mut taken: Vec<Bundle> = Vec::new();
-            for (b, node) in g.bundles.iter().zip(&nodes) {
+            for (&i, node) in want.iter().zip(&nodes) {
+                let b = &g.bundles[i];
                 let n = self.nodes.get_mut(node).expect("planned on a node");
                 match n.ledger.try_acquire(b) {
                     Some(alloc) => taken.push(Bundle {
                         node: *node,
                         alloc,
                         ledger: NodeLedger::new(b.clone()),
+                        lost: false,
                     }),
                     None => break, // GPUs fragmented across devices: not now
                 }
@@ -464,7 +486,15 @@ impl Scheduler {
                 }
                 continue;
             }
-            self.groups.get_mut(&id).expect("exists").placed = Some(taken);
+            let g = self.groups.get_mut(&id).expect("exists");
+            match &mut g.placed {
+                None => g.placed = Some(taken),
+                Some(placed) => {
+                    for (i, b) in want.into_iter().zip(taken) {
+                        placed[i] = b;
+                    }
+                }
+            }
             self.pending_groups.retain(|x| *x != id);
             self.placed_groups.push(id);
         }
@@ -1057,18 +1087,202 @@ mod tests {
         let p = s.schedule();
         assert_eq!(p.iter().map(|p| p.task).collect::<Vec<_>>(), vec![2]);
         assert_eq!(s.queued_len(), 0);
-        // A node of a placed group dies: the group is lost with its tasks elsewhere.
+        // A node of a placed group dies: its bundle is placed again on a node the group
+        // does not use yet (strict spread), the task there is lost (the head retries
+        // it into the group), the one in the other bundle keeps running.
         s.create_group(300, vec![cpu(1.0); 2], Strategy::StrictSpread);
         s.schedule();
         assert_eq!(s.take_placed_groups(), vec![300]);
         s.submit_in_group(5, cpu(1.0), (300, Some(0)), false);
         s.submit_in_group(6, cpu(1.0), (300, Some(1)), false);
         s.schedule();
-        let gone = s.group_nodes(300).unwrap()[0];
+        let [gone, stays] = s.group_nodes(300).unwrap()[..] else {
+            panic!("two bundles")
+        };
         let lost = s.remove_node(gone);
         assert!(lost.contains(&5) && !lost.contains(&6), "{lost:?}");
-        assert_eq!(s.take_lost_groups(), vec![(300, vec![6])]);
-        assert!(!s.has_group(300));
+        assert_eq!(s.take_rescheduling_groups(), vec![300]);
+        assert_eq!(s.running_on(6), Some(stays));
+        s.submit_in_group(5, cpu(1.0), (300, Some(0)), false);
+        let p = s.schedule();
+        assert_eq!(s.take_placed_groups(), vec![300], "placed again");
+        let moved = s.group_nodes(300).unwrap()[0];
+        assert!(moved != gone && moved != stays, "{moved}");
+        assert_eq!(
+            (p[0].task, p[0].node),
+            (5, moved),
+            "the retry runs in the new bundle"
+        );
+        // Its new node leaves too, and no node outside the group is left: it waits for
+        // one, holding nothing, while its other bundle goes on.
+        s.finish(5);
+        s.remove_node(moved);
+        assert_eq!(s.take_rescheduling_groups(), vec![300]);
+        s.submit_in_group(7, cpu(1.0), (300, Some(0)), false);
+        assert!(s.schedule().is_empty() && s.take_placed_groups().is_empty());
+        assert_eq!(s.running_on(6), Some(stays));
+        s.add_node(9, cpu(1.0));
+        let p = s.schedule();
+        assert_eq!(s.take_placed_groups(), vec![300]);
+        assert_eq!((p[0].task, p[0].node), (7, 9));
+        // Removing it now frees what it holds on nodes 9 and `stays`.
+        s.finish(6);
+        s.finish(7);
+        s.remove_group(300);
+        assert_eq!(s.node_available(9), Some(&cpu(1.0)));
+        assert_eq!(s.node_available(stays), Some(&cpu(2.0)));
+    }
+
+    /// Groups of every strategy under node churn: nodes join and leave, groups come and
+    /// go, their tasks start and end. After every step no node holds more than it has
+    /// (bundles plus tasks outside groups), a bundle never runs more than it holds,
+    /// strict groups keep their shape across re-placements, and once everything is
+    /// removed every node is whole again.
+    #[test]
+    fn generated_groups_under_node_churn_keep_their_shape_and_never_overfill() {
+        let strategies = [
+            Strategy::Pack,
+            Strategy::Spread,
+            Strategy::StrictPack,
+            Strategy::StrictSpread,
+        ];
+        let (mut replaced, mut lost_tasks) = (0, 0);
+        for seed in 0..300 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut s = Scheduler::new();
+            let mut totals: HashMap<NodeId, ResourceSet> = HashMap::new();
+            let (mut next_node, mut next_group, mut next_task) = (1, 100, 1000);
+            // task -> (group, request); running tasks as the head would track them
+            let mut tasks: HashMap<TaskId, (GroupId, ResourceSet)> = HashMap::new();
+            let mut running: HashSet<TaskId> = HashSet::new();
+            for _ in 0..300 {
+                match rng.random_range(0..10) {
+                    0 if totals.len() < 6 => {
+                        let t = cpu(rng.random_range(1..5) as f64);
+                        s.add_node(next_node, t.clone());
+                        totals.insert(next_node, t);
+                        next_node += 1;
+                    }
+                    1 if !totals.is_empty() => {
+                        let n = *totals
+                            .keys()
+                            .nth(rng.random_range(0..totals.len()))
+                            .unwrap();
+                        totals.remove(&n);
+                        let lost = s.remove_node(n);
+                        replaced += s.take_rescheduling_groups().len();
+                        for t in lost {
+                            lost_tasks += running.remove(&t) as usize;
+                            // The head retries it into its group.
+                            if let Some((g, r)) = tasks.get(&t).cloned() {
+                                if s.has_group(g) {
+                                    s.submit_in_group(t, r, (g, None), false);
+                                }
+                            }
+                        }
+                    }
+                    2 => {
+                        let bundles = (0..rng.random_range(1..4))
+                            .map(|_| cpu(rng.random_range(1..3) as f64))
+                            .collect();
+                        s.create_group(next_group, bundles, strategies[rng.random_range(0..4)]);
+                        next_group += 1;
+                    }
+                    3 if next_group > 100 => {
+                        let g = rng.random_range(100..next_group);
+                        for t in s.remove_group(g) {
+                            running.remove(&t);
+                        }
+                    }
+                    4..=6 if next_group > 100 => {
+                        let g = rng.random_range(100..next_group);
+                        if let Some(n) = s.group_len(g) {
+                            let b = rng.random_bool(0.5).then(|| rng.random_range(0..n));
+                            let r = cpu(1.0);
+                            s.submit_in_group(next_task, r.clone(), (g, b), false);
+                            tasks.insert(next_task, (g, r));
+                            next_task += 1;
+                        }
+                    }
+                    7 | 8 if !running.is_empty() => {
+                        let t = *running
+                            .iter()
+                            .nth(rng.random_range(0..running.len()))
+                            .unwrap();
+                        running.remove(&t);
+                        assert!(s.finish(t).is_some(), "seed {seed}");
+                    }
+                    _ => {}
+                }
+                for p in s.schedule() {
+                    assert!(running.insert(p.task), "seed {seed}: placed twice");
+                }
+                s.take_placed_groups();
+                // Nothing overfills a node or a bundle; strict shapes hold.
+                let mut held: HashMap<NodeId, ResourceSet> = HashMap::new();
+                for (gid, g) in &s.groups {
+                    let Some(placed) = &g.placed else { continue };
+                    let live: Vec<&Bundle> = placed.iter().filter(|b| !b.lost).collect();
+                    for (i, (b, want)) in placed.iter().zip(&g.bundles).enumerate() {
+                        let used = s
+                            .running
+                            .values()
+                            .filter(|r| r.bundle == Some((*gid, i)))
+                            .fold(ResourceSet::default(), |u, r| {
+                                u.plus(&r.allocation.resources)
+                            });
+                        if b.lost {
+                            assert_eq!(
+                                used,
+                                ResourceSet::default(),
+                                "seed {seed}: runs in a lost bundle"
+                            );
+                            continue;
+                        }
+                        assert!(
+                            used.fits_in(want),
+                            "seed {seed}: bundle {i} of {gid} overfull"
+                        );
+                        let h = held.entry(b.node).or_default();
+                        *h = h.plus(want);
+                    }
+                    match g.strategy {
+                        Strategy::StrictPack => {
+                            assert!(live.iter().all(|b| b.node == live[0].node), "seed {seed}")
+                        }
+                        Strategy::StrictSpread => {
+                            let d: HashSet<NodeId> = live.iter().map(|b| b.node).collect();
+                            assert_eq!(
+                                d.len(),
+                                live.len(),
+                                "seed {seed}: strict spread doubled up"
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+                for (n, total) in &totals {
+                    let h = held.get(n).cloned().unwrap_or_default();
+                    assert!(
+                        h.fits_in(total),
+                        "seed {seed}: node {n} holds {h:?} of {total:?}"
+                    );
+                }
+            }
+            for t in running.drain() {
+                s.finish(t);
+            }
+            for g in 100..next_group {
+                s.remove_group(g);
+            }
+            for (n, total) in &totals {
+                assert_eq!(s.node_available(*n), Some(total), "seed {seed}: node {n}");
+            }
+        }
+        assert!(
+            replaced > 200 && lost_tasks > 50,
+            "{replaced} re-placements, {lost_tasks} lost tasks"
+        );
     }
 
     /// An actor holds its slot for its lifetime: short tasks of the same shape must never
