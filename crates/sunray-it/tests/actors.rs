@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::Stdio;
 
 const ACTORS: &str = env!("CARGO_BIN_EXE_it_actors");
@@ -58,6 +58,43 @@ fn an_actor_holds_its_resources_and_gpus_until_killed() {
         "{st}"
     );
     assert!(st.contains("killed by signal 9"), "{st}");
+}
+
+/// Bytes the process read and wrote through system calls (sockets included).
+fn traffic(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    io.lines()
+        .filter(|l| l.starts_with("rchar:") || l.starts_with("wchar:"))
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn actor_calls_go_from_the_caller_to_the_actors_node_without_the_head() {
+    let c = Cluster::start(0.0, &[("127.0.0.2", 1.0, 0)]);
+    let head = c.head.id();
+    let mut d = c
+        .program(ACTORS, &["direct", "2000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r = BufReader::new(d.stdout.take().unwrap());
+    let mut line = String::new();
+    while line.trim() != "READY" {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "driver ended early");
+    }
+    let before = traffic(head);
+    writeln!(d.stdin.as_mut().unwrap(), "go").unwrap();
+    let mut rest = String::new();
+    r.read_to_string(&mut rest).unwrap();
+    assert!(d.wait().unwrap().success(), "{rest}");
+    assert!(rest.contains("CALLED 4000 2048000"), "{rest}");
+    // 4,000 calls carried 4 MB of arguments; through the head they would be 8 MB of
+    // its traffic (in and out). It heard heartbeats.
+    let moved = traffic(head) - before;
+    assert!(moved < 256 << 10, "the head moved {moved} bytes");
 }
 
 #[test]

@@ -157,7 +157,13 @@ pub fn location(rng: &mut impl Rng) -> Location {
 /// Any message a node may send.
 pub fn node_message(rng: &mut impl Rng) -> NodeToHead {
     let id = rng.random_range(0..1u64 << 44);
-    match rng.random_range(0..7) {
+    match rng.random_range(0..8) {
+        7 => NodeToHead::ObjectServer {
+            addr: match rng.random() {
+                true => format!("127.0.0.{}:{}", rng.random_range(0..9), rng.random::<u16>()),
+                false => string(rng),
+            },
+        },
         5 => NodeToHead::Blocked { task: id },
         6 => NodeToHead::Unblocked { task: id },
         4 => NodeToHead::ActorDied {

@@ -144,6 +144,9 @@ pub enum Role {
     /// A driver or worker reading objects from a node's object store, or a worker
     /// storing its `put` values there (to the node's object server, not the head).
     Objects,
+    /// A driver or worker calling actors of this node directly (to the node's object
+    /// server, not the head): [`CallerToNode`] and [`NodeToCaller`] frames.
+    Calls,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -222,7 +225,8 @@ pub struct TaskSpec {
     pub function: String,
     pub args: Vec<Arg>,
     pub resources: Resources,
-    /// How often the task is re-run after its worker or node died.
+    /// How often the task is re-run after its worker or node died (an actor call has
+    /// its actor's `max_task_retries` instead).
     pub max_retries: u32,
     /// A plain task, an actor's creation, or a call of one of its methods.
     pub kind: TaskKind,
@@ -410,6 +414,45 @@ pub enum HeadToDriver {
     /// Sent every second: a driver that hears nothing for its timeout knows the head
     /// is gone or stopped, even when no result is due.
     Heartbeat,
+    /// Where an actor this client calls lives: its node serves calls at `addr`
+    /// (Role::Calls), so later calls may go there directly. `retries`: how often a
+    /// call may run again when the actor dies under it (its `max_task_retries`).
+    ActorAt {
+        actor: ActorId,
+        addr: String,
+        retries: u32,
+    },
+}
+
+/// A caller's message on its direct connection to an actor's node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum CallerToNode {
+    /// Run this call of an actor living on this node. `epoch`: how many
+    /// [`NodeToCaller::Lost`] for this actor the caller has read on this connection; a
+    /// call sent before it read the last one is refused (it goes after the calls that
+    /// one made it send again).
+    Call { spec: TaskSpec, epoch: u32 },
+    /// The answer to a [`NodeToCaller::Message`] of a call.
+    Reply { task: TaskId, data: Bytes },
+}
+
+/// The node's message to a direct caller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum NodeToCaller {
+    /// Results of its calls (values inline, whatever their size).
+    Done(Vec<(TaskId, Outcome)>),
+    /// These calls of `actor` will not answer here: the actor is not here (`ran`
+    /// false: they never started), or its process died with them sent to it (`ran`
+    /// true). The caller sends them through the head, which retries, restarts or
+    /// fails them as it does its own.
+    Lost {
+        actor: ActorId,
+        tasks: Vec<TaskId>,
+        ran: bool,
+        why: String,
+    },
+    /// A call's message to its caller (as [`HeadToDriver::TaskMessage`]).
+    Message { task: TaskId, data: Bytes },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -612,6 +655,11 @@ pub enum NodeToHead {
         why: String,
     },
     Heartbeat,
+    /// Where this node's object server listens (objects, and direct actor calls); sent
+    /// once, first.
+    ObjectServer {
+        addr: String,
+    },
 }
 
 /// What a worker learns about the task it runs.

@@ -234,6 +234,11 @@ impl ObjectRef {
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         if let Some(o) = &self.owner {
             o.escaped.store(true, std::sync::atomic::Ordering::Relaxed);
+            // A direct actor call's result is known only here until the head gets it.
+            let c = client()?;
+            let id = self.id;
+            py.detach(|| c.promote(&[id]))
+                .map_err(|e| get_error(py, e))?;
         }
         let f = py.import("sunray._sunray")?.getattr("_named_ref")?;
         let args = (self.id, self.index).into_pyobject(py)?;

@@ -31,6 +31,8 @@ pub struct ActorEntry {
     pub sent: VecDeque<TaskId>,
     /// `kill(no_restart=True)` was asked: its death is final.
     pub no_restart: bool,
+    /// Clients told where this incarnation lives (`HeadToDriver::ActorAt`).
+    pub told: std::collections::HashSet<ClientId>,
     /// Why it died last (it may have been restarted since).
     pub death: Option<String>,
 }
@@ -124,6 +126,7 @@ impl Actors {
                 queue: VecDeque::new(),
                 sent: VecDeque::new(),
                 no_restart: false,
+                told: Default::default(),
                 death: None,
             },
         );
@@ -185,6 +188,7 @@ impl Actors {
         }
         let sent: Vec<TaskId> = a.sent.drain(..).collect();
         a.node = None;
+        a.told.clear();
         a.death = Some(why.to_string());
         if a.may_restart() {
             a.restarts += 1;

@@ -22,6 +22,8 @@ use tokio::sync::mpsc;
 
 use crate::{detect, head, session, wire, Error};
 
+mod direct;
+
 /// The process-wide runtime that runs connections (and an embedded cluster, if any):
 /// one thread, so that messages between the connection tasks (and the head and node
 /// actors of an embedded cluster) never cross threads.
@@ -115,6 +117,8 @@ struct State {
     /// The background reader holds `reader`, and was/was not asked to give it up.
     background_reading: bool,
     handover_asked: bool,
+    /// Calls sent straight to actors' nodes (see `direct`).
+    direct: direct::Calls,
 }
 
 impl State {
@@ -139,15 +143,48 @@ struct Shared {
     /// client owns it, and the connection closes when the client goes).
     sender: OnceLock<std::sync::Weak<Sender>>,
     task_handler: OnceLock<TaskMessageHandler>,
+    /// Written to make whoever reads return and take up new direct connections; the
+    /// read end is polled with the connections. None for an embedded cluster (whose
+    /// driver calls actors through the head in its own process).
+    kick: Option<(
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    )>,
 }
 
 impl Shared {
+    fn kick(&self) {
+        if let Some((w, _)) = &self.kick {
+            let _ = (&*w).write(&[1]);
+        }
+    }
+
+    fn kick_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.kick.as_ref().map(|(_, r)| r.as_raw_fd())
+    }
+
+    /// Reads the kicks so far (the socket is non-blocking).
+    fn drain_kicks(&self) {
+        if let Some((_, r)) = &self.kick {
+            let mut b = [0u8; 64];
+            while matches!(std::io::Read::read(&mut &*r, &mut b), Ok(n) if n > 0) {}
+        }
+    }
+
     fn is_mine(&self, id: ObjectId) -> bool {
         object_owner(id) == self.client
     }
 
     fn new(client: ClientId, handover: Option<std::os::unix::net::UnixStream>) -> Shared {
+        let kick = handover.as_ref().and_then(|_| {
+            let (w, r) = std::os::unix::net::UnixStream::pair().ok()?;
+            w.set_nonblocking(true).ok()?;
+            r.set_nonblocking(true).ok()?;
+            Some((w, r))
+        });
         Shared {
+            kick,
             client,
             state: Mutex::new(State {
                 results: crate::results::Results::new(client),
@@ -159,6 +196,7 @@ impl Shared {
                 waiting: 0,
                 background_reading: false,
                 handover_asked: false,
+                direct: Default::default(),
             }),
             cond: Condvar::new(),
             background: Condvar::new(),
@@ -182,6 +220,10 @@ struct ReadHalf {
     /// When the head was last heard from; it sends a heartbeat every second, so a long
     /// silence means it is gone or stopped (see `crate::heartbeat_timeout`).
     last_heard: Instant,
+    /// Direct connections to actors' nodes, read along with the head's.
+    direct: Vec<direct::Read>,
+    /// The descriptors polled, reused.
+    fds: Vec<std::os::fd::RawFd>,
 }
 
 /// A reader waits at most this long at a time, then checks that the head still talks.
@@ -197,21 +239,22 @@ impl<T: std::io::Read + std::os::fd::AsRawFd + Send> ReadFd for T {}
 /// head or a worker sharing this CPU runs first.
 const SPIN: Duration = Duration::from_micros(50);
 
-/// [`poll_readable`] on `fd`, checking without sleeping for up to [`SPIN`] first.
-fn spin_then_poll(fd: std::os::fd::RawFd, timeout: Option<Duration>) -> bool {
+/// [`poll_readable`] on `fds`, checking without sleeping for up to [`SPIN`] first.
+fn spin_then_poll(fds: &[std::os::fd::RawFd], timeout: Option<Duration>) -> Vec<bool> {
     let start = Instant::now();
     let spin = timeout.map_or(SPIN, |t| t.min(SPIN));
     while start.elapsed() < spin {
-        if poll_readable(&[fd], Some(Duration::ZERO)) {
-            return true;
+        let ready = poll_readable(fds, Some(Duration::ZERO));
+        if ready.contains(&true) {
+            return ready;
         }
         std::thread::yield_now();
     }
-    poll_readable(&[fd], timeout.map(|t| t.saturating_sub(start.elapsed())))
+    poll_readable(fds, timeout.map(|t| t.saturating_sub(start.elapsed())))
 }
 
-/// Waits until one of `fds` is readable or `timeout` passes; whether the first is.
-fn poll_readable(fds: &[std::os::fd::RawFd], timeout: Option<Duration>) -> bool {
+/// Waits until one of `fds` is readable (or closed) or `timeout` passes; which are.
+fn poll_readable(fds: &[std::os::fd::RawFd], timeout: Option<Duration>) -> Vec<bool> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
         .map(|&fd| libc::pollfd {
@@ -225,7 +268,7 @@ fn poll_readable(fds: &[std::os::fd::RawFd], timeout: Option<Duration>) -> bool 
     });
     // Interrupted: reported as nothing readable; callers loop.
     unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
-    pfds[0].revents != 0
+    pfds.iter().map(|p| p.revents != 0).collect()
 }
 
 impl ReadHalf {
@@ -241,12 +284,41 @@ impl ReadHalf {
         if self.handle_buffered(shared)? > 0 {
             return Ok(());
         }
-        let fd = self.sock.as_raw_fd();
+        // The head's connection, the direct ones, the kick, and `also`.
+        let mut fds = std::mem::take(&mut self.fds);
+        fds.clear();
+        fds.push(self.sock.as_raw_fd());
+        fds.extend(self.direct.iter().map(|d| d.fd()));
+        let kick = shared.kick_fd();
+        fds.extend(kick);
+        fds.extend(also);
         let timeout = Some(timeout.map_or(LIVENESS_CHECK, |t| t.min(LIVENESS_CHECK)));
-        let ready = match also {
-            Some(a) => poll_readable(&[fd, a], timeout),
-            None => spin_then_poll(fd, timeout),
+        let readiness = match also {
+            Some(_) => poll_readable(&fds, timeout),
+            None => spin_then_poll(&fds, timeout),
         };
+        self.fds = fds;
+        let n = self.direct.len();
+        if readiness[1..=n].contains(&true) {
+            let mut i = 0;
+            self.direct.retain_mut(|d| {
+                i += 1;
+                if !readiness[i] {
+                    return true;
+                }
+                match d.read_available(shared) {
+                    Ok(()) => true,
+                    Err(why) => {
+                        d.lost(shared, &why);
+                        false
+                    }
+                }
+            });
+        }
+        if kick.is_some() && readiness[n + 1] {
+            shared.drain_kicks();
+        }
+        let ready = readiness[0];
         if !ready {
             let limit = crate::heartbeat_timeout();
             if self.last_heard.elapsed() > limit {
@@ -327,6 +399,7 @@ fn background_reader(shared: Arc<Shared>, mut wake: std::os::unix::net::UnixStre
             st = shared.background.wait_timeout(st, nap).unwrap().0;
             nap = (nap * 2).min(BACKGROUND_NAP_MAX);
         };
+        half.direct.append(&mut st.direct.new_reads);
         st.background_reading = true;
         drop(st);
         let res = half.read_once(&shared, None, Some(wake.as_raw_fd()));
@@ -838,6 +911,8 @@ impl Client {
             codec: wire::authenticated_codec(),
             address: address.to_string(),
             last_heard: Instant::now(),
+            direct: Vec::new(),
+            fds: Vec::new(),
         });
         // The reader's hand-over socket is the other end of the pair.
         let s2 = shared.clone();
@@ -975,9 +1050,34 @@ impl Client {
             })
             .sum();
         check_size(args, "a task's arguments")?;
+        let refs: Vec<ObjectId> = spec
+            .args
+            .iter()
+            .filter_map(|a| match a {
+                sunray_proto::Arg::Ref(id) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        self.promote(&refs)?;
+        let spec = match spec.kind {
+            sunray_proto::TaskKind::ActorCall { actor } if self.shared.kick.is_some() => {
+                match direct::try_direct(&self.shared, &self.token, actor, spec) {
+                    None => return Ok(()),
+                    Some(spec) => spec,
+                }
+            }
+            _ => spec,
+        };
         self.tx
             .submit(spec)
             .map_err(|e| GetError::Disconnected(format!("cannot send to the head: {e}")))
+    }
+
+    /// Makes these objects known to the head before they are passed on (in a task's
+    /// arguments, or pickled into a value): results of direct actor calls are known
+    /// only here (see `direct`). Waits for those not here yet.
+    pub fn promote(&self, ids: &[ObjectId]) -> Result<(), GetError> {
+        direct::promote(self, ids)
     }
 
     pub fn put(&self, data: Bytes) -> Result<ObjectId, GetError> {
@@ -1022,13 +1122,17 @@ impl Client {
 
     /// Forgets an object here and (soon, see `RELEASE_BATCH`) at the head.
     pub fn release(&self, id: ObjectId) {
-        {
+        let here_only = {
             let mut st = self.shared.state.lock().unwrap();
+            let here_only = direct::release_here(&mut st, id);
             if st.results.remove(&id).is_none() {
                 st.tombstones.insert(id);
             }
+            here_only
+        };
+        if !here_only {
+            self.tx.release(id);
         }
-        self.tx.release(id);
     }
 
     /// Waits until `check` gives an answer, the connection is lost, or the deadline
@@ -1054,6 +1158,7 @@ impl Client {
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if let Some(mut half) = st.reader.take() {
+                half.direct.append(&mut st.direct.new_reads);
                 drop(st);
                 let took = Instant::now();
                 let res = half.read_once(shared, left, None);
@@ -1255,6 +1360,9 @@ impl Client {
     }
 
     pub fn reply_to_task(&self, task: TaskId, data: Bytes) -> Result<(), GetError> {
+        if direct::reply(&self.shared, task, data.clone()) {
+            return Ok(());
+        }
         self.send(DriverToHead::TaskReply { task, data })
     }
 }
@@ -1271,6 +1379,7 @@ fn on_message(shared: &Shared, m: HeadToDriver) {
                 }
             }
             for (id, o) in results {
+                direct::answered_by_head(&mut st, id);
                 if !st.tombstones.remove(&id) {
                     st.results.insert(id, kept(o));
                 }
@@ -1311,6 +1420,15 @@ fn on_message(shared: &Shared, m: HeadToDriver) {
         }
         HeadToDriver::Warning(w) => eprintln!("sunray: warning: {w}"),
         HeadToDriver::Heartbeat => {}
+        HeadToDriver::ActorAt {
+            actor,
+            addr,
+            retries,
+        } => {
+            if shared.kick.is_some() {
+                direct::actor_at(&mut shared.state.lock().unwrap(), actor, addr, retries);
+            }
+        }
     }
 }
 

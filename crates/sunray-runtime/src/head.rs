@@ -420,8 +420,8 @@ fn check_role(role: &Role) -> Result<(), String> {
         }
         Role::Node(reg) => limits::check_registration(reg),
         Role::Query => Ok(()),
-        Role::Objects => Err(
-            "this is the head: objects are read from the object server of the node that holds them"
+        Role::Objects | Role::Calls => Err(
+            "this is the head: objects are read from, and actors called directly at, the object server of a node"
                 .into(),
         ),
         Role::FetchBinary { hash } => {
@@ -594,7 +594,7 @@ async fn handle_conn<S>(
                 }
             }
         }
-        Role::Objects => {} // refused by check_role
+        Role::Objects | Role::Calls => {} // refused by check_role
         Role::FetchBinary { hash } => {
             let reply = HelloReply::Welcome {
                 client_id: 0,
@@ -760,6 +760,8 @@ struct NodeConn {
     jobs: HashSet<ClientId>,
     /// Assignments waiting to be sent in this round.
     run: Vec<Assignment>,
+    /// Where its object server listens (it takes direct actor calls there too).
+    objects: Option<String>,
 }
 
 /// A task the head knows (queued, waiting for arguments, or running). Kept small: a
@@ -900,6 +902,7 @@ impl HeadState {
                         is_head,
                         jobs: HashSet::new(),
                         run: Vec::new(),
+                        objects: None,
                     },
                 );
                 self.update_homes();
@@ -1481,6 +1484,15 @@ impl HeadState {
                     }
                 }
             }
+            NodeToHead::ObjectServer { addr } => {
+                if self.is_object_server_of(node, &addr) {
+                    if let Some(n) = self.nodes.get_mut(&node) {
+                        n.objects = Some(addr);
+                    }
+                } else {
+                    warn!("node {node} said its object server is at {addr}, not on its own address; ignored");
+                }
+            }
             NodeToHead::Blocked { task } => {
                 if self.sched.running_on(task) == Some(node) {
                     // Tasks pipelined behind it go back to the queue (the node dropped
@@ -2032,6 +2044,19 @@ impl HeadState {
                 spec: t.spec.clone(),
                 after: None,
             });
+            // Its caller may send the next calls to the actor's node directly.
+            if let Some(addr) = &conn.objects {
+                if a.told.insert(t.owner) {
+                    let at = HeadToDriver::ActorAt {
+                        actor,
+                        addr: addr.clone(),
+                        retries: a.call_retries(),
+                    };
+                    if self.drivers.contains_key(&t.owner) {
+                        self.out.push(Effect::ToDriver(t.owner, at));
+                    }
+                }
+            }
         }
     }
 

@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use sunray_proto::{
-    BinaryChunk, BinaryInfo, ClientId, HeadToNode, HelloReply, NodeId, NodeRegistration,
-    NodeToHead, NodeToWorker, ProgramKind, Role, WorkerToNode,
+    BinaryChunk, BinaryInfo, CallerToNode, ClientId, HeadToNode, HelloReply, NodeId,
+    NodeRegistration, NodeToCaller, NodeToHead, NodeToWorker, ProgramKind, Role, WorkerToNode,
 };
 use sunray_sched::ResourceSet;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::node_core::{Effect, Input, NodeCore, Prestart};
 use crate::session::Session;
@@ -116,6 +116,9 @@ enum Ev {
     FromWorker(u64, WorkerToNode),
     WorkerExited(u64, String),
     BinaryReady(ClientId, Result<PathBuf, String>),
+    CallerConnected(u64, mpsc::UnboundedSender<NodeToCaller>),
+    FromCaller(u64, CallerToNode),
+    CallerLeft(u64),
 }
 
 /// The node agent's I/O: processes, sockets, the object store; every decision is the
@@ -126,6 +129,8 @@ struct Shell {
     to_head: mpsc::UnboundedSender<NodeToHead>,
     events: mpsc::UnboundedSender<Ev>,
     procs: HashMap<u64, Proc>,
+    /// Direct callers' connections.
+    callers: HashMap<u64, mpsc::UnboundedSender<NodeToCaller>>,
     /// Large results and task `put`s kept here (see `objects`), and where it serves them.
     store: crate::objects::Store,
     store_addr: String,
@@ -167,10 +172,17 @@ pub async fn run(cfg: NodeConfig, link: NodeLink) -> Result<(), Error> {
         .to_string();
     let store = crate::objects::Store::default();
     crate::objects::register_local(&store_addr, &store);
+    let calls_tx = ev_tx.clone();
+    let next_caller = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let calls: crate::objects::CallsHook = Arc::new(move |io| {
+        let conn = next_caller.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(serve_caller(io, conn, calls_tx.clone()));
+    });
     let store_server = tokio::spawn(crate::objects::serve(
         objects,
         store.clone(),
         cfg.token.clone(),
+        calls,
     ));
     let cpus = cfg.total.cpu_f64().ceil() as usize;
     let prestart = std::env::var(env::PRESTART_PYTHON_PATH)
@@ -199,6 +211,7 @@ pub async fn run(cfg: NodeConfig, link: NodeLink) -> Result<(), Error> {
         to_head: link.to_head,
         events: ev_tx,
         procs: HashMap::new(),
+        callers: HashMap::new(),
         store,
         store_addr,
         store_server,
@@ -279,6 +292,26 @@ async fn serve_worker(
     .await;
 }
 
+/// A direct caller's connection: its calls go to the core, the core's answers to it.
+async fn serve_caller(
+    io: wire::FramedIo<tokio::net::TcpStream>,
+    conn: u64,
+    events: mpsc::UnboundedSender<Ev>,
+) {
+    let (sink, stream) = io.split();
+    let (tx, rx) = mpsc::unbounded_channel::<NodeToCaller>();
+    if events.send(Ev::CallerConnected(conn, tx)).is_err() {
+        return;
+    }
+    tokio::spawn(wire::pump_out(sink, rx));
+    let why = wire::pump_in(stream, |m: CallerToNode| {
+        events.send(Ev::FromCaller(conn, m)).is_ok()
+    })
+    .await;
+    debug!("direct caller {conn} left: {why}");
+    let _ = events.send(Ev::CallerLeft(conn));
+}
+
 impl Shell {
     /// Hands what the connections and processes reported to the core.
     fn on_event(&mut self, e: Ev) {
@@ -302,6 +335,15 @@ impl Shell {
                 Input::WorkerExited(id, status)
             }
             Ev::BinaryReady(client, r) => Input::BinaryReady(client, r),
+            Ev::CallerConnected(conn, tx) => {
+                self.callers.insert(conn, tx);
+                return;
+            }
+            Ev::FromCaller(conn, m) => Input::FromCaller(conn, m),
+            Ev::CallerLeft(conn) => {
+                self.callers.remove(&conn);
+                Input::CallerLeft(conn)
+            }
         };
         self.core.handle(input);
     }
@@ -318,6 +360,11 @@ impl Shell {
                 match e {
                     Effect::ToHead(m) => {
                         let _ = self.to_head.send(m);
+                    }
+                    Effect::ToCaller(conn, m) => {
+                        if let Some(tx) = self.callers.get(&conn) {
+                            let _ = tx.send(m);
+                        }
                     }
                     Effect::ToWorker(id, m) => {
                         if let Some(tx) = self.procs.get(&id).and_then(|p| p.tx.as_ref()) {

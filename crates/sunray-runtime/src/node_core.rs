@@ -9,9 +9,9 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use sunray_proto::{
-    ActorId, Assignment, BinaryInfo, ClientId, ErrorKind, HeadToNode, Location, NodeId, NodeToHead,
-    NodeToWorker, ObjectId, Outcome, ProgramKind, Reply, TaskError, TaskId, TaskKind, TaskSpec,
-    WorkerTask, WorkerToNode,
+    ActorId, Assignment, BinaryInfo, CallerToNode, ClientId, ErrorKind, HeadToNode, Location,
+    NodeId, NodeToCaller, NodeToHead, NodeToWorker, ObjectId, Outcome, ProgramKind, Reply,
+    TaskError, TaskId, TaskKind, TaskSpec, WorkerTask, WorkerToNode,
 };
 use sunray_sched::{Allocation, NodeLedger, ResourceSet, Successors};
 use tracing::{debug, warn};
@@ -36,6 +36,10 @@ pub enum Input {
     WorkerConnected(u64),
     FromWorker(u64, WorkerToNode),
     WorkerExited(u64, String),
+    /// A direct caller's message (on its connection `u64` to the object server).
+    FromCaller(u64, CallerToNode),
+    /// That connection closed: its calls' answers have nowhere to go.
+    CallerLeft(u64),
     /// Where a driver's executable is on this host (or why it is not).
     BinaryReady(ClientId, Result<PathBuf, String>),
 }
@@ -45,6 +49,7 @@ pub enum Input {
 pub enum Effect {
     ToHead(NodeToHead),
     ToWorker(u64, NodeToWorker),
+    ToCaller(u64, NodeToCaller),
     /// Start worker `worker`: `path` (the driver's executable, or an interpreter), with
     /// these device ids visible.
     Spawn {
@@ -104,6 +109,10 @@ pub struct NodeCore {
     revoked: HashMap<TaskId, TaskId>,
     jobs: HashMap<ClientId, Job>,
     workers: HashMap<u64, Worker>,
+    /// Direct callers (see [`CallerToNode`]), by connection.
+    callers: HashMap<u64, Caller>,
+    /// Direct calls sent to their actor's worker, and the connection they came on.
+    direct: HashMap<TaskId, u64>,
     next_worker: u64,
     done: Vec<(TaskId, Reply)>,
     clock: u64,
@@ -145,12 +154,23 @@ struct Worker {
 /// An actor living in a worker of this node.
 struct ActorHere {
     id: ActorId,
+    /// "Counter 'name' (actor 0x…)", as the head names it.
+    describe: String,
     detached: bool,
     /// The creation task's resources, held from its constructor's return until the
     /// worker ends.
     alloc: Option<Allocation>,
     /// Calls sent to the worker, oldest first (it runs them in this order).
     calls: VecDeque<(TaskId, String)>,
+}
+
+/// A direct caller's connection.
+#[derive(Default)]
+struct Caller {
+    /// `Lost` answers sent per actor: a call must carry the count it has read.
+    epochs: HashMap<ActorId, u32>,
+    /// Results read since the last flush.
+    done: Vec<(TaskId, Outcome)>,
 }
 
 impl Worker {
@@ -182,6 +202,10 @@ impl NodeCore {
         prestart: Option<Prestart>,
     ) -> NodeCore {
         let cpus = total.cpu_f64().ceil() as usize;
+        // The head learns first where direct callers and readers reach this node.
+        let announce = Effect::ToHead(NodeToHead::ObjectServer {
+            addr: store_addr.clone(),
+        });
         NodeCore {
             id,
             ip,
@@ -194,13 +218,15 @@ impl NodeCore {
             prefetched: HashMap::new(),
             unread_blocks: HashMap::new(),
             revoked: HashMap::new(),
+            callers: HashMap::new(),
+            direct: HashMap::new(),
             jobs: HashMap::new(),
             workers: HashMap::new(),
             next_worker: 1,
             done: Vec::new(),
             clock: 0,
             prestart,
-            out: Vec::new(),
+            out: vec![announce],
         }
     }
 
@@ -355,6 +381,17 @@ impl NodeCore {
                     task,
                 }));
             }
+            Input::FromCaller(conn, m) => match m {
+                CallerToNode::Call { spec, epoch } => self.direct_call(conn, spec, epoch),
+                CallerToNode::Reply { task, data } => {
+                    if self.direct.get(&task) == Some(&conn) {
+                        self.on_head_message(HeadToNode::TaskReply { task, data });
+                    }
+                }
+            },
+            Input::CallerLeft(conn) => {
+                self.callers.remove(&conn);
+            }
             Input::BinaryReady(client, r) => {
                 if let Err(msg) = &r {
                     warn!("node {}: no executable for driver {client}: {msg}", self.id);
@@ -405,8 +442,18 @@ impl NodeCore {
                         // In order, except in a threaded actor.
                         if let Some(i) = a.calls.iter().position(|(t, _)| *t == task) {
                             w.last_task = a.calls.remove(i);
-                            let reply = self.keep(task, outcome);
-                            self.done.push((task, reply));
+                            match self.direct.remove(&task) {
+                                // Straight back to its caller, whatever its size.
+                                Some(conn) => {
+                                    if let Some(c) = self.callers.get_mut(&conn) {
+                                        c.done.push((task, outcome));
+                                    }
+                                }
+                                None => {
+                                    let reply = self.keep(task, outcome);
+                                    self.done.push((task, reply));
+                                }
+                            }
                             return;
                         }
                         let Some(r) = w.running.take() else { return };
@@ -440,9 +487,10 @@ impl NodeCore {
                         self.done.push((task, reply));
                     }
                 }
-                WorkerToNode::Message { task, data } => {
-                    self.tell_head(NodeToHead::TaskMessage { task, data });
-                }
+                WorkerToNode::Message { task, data } => match self.direct.get(&task) {
+                    Some(&conn) => self.tell_caller(conn, NodeToCaller::Message { task, data }),
+                    None => self.tell_head(NodeToHead::TaskMessage { task, data }),
+                },
                 WorkerToNode::Blocked { task } => self.blocked(id, task),
                 WorkerToNode::Unblocked { task } => {
                     let Some(r) = self.workers.get_mut(&id).and_then(|w| w.running.as_mut()) else {
@@ -476,6 +524,22 @@ impl NodeCore {
                     } else {
                         format!("its worker process exited before connecting ({status})")
                     };
+                    // Direct calls go back to their callers, which send them again
+                    // through the head (it retries or fails its own calls).
+                    let mut lost: HashMap<u64, Vec<TaskId>> = HashMap::new();
+                    for (t, _) in &a.calls {
+                        if let Some(conn) = self.direct.remove(t) {
+                            lost.entry(conn).or_default().push(*t);
+                        }
+                    }
+                    let died = format!(
+                        "{} died: its process on {} ended: {why}",
+                        a.describe,
+                        self.location()
+                    );
+                    for (conn, tasks) in lost {
+                        self.lose(conn, a.id, tasks, true, died.clone());
+                    }
                     self.tell_head(NodeToHead::ActorDied { actor: a.id, why });
                     return;
                 }
@@ -588,6 +652,10 @@ impl NodeCore {
                 // An actor gets a worker of its own, for its lifetime.
                 let here = ActorHere {
                     id: a.spec.id,
+                    describe: match &opts.name {
+                        Some(n) => format!("{} '{n}' (actor {:#x})", opts.class, a.spec.id),
+                        None => format!("{} (actor {:#x})", opts.class, a.spec.id),
+                    },
                     detached: opts.detached,
                     alloc: None,
                     calls: VecDeque::new(),
@@ -654,6 +722,74 @@ impl NodeCore {
         self.out.push(Effect::ToWorker(id, run));
         if let Some(a) = self.workers.get_mut(&id).and_then(|w| w.actor.as_mut()) {
             a.calls.push_back(call);
+        }
+    }
+
+    /// A direct call: sent to its actor's worker if the actor lives here (constructed)
+    /// and the caller has read every `Lost` it was sent for it; else refused.
+    fn direct_call(&mut self, conn: u64, spec: TaskSpec, epoch: u32) {
+        let TaskKind::ActorCall { actor } = spec.kind else {
+            warn!(
+                "node {}: a direct call that is not an actor call; dropped",
+                self.id
+            );
+            return;
+        };
+        let read_all = self
+            .callers
+            .entry(conn)
+            .or_default()
+            .epochs
+            .get(&actor)
+            .copied()
+            .unwrap_or(0)
+            == epoch;
+        let lives_here = self.workers.values().any(|w| {
+            w.actor_is(actor)
+                && w.connected
+                && !w.retiring
+                && w.actor.as_ref().is_some_and(|a| a.alloc.is_some())
+        });
+        if read_all && lives_here {
+            self.direct.insert(spec.id, conn);
+            self.send_call(actor, spec);
+            return;
+        }
+        let why = match lives_here {
+            true => "sent before the caller read that its earlier calls were lost".to_string(),
+            false => format!(
+                "actor {actor:#x} does not live on {} (now)",
+                self.location()
+            ),
+        };
+        self.lose(conn, actor, vec![spec.id], false, why);
+    }
+
+    /// Tells a direct caller that these calls of `actor` will not answer here.
+    fn lose(&mut self, conn: u64, actor: ActorId, tasks: Vec<TaskId>, ran: bool, why: String) {
+        let Some(c) = self.callers.get_mut(&conn) else {
+            return;
+        };
+        *c.epochs.entry(actor).or_default() += 1;
+        self.tell_caller(
+            conn,
+            NodeToCaller::Lost {
+                actor,
+                tasks,
+                ran,
+                why,
+            },
+        );
+    }
+
+    /// A message to a direct caller, after the results read before it.
+    fn tell_caller(&mut self, conn: u64, msg: NodeToCaller) {
+        if let Some(c) = self.callers.get_mut(&conn) {
+            if !c.done.is_empty() {
+                let done = NodeToCaller::Done(std::mem::take(&mut c.done));
+                self.out.push(Effect::ToCaller(conn, done));
+            }
+            self.out.push(Effect::ToCaller(conn, msg));
         }
     }
 
@@ -925,6 +1061,12 @@ impl NodeCore {
             let done = NodeToHead::Done(std::mem::take(&mut self.done));
             self.out.push(Effect::ToHead(done));
         }
+        for (conn, c) in &mut self.callers {
+            if !c.done.is_empty() {
+                let done = NodeToCaller::Done(std::mem::take(&mut c.done));
+                self.out.push(Effect::ToCaller(*conn, done));
+            }
+        }
     }
 }
 
@@ -944,6 +1086,13 @@ mod tests {
             ResourceSet::new(cpus, gpus as f64, 0.0),
             "127.0.0.9:7000".into(),
             None,
+        );
+        assert!(
+            matches!(
+                &std::mem::take(&mut c.out)[..],
+                [Effect::ToHead(NodeToHead::ObjectServer { addr })] if addr == "127.0.0.9:7000"
+            ),
+            "a node says first where it serves objects and calls"
         );
         c.on_head_message(HeadToNode::Job {
             client: JOB,
@@ -1249,6 +1398,159 @@ mod tests {
             .collect();
         let other = workers.iter().find(|(w, _)| *w != on_actor).unwrap().0;
         assert_eq!(killed, vec![other]);
+    }
+
+    /// What the node told direct caller connections.
+    fn to_callers(out: &[Effect]) -> Vec<(u64, &NodeToCaller)> {
+        out.iter()
+            .filter_map(|e| match e {
+                Effect::ToCaller(conn, m) => Some((*conn, m)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Calls straight from a caller's connection (Ray's direct calls): they run on their
+    /// actor's worker in order and answer that caller alone, never the head; a call to
+    /// an actor not constructed here, or sent before the caller read a `Lost`, is given
+    /// back unrun; a call's messages go to its caller and only it may answer them; when
+    /// the actor's process dies, the calls it had go back as possibly run, while the
+    /// head hears of the death as before.
+    #[test]
+    fn direct_calls_run_on_their_actor_and_answer_their_caller_alone() {
+        let mut c = core(2.0, 0);
+        assert_eq!(c.callers.len(), 0);
+        let mut actor = spec(1, 1.0, 0.0);
+        actor.kind = TaskKind::CreateActor(Box::new(ActorOptions {
+            class: "Counter".into(),
+            name: None,
+            detached: false,
+            max_restarts: 0,
+            max_task_retries: 0,
+            max_concurrency: 1,
+        }));
+        let call = |seq| {
+            let mut s = spec(seq, 0.0, 0.0);
+            s.kind = TaskKind::ActorCall { actor: actor.id };
+            s
+        };
+        let direct = |c: &mut NodeCore, conn, seq, epoch| {
+            c.handle(Input::FromCaller(
+                conn,
+                CallerToNode::Call {
+                    spec: call(seq),
+                    epoch,
+                },
+            ));
+            step(c)
+        };
+        let given_back = |out: &[Effect]| -> Vec<(u64, Vec<TaskId>, bool)> {
+            to_callers(out)
+                .into_iter()
+                .filter_map(|(conn, m)| match m {
+                    NodeToCaller::Lost { tasks, ran, .. } => Some((conn, tasks.clone(), *ran)),
+                    _ => None,
+                })
+                .collect()
+        };
+        run(&mut c, actor.clone(), None);
+        let w = spawned(&step(&mut c))[0].0;
+        connect(&mut c, w);
+        step(&mut c);
+        // Its constructor has not returned: given back, unrun.
+        let out = direct(&mut c, 5, 2, 0);
+        assert_eq!(given_back(&out), vec![(5, vec![call(2).id], false)]);
+        finish(&mut c, w, actor.id, b"");
+        step(&mut c);
+        // Sent before caller 5 read that answer: given back too; then its calls run.
+        let out = direct(&mut c, 5, 3, 0);
+        assert_eq!(given_back(&out), vec![(5, vec![call(3).id], false)]);
+        let out = direct(&mut c, 5, 4, 2);
+        assert_eq!(sent(&out), vec![(w, call(4).id)]);
+        let out = direct(&mut c, 6, 5, 0);
+        assert_eq!(
+            sent(&out),
+            vec![(w, call(5).id)],
+            "another caller starts at 0"
+        );
+        // A message of call 4 goes to caller 5; only caller 5 may answer it.
+        c.handle(Input::FromWorker(
+            w,
+            WorkerToNode::Message {
+                task: call(4).id,
+                data: Bytes::from_static(b"?"),
+            },
+        ));
+        let out = step(&mut c);
+        assert!(
+            matches!(&to_callers(&out)[..], [(5, NodeToCaller::Message { task, .. })] if *task == call(4).id)
+        );
+        for conn in [6, 5] {
+            c.handle(Input::FromCaller(
+                conn,
+                CallerToNode::Reply {
+                    task: call(4).id,
+                    data: Bytes::from(vec![conn as u8]),
+                },
+            ));
+        }
+        let replies: Vec<Bytes> = step(&mut c)
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::ToWorker(_, NodeToWorker::Reply { data, .. }) => Some(data),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(replies, vec![Bytes::from(vec![5u8])]);
+        // Results go to their callers, none to the head.
+        finish(&mut c, w, call(4).id, b"four");
+        finish(&mut c, w, call(5).id, b"five");
+        let out = step(&mut c);
+        assert!(done(&out).is_empty(), "the head hears nothing: {out:?}");
+        let mut answers: Vec<(u64, TaskId, Bytes)> = to_callers(&out)
+            .into_iter()
+            .flat_map(|(conn, m)| match m {
+                NodeToCaller::Done(v) => v
+                    .iter()
+                    .map(|(t, o)| (conn, *t, o.clone().unwrap()))
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        answers.sort();
+        assert_eq!(
+            answers,
+            vec![
+                (5, call(4).id, Bytes::from_static(b"four")),
+                (6, call(5).id, Bytes::from_static(b"five"))
+            ]
+        );
+        // The process dies with a call of caller 5: back to it as possibly run.
+        direct(&mut c, 5, 6, 2);
+        c.handle(Input::WorkerExited(w, "killed by signal 9".into()));
+        let out = step(&mut c);
+        assert_eq!(given_back(&out), vec![(5, vec![call(6).id], true)]);
+        let why = to_callers(&out)
+            .into_iter()
+            .find_map(|(_, m)| match m {
+                NodeToCaller::Lost { why, .. } => Some(why.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(
+            why.starts_with(&format!("Counter (actor {:#x}) died", actor.id))
+                && why.contains("node 7 (127.0.0.9)")
+                && why.contains("signal 9"),
+            "{why}"
+        );
+        assert!(out
+            .iter()
+            .any(|e| matches!(e, Effect::ToHead(NodeToHead::ActorDied { actor: a, .. }) if *a == actor.id)));
+        // With the actor gone, calls are given back unrun; a caller that left is forgotten.
+        let out = direct(&mut c, 6, 7, 0);
+        assert_eq!(given_back(&out), vec![(6, vec![call(7).id], false)]);
+        c.handle(Input::CallerLeft(5));
+        assert!(!c.callers.contains_key(&5));
     }
 
     #[test]

@@ -75,12 +75,17 @@ pub fn forget_local(addr: &str) {
     local_stores().lock().unwrap().remove(addr);
 }
 
-/// Serves `store` on `listener` (bound to the node's address) until the process ends.
-pub async fn serve(listener: TcpListener, store: Store, token: String) {
+/// Takes over a direct caller's connection (role [`Role::Calls`]), welcomed and
+/// authenticated.
+pub type CallsHook = Arc<dyn Fn(wire::FramedIo<tokio::net::TcpStream>) + Send + Sync>;
+
+/// Serves `store` on `listener` (bound to the node's address) until the process ends;
+/// direct callers' connections go to `calls`.
+pub async fn serve(listener: TcpListener, store: Store, token: String, calls: CallsHook) {
     while let Ok((stream, peer)) = listener.accept().await {
-        let (store, token) = (store.clone(), token.clone());
+        let (store, token, calls) = (store.clone(), token.clone(), calls.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_conn(stream, &store, &token).await {
+            if let Err(e) = serve_conn(stream, &store, &token, &calls).await {
                 debug!("object connection from {peer} ended: {e}");
             }
         });
@@ -91,6 +96,7 @@ async fn serve_conn(
     stream: tokio::net::TcpStream,
     store: &Store,
     token: &str,
+    calls: &CallsHook,
 ) -> Result<(), String> {
     stream.set_nodelay(true).ok();
     let mut io = wire::framed(stream);
@@ -103,8 +109,10 @@ async fn serve_conn(
             return Err(e);
         }
     };
-    if !matches!(hello.role, Role::Objects) {
-        let reason = "this is a node's object server: only Role::Objects connects here".to_string();
+    if !matches!(hello.role, Role::Objects | Role::Calls) {
+        let reason =
+            "this is a node's object server: only Role::Objects and Role::Calls connect here"
+                .to_string();
         let reply = sunray_proto::encode(&HelloReply::Refused {
             reason: reason.clone(),
         });
@@ -119,6 +127,11 @@ async fn serve_conn(
     futures_util::SinkExt::send(&mut io, welcome)
         .await
         .map_err(|e| e.to_string())?;
+    if matches!(hello.role, Role::Calls) {
+        wire::authenticated(&mut io);
+        calls(io);
+        return Ok(());
+    }
     let parts = io.into_parts();
     let (r, mut w) = parts.io.into_split();
     // The client waits for the welcome before it asks: nothing is buffered, but take

@@ -51,6 +51,12 @@ impl Counter {
     pub fn fails(&self, why: String) -> Result<u64, String> {
         Err(why)
     }
+
+    /// The size of what it was sent, and its count so far.
+    pub fn weigh(&mut self, data: Vec<u8>) -> (u64, u64) {
+        self.n += 1;
+        (data.len() as u64, self.n)
+    }
 }
 
 pub struct Picky;
@@ -119,6 +125,31 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
     match arg(1).as_str() {
+        "direct" => {
+            // The first call goes through the head, which says where the actor lives;
+            // the next ones go to its node (the test watches the head's traffic).
+            let calls: u64 = arg(2).parse().unwrap();
+            // One CPU: on a node of its own, not in the head's process.
+            let c = Counter::options(ActorOptions::new().num_cpus(1.0)).remote(0);
+            assert_eq!(c.incr(1).remote().get().unwrap(), 1);
+            println!("READY");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).unwrap();
+            let mut sent = 0;
+            for i in 0..calls {
+                let (len, n) = c.weigh(vec![7; 1024]).remote().get().unwrap();
+                assert_eq!((len, n), (1024, i + 2), "call {i}");
+                sent += len;
+            }
+            // Many in flight at once keep their order.
+            let refs: Vec<_> = (0..calls)
+                .map(|_| c.weigh(vec![1; 1024]).remote())
+                .collect();
+            let got = sunray::get_all(&refs).unwrap();
+            let counts: Vec<u64> = got.iter().map(|(_, n)| *n).collect();
+            assert_eq!(counts, (calls + 2..2 * calls + 2).collect::<Vec<_>>());
+            println!("CALLED {} {sent}", 2 * calls);
+        }
         "order" => {
             // Many calls in flight at once run in submission order, on one instance.
             let c = Counter::remote(100);
