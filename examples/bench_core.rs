@@ -46,6 +46,34 @@ impl Idle {
     pub fn noop(&self) {}
 }
 
+/// Prints the actor call round trip and throughput (run twice by the benchmark: direct
+/// calls, and with `SUNRAY_DIRECT_CALLS=0` through the head). With `cpus` > 0 the
+/// actor needs a CPU: on a cluster whose head has none, it lives on a node agent of
+/// its own rather than in the head's process.
+fn actor_figures(cpus: f64) {
+    let a = Idle::options(sunray::ActorOptions::new().num_cpus(cpus)).remote();
+    a.noop().remote().get().unwrap();
+    let mut rtts = Vec::new();
+    for _ in 0..REPEATS {
+        let m = 1000;
+        let t = Instant::now();
+        for _ in 0..m {
+            a.noop().remote().get().unwrap();
+        }
+        rtts.push(t.elapsed().as_secs_f64() * 1e6 / m as f64);
+    }
+    println!("ACTOR_RTT_US {}", summary(rtts, 1));
+    let mut rates = Vec::new();
+    for _ in 0..REPEATS {
+        let n = 10_000;
+        let t = Instant::now();
+        let refs: Vec<_> = (0..n).map(|_| a.noop().remote()).collect();
+        sunray::get_all(&refs).unwrap();
+        rates.push(n as f64 / t.elapsed().as_secs_f64());
+    }
+    println!("ACTOR_THROUGHPUT {}", summary(rates, 0));
+}
+
 /// A head on loopback with 2 CPUs and any free port, as in the Ray reference.
 const HEAD_ARGS: &[&str] = &[
     "start",
@@ -289,7 +317,28 @@ fn object_figures(tmp: &Path) {
         .unwrap();
     assert!(o.status.success(), "driver objects failed");
     let out = String::from_utf8_lossy(&o.stdout).to_string();
+    // An actor on node 2 or 3, not in the head's process: a direct call skips two hops.
+    let actors = |direct: &str| {
+        let o = Command::new(std::env::current_exe().unwrap())
+            .args(["--role", "actors-on-node"])
+            .env("SUNRAY_TMPDIR", tmp)
+            .env("SUNRAY_ADDRESS", &objects_address)
+            .env("SUNRAY_DIRECT_CALLS", direct)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "driver actors-on-node failed");
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let (direct, routed) = (actors("1"), actors("0"));
     stop_cluster(tmp);
+    println!(
+        "actor on a node agent of its own: direct calls {} us round trip, {} calls/s; through the head {} us, {} calls/s",
+        get(&direct, "ACTOR_RTT_US"),
+        get(&direct, "ACTOR_THROUGHPUT"),
+        get(&routed, "ACTOR_RTT_US"),
+        get(&routed, "ACTOR_THROUGHPUT")
+    );
     let tcp: Vec<f64> = (0..3).map(|_| tcp_copy_gbs()).collect();
     println!(
         "1 GB object made on node 2, taken by a task on node 3 (read, then decoded into Bytes): {} GB/s (median of 3, range)",
@@ -376,28 +425,10 @@ fn driver_role(role: &str) {
                 rtts.push(t.elapsed().as_secs_f64() * 1e6 / m as f64);
             }
             println!("RTT_US {}", summary(rtts, 1));
-            let a = Idle::remote();
-            a.noop().remote().get().unwrap();
-            let mut rtts = Vec::new();
-            for _ in 0..REPEATS {
-                let m = 1000;
-                let t = Instant::now();
-                for _ in 0..m {
-                    a.noop().remote().get().unwrap();
-                }
-                rtts.push(t.elapsed().as_secs_f64() * 1e6 / m as f64);
-            }
-            println!("ACTOR_RTT_US {}", summary(rtts, 1));
-            let mut rates = Vec::new();
-            for _ in 0..REPEATS {
-                let n = 10_000;
-                let t = Instant::now();
-                let refs: Vec<_> = (0..n).map(|_| a.noop().remote()).collect();
-                sunray::get_all(&refs).unwrap();
-                rates.push(n as f64 / t.elapsed().as_secs_f64());
-            }
-            println!("ACTOR_THROUGHPUT {}", summary(rates, 0));
+            actor_figures(0.0);
         }
+        "actors" => actor_figures(0.0),
+        "actors-on-node" => actor_figures(1.0),
         "many" => {
             // `--tasks N`: N no-op tasks submitted at once, then gathered.
             let n: usize = std::env::var("BENCH_TASKS").unwrap().parse().unwrap();
@@ -618,17 +649,19 @@ fn main() {
     );
 
     let me = std::env::current_exe().unwrap();
-    let run = |role: &str| -> String {
+    let run_with = |role: &str, env: &[(&str, &str)]| -> String {
         let o = Command::new(&me)
             .args(["--role", role])
             .env("SUNRAY_TMPDIR", &tmp)
             .env("SUNRAY_ADDRESS", &address)
+            .envs(env.iter().copied())
             .stderr(Stdio::inherit())
             .output()
             .unwrap();
         assert!(o.status.success(), "driver {role} failed");
         String::from_utf8_lossy(&o.stdout).to_string()
     };
+    let run = |role: &str| run_with(role, &[]);
     let get = |out: &str, key: &str| -> String {
         out.lines()
             .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
@@ -644,12 +677,18 @@ fn main() {
         get(&out, "RTT_US")
     );
     println!(
-        "actor call round trip, get(a.noop().remote()) x 1,000: {} us mean (median of {REPEATS}, range)",
+        "actor call round trip (direct calls), get(a.noop().remote()) x 1,000: {} us mean (median of {REPEATS}, range)",
         get(&out, "ACTOR_RTT_US")
     );
     println!(
         "actor calls, 10,000 submitted then gathered: {} calls/s (median of {REPEATS}, range)",
         get(&out, "ACTOR_THROUGHPUT")
+    );
+    let routed = run_with("actors", &[("SUNRAY_DIRECT_CALLS", "0")]);
+    println!(
+        "  the same through the head (SUNRAY_DIRECT_CALLS=0): {} us round trip, {} calls/s",
+        get(&routed, "ACTOR_RTT_US"),
+        get(&routed, "ACTOR_THROUGHPUT")
     );
     println!(
         "machine floor: process ping-pong:     {:>8.1} us round trip (blocking Unix socket)",

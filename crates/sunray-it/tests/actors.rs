@@ -71,10 +71,18 @@ fn traffic(pid: u32) -> u64 {
 
 #[test]
 fn actor_calls_go_from_the_caller_to_the_actors_node_without_the_head() {
+    // On the node's host over its Unix socket, and over TCP as from another host.
+    for how in ["", "tcp"] {
+        direct_calls_leave_the_head_out(how);
+    }
+}
+
+fn direct_calls_leave_the_head_out(how: &str) {
     let c = Cluster::start(0.0, &[("127.0.0.2", 1.0, 0)]);
     let head = c.head.id();
     let mut d = c
         .program(ACTORS, &["direct", "2000"])
+        .env("SUNRAY_DIRECT_CALLS", how)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -94,7 +102,7 @@ fn actor_calls_go_from_the_caller_to_the_actors_node_without_the_head() {
     // 4,000 calls carried 4 MB of arguments; through the head they would be 8 MB of
     // its traffic (in and out). It heard heartbeats.
     let moved = traffic(head) - before;
-    assert!(moved < 256 << 10, "the head moved {moved} bytes");
+    assert!(moved < 256 << 10, "{how:?}: the head moved {moved} bytes");
 }
 
 #[test]

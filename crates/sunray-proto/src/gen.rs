@@ -163,6 +163,7 @@ pub fn node_message(rng: &mut impl Rng) -> NodeToHead {
                 true => format!("127.0.0.{}:{}", rng.random_range(0..9), rng.random::<u16>()),
                 false => string(rng),
             },
+            calls_socket: string(rng),
         },
         5 => NodeToHead::Blocked { task: id },
         6 => NodeToHead::Unblocked { task: id },

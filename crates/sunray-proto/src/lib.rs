@@ -414,12 +414,15 @@ pub enum HeadToDriver {
     /// Sent every second: a driver that hears nothing for its timeout knows the head
     /// is gone or stopped, even when no result is due.
     Heartbeat,
-    /// Where an actor this client calls lives: its node serves calls at `addr`
-    /// (Role::Calls), so later calls may go there directly. `retries`: how often a
-    /// call may run again when the actor dies under it (its `max_task_retries`).
+    /// Where an actor this client calls lives: its node `node` serves calls at `addr`
+    /// (Role::Calls), and to callers on its host at the Unix socket `calls_socket`, so
+    /// later calls may go there directly. `retries`: how often a call may run again
+    /// when the actor dies under it (its `max_task_retries`).
     ActorAt {
         actor: ActorId,
+        node: NodeId,
         addr: String,
+        calls_socket: String,
         retries: u32,
     },
 }
@@ -655,10 +658,11 @@ pub enum NodeToHead {
         why: String,
     },
     Heartbeat,
-    /// Where this node's object server listens (objects, and direct actor calls); sent
-    /// once, first.
+    /// Where this node's object server listens (objects, and direct actor calls), and
+    /// the Unix socket where callers on its host may call its actors; sent once, first.
     ObjectServer {
         addr: String,
+        calls_socket: String,
     },
 }
 

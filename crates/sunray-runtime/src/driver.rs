@@ -1060,7 +1060,9 @@ impl Client {
             .collect();
         self.promote(&refs)?;
         let spec = match spec.kind {
-            sunray_proto::TaskKind::ActorCall { actor } if self.shared.kick.is_some() => {
+            sunray_proto::TaskKind::ActorCall { actor }
+                if self.shared.kick.is_some() && direct::enabled() =>
+            {
                 match direct::try_direct(&self.shared, &self.token, actor, spec) {
                     None => return Ok(()),
                     Some(spec) => spec,
@@ -1422,11 +1424,18 @@ fn on_message(shared: &Shared, m: HeadToDriver) {
         HeadToDriver::Heartbeat => {}
         HeadToDriver::ActorAt {
             actor,
+            node,
             addr,
+            calls_socket,
             retries,
         } => {
             if shared.kick.is_some() {
-                direct::actor_at(&mut shared.state.lock().unwrap(), actor, addr, retries);
+                let at = direct::At {
+                    node,
+                    addr,
+                    calls_socket,
+                };
+                direct::actor_at(&mut shared.state.lock().unwrap(), actor, at, retries);
             }
         }
     }

@@ -760,8 +760,9 @@ struct NodeConn {
     jobs: HashSet<ClientId>,
     /// Assignments waiting to be sent in this round.
     run: Vec<Assignment>,
-    /// Where its object server listens (it takes direct actor calls there too).
-    objects: Option<String>,
+    /// Where its object server listens (it takes direct actor calls there too), and
+    /// its Unix socket for direct calls from its host.
+    objects: Option<(String, String)>,
 }
 
 /// A task the head knows (queued, waiting for arguments, or running). Kept small: a
@@ -1484,10 +1485,10 @@ impl HeadState {
                     }
                 }
             }
-            NodeToHead::ObjectServer { addr } => {
-                if self.is_object_server_of(node, &addr) {
+            NodeToHead::ObjectServer { addr, calls_socket } => {
+                if self.is_object_server_of(node, &addr) && calls_socket.len() <= limits::MAX_PATH {
                     if let Some(n) = self.nodes.get_mut(&node) {
-                        n.objects = Some(addr);
+                        n.objects = Some((addr, calls_socket));
                     }
                 } else {
                     warn!("node {node} said its object server is at {addr}, not on its own address; ignored");
@@ -2045,11 +2046,13 @@ impl HeadState {
                 after: None,
             });
             // Its caller may send the next calls to the actor's node directly.
-            if let Some(addr) = &conn.objects {
+            if let Some((addr, calls_socket)) = &conn.objects {
                 if a.told.insert(t.owner) {
                     let at = HeadToDriver::ActorAt {
                         actor,
+                        node,
                         addr: addr.clone(),
+                        calls_socket: calls_socket.clone(),
                         retries: a.call_retries(),
                     };
                     if self.drivers.contains_key(&t.owner) {

@@ -45,6 +45,9 @@ pub mod env {
     pub const HEARTBEAT_TIMEOUT: &str = "SUNRAY_HEARTBEAT_TIMEOUT";
     /// Largest message, in MiB, an authenticated peer may send (default 1024).
     pub const MAX_MESSAGE_MB: &str = "SUNRAY_MAX_MESSAGE_MB";
+    /// `0`: actor calls always go through the head (no direct calls); `tcp`: direct
+    /// calls over TCP even to a node on the caller's host (both for comparison).
+    pub const DIRECT_CALLS: &str = "SUNRAY_DIRECT_CALLS";
     /// Set by the Python package's `sunray` command to its `sys.path`: node agents it
     /// starts keep one Python worker per CPU started ahead (this interpreter, this
     /// path), which a Python driver with the same interpreter and path adopts.

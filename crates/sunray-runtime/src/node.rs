@@ -174,8 +174,9 @@ pub async fn run(cfg: NodeConfig, link: NodeLink) -> Result<(), Error> {
     crate::objects::register_local(&store_addr, &store);
     let calls_tx = ev_tx.clone();
     let next_caller = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let tcp_callers = next_caller.clone();
     let calls: crate::objects::CallsHook = Arc::new(move |io| {
-        let conn = next_caller.fetch_add(1, Ordering::Relaxed);
+        let conn = tcp_callers.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(serve_caller(io, conn, calls_tx.clone()));
     });
     let store_server = tokio::spawn(crate::objects::serve(
@@ -184,6 +185,22 @@ pub async fn run(cfg: NodeConfig, link: NodeLink) -> Result<(), Error> {
         cfg.token.clone(),
         calls,
     ));
+    // Callers on this host reach its actors over a Unix socket (faster than loopback).
+    let calls_path = cfg.session.calls_socket();
+    std::fs::remove_file(&calls_path).ok();
+    let local_calls = UnixListener::bind(&calls_path)
+        .map_err(|e| Error::io(format!("cannot listen on {}", calls_path.display()), e))?;
+    tokio::spawn(serve_local_callers(
+        local_calls,
+        cfg.token.clone(),
+        link.node_id,
+        next_caller.clone(),
+        ev_tx.clone(),
+    ));
+    let _ = link.to_head.send(NodeToHead::ObjectServer {
+        addr: store_addr.clone(),
+        calls_socket: calls_path.to_string_lossy().into_owned(),
+    });
     let cpus = cfg.total.cpu_f64().ceil() as usize;
     let prestart = std::env::var(env::PRESTART_PYTHON_PATH)
         .ok()
@@ -292,12 +309,55 @@ async fn serve_worker(
     .await;
 }
 
-/// A direct caller's connection: its calls go to the core, the core's answers to it.
-async fn serve_caller(
-    io: wire::FramedIo<tokio::net::TcpStream>,
-    conn: u64,
+/// Direct callers on this host (the Unix socket of `Session::calls_socket`): the
+/// cluster's handshake, then as over TCP. The welcome names the node, so that a caller
+/// knows it reached the node the head named.
+async fn serve_local_callers(
+    listener: UnixListener,
+    token: String,
+    node: NodeId,
+    next: Arc<std::sync::atomic::AtomicU64>,
     events: mpsc::UnboundedSender<Ev>,
 ) {
+    use futures_util::SinkExt;
+    while let Ok((stream, _)) = listener.accept().await {
+        let (token, next, events) = (token.clone(), next.clone(), events.clone());
+        tokio::spawn(async move {
+            let mut io = wire::framed(stream);
+            let refused = match wire::accept_hello(&mut io, &token).await {
+                Ok(h) if matches!(h.role, Role::Calls) => None,
+                Ok(_) => {
+                    Some("this is a node's socket for direct calls: only Role::Calls".to_string())
+                }
+                Err(e) => Some(e),
+            };
+            if let Some(reason) = refused {
+                warn!("refused a local caller: {reason}");
+                let _ = io
+                    .send(sunray_proto::encode(&HelloReply::Refused { reason }))
+                    .await;
+                return;
+            }
+            let welcome = sunray_proto::encode(&HelloReply::Welcome {
+                client_id: 0,
+                node_id: Some(node),
+                upload_binary: false,
+            });
+            if io.send(welcome).await.is_err() {
+                return;
+            }
+            wire::authenticated(&mut io);
+            let conn = next.fetch_add(1, Ordering::Relaxed);
+            serve_caller(io, conn, events).await;
+        });
+    }
+}
+
+/// A direct caller's connection: its calls go to the core, the core's answers to it.
+async fn serve_caller<S>(io: wire::FramedIo<S>, conn: u64, events: mpsc::UnboundedSender<Ev>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
     let (sink, stream) = io.split();
     let (tx, rx) = mpsc::unbounded_channel::<NodeToCaller>();
     if events.send(Ev::CallerConnected(conn, tx)).is_err() {

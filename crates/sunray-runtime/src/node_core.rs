@@ -202,10 +202,6 @@ impl NodeCore {
         prestart: Option<Prestart>,
     ) -> NodeCore {
         let cpus = total.cpu_f64().ceil() as usize;
-        // The head learns first where direct callers and readers reach this node.
-        let announce = Effect::ToHead(NodeToHead::ObjectServer {
-            addr: store_addr.clone(),
-        });
         NodeCore {
             id,
             ip,
@@ -226,7 +222,7 @@ impl NodeCore {
             done: Vec::new(),
             clock: 0,
             prestart,
-            out: vec![announce],
+            out: Vec::new(),
         }
     }
 
@@ -1086,13 +1082,6 @@ mod tests {
             ResourceSet::new(cpus, gpus as f64, 0.0),
             "127.0.0.9:7000".into(),
             None,
-        );
-        assert!(
-            matches!(
-                &std::mem::take(&mut c.out)[..],
-                [Effect::ToHead(NodeToHead::ObjectServer { addr })] if addr == "127.0.0.9:7000"
-            ),
-            "a node says first where it serves objects and calls"
         );
         c.on_head_message(HeadToNode::Job {
             client: JOB,

@@ -284,6 +284,11 @@ impl Session {
         self.dir.join("w.sock")
     }
 
+    /// Where callers on this host call the node's actors directly (`Role::Calls`).
+    pub fn calls_socket(&self) -> PathBuf {
+        self.dir.join("c.sock")
+    }
+
     pub fn log_path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.log"))
     }

@@ -41,10 +41,20 @@ pub(super) struct Calls {
     pub(super) new_reads: Vec<Read>,
 }
 
+/// Where a node takes direct calls.
+#[derive(Clone)]
+pub(super) struct At {
+    pub(super) node: sunray_proto::NodeId,
+    /// Its object server (TCP).
+    pub(super) addr: String,
+    /// Its Unix socket, for callers on its host.
+    pub(super) calls_socket: String,
+}
+
 #[derive(Default)]
 struct Route {
     /// Where its node takes calls, as the head last said (None: through the head).
-    addr: Option<String>,
+    addr: Option<At>,
     /// Its `max_task_retries`: 0 means a call that died with it fails.
     retries: u32,
     calls: HashMap<TaskId, Sent>,
@@ -59,10 +69,13 @@ enum Sent {
     },
 }
 
+trait WriteFd: std::io::Write + AsRawFd + Send {}
+impl<T: std::io::Write + AsRawFd + Send> WriteFd for T {}
+
 /// A direct connection's write half, shared by the threads that call.
 pub(super) struct Conn {
     addr: String,
-    write: Mutex<std::net::TcpStream>,
+    write: Mutex<Box<dyn WriteFd>>,
     /// `Lost` answers read per actor on this connection (a call carries the count).
     epochs: Mutex<HashMap<ActorId, u32>>,
 }
@@ -70,7 +83,7 @@ pub(super) struct Conn {
 /// A direct connection's read half (read by whoever reads the head's connection).
 pub(super) struct Read {
     conn: Arc<Conn>,
-    sock: std::net::TcpStream,
+    sock: Box<dyn super::ReadFd>,
     buf: BytesMut,
     codec: tokio_util::codec::LengthDelimitedCodec,
 }
@@ -126,6 +139,22 @@ impl Read {
     }
 }
 
+/// `SUNRAY_DIRECT_CALLS`, read once.
+fn setting() -> &'static str {
+    static SET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SET.get_or_init(|| {
+        std::env::var(crate::env::DIRECT_CALLS)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    })
+}
+
+/// Direct calls are on unless `SUNRAY_DIRECT_CALLS=0`.
+pub(super) fn enabled() -> bool {
+    setting() != "0"
+}
+
 /// What `submit` does with an actor call: sends it to the actor's node (None), or
 /// gives it back to go through the head.
 pub(super) fn try_direct(
@@ -144,7 +173,7 @@ pub(super) fn try_direct(
         .all(|s| matches!(s, Sent::Direct { .. }));
     // Arguments the head would resolve (refs) keep the call on the head's path.
     let values_only = spec.args.iter().all(|a| matches!(a, Arg::Value(_)));
-    let addr = match (&route.addr, all_direct && values_only) {
+    let at = match (&route.addr, all_direct && values_only) {
         (Some(a), true) => a.clone(),
         _ => {
             route.calls.insert(id, Sent::ThroughHead);
@@ -152,9 +181,10 @@ pub(super) fn try_direct(
             return Some(spec);
         }
     };
+    let addr = at.addr.clone();
     let conn = match calls.conns.get(&addr) {
         Some(c) => c.clone(),
-        None => match connect(&addr, token) {
+        None => match connect(&at, token) {
             Ok((conn, read)) => {
                 calls.conns.insert(addr.clone(), conn.clone());
                 calls.new_reads.push(read);
@@ -196,50 +226,92 @@ pub(super) fn try_direct(
     // Taken before the state is let go: calls are written in the order decided.
     let mut w = conn.write.lock().unwrap();
     drop(st);
-    if let Err(e) = wire::write_frames_blocking(&mut *w, &[&body]) {
+    if let Err(e) = wire::write_frames_blocking(&mut **w, &[&body]) {
         drop(w);
         conn_lost(shared, &conn, &format!("write error: {e}"));
     }
     None
 }
 
-/// Opens a direct connection to the node object server at `addr`.
-fn connect(addr: &str, token: &str) -> Result<(Arc<Conn>, Read), String> {
+/// Opens a direct connection to a node: its Unix socket if it is on this host (and
+/// answers as that node), else its object server over TCP.
+fn connect(at: &At, token: &str) -> Result<(Arc<Conn>, Read), String> {
     let rt = super::runtime();
-    let (io, _) = rt
-        .block_on(async {
-            tokio::time::timeout(
-                std::time::Duration::from_secs(5),
-                wire::connect(addr, None, token, Role::Calls),
-            )
-            .await
-            .map_err(|_| "no answer within 5 s".to_string())?
-            .map_err(|e| e.to_string())
-        })
-        .map_err(|e| e.to_string())?;
+    let path = std::path::Path::new(&at.calls_socket);
+    if !at.calls_socket.is_empty() && setting() != "tcp" && path.exists() {
+        let local = rt.block_on(within(wire::connect_unix(
+            path,
+            &at.addr,
+            token,
+            Role::Calls,
+        )));
+        match local {
+            Ok((io, sunray_proto::HelloReply::Welcome { node_id, .. }))
+                if node_id == Some(at.node) =>
+            {
+                let parts = io.into_parts();
+                let sock = parts.io.into_std().map_err(|e| e.to_string())?;
+                sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+                let reader = sock.try_clone().map_err(|e| e.to_string())?;
+                return Ok(halves(
+                    &at.addr,
+                    Box::new(sock),
+                    Box::new(reader),
+                    parts.read_buf,
+                ));
+            }
+            Ok(_) => tracing::debug!("{} is another node's socket", at.calls_socket),
+            Err(e) => tracing::debug!("cannot call at {}: {e}", at.calls_socket),
+        }
+    }
+    let (io, _) = rt.block_on(within(wire::connect(&at.addr, None, token, Role::Calls)))?;
     let parts = io.into_parts();
     let sock = parts.io.into_std().map_err(|e| e.to_string())?;
     sock.set_nodelay(true).ok();
     sock.set_nonblocking(true).map_err(|e| e.to_string())?;
     let reader = sock.try_clone().map_err(|e| e.to_string())?;
+    Ok(halves(
+        &at.addr,
+        Box::new(sock),
+        Box::new(reader),
+        parts.read_buf,
+    ))
+}
+
+/// A connection's handshake, given up after 5 s.
+async fn within<T>(
+    f: impl std::future::Future<Output = Result<T, crate::Error>>,
+) -> Result<T, String> {
+    tokio::time::timeout(std::time::Duration::from_secs(5), f)
+        .await
+        .map_err(|_| "no answer within 5 s".to_string())?
+        .map_err(|e| e.to_string())
+}
+
+fn halves(
+    addr: &str,
+    write: Box<dyn WriteFd>,
+    read: Box<dyn super::ReadFd>,
+    buf: BytesMut,
+) -> (Arc<Conn>, Read) {
     let conn = Arc::new(Conn {
         addr: addr.to_string(),
-        write: Mutex::new(sock),
+        write: Mutex::new(write),
         epochs: Mutex::new(HashMap::new()),
     });
     let read = Read {
         conn: conn.clone(),
-        sock: reader,
-        buf: parts.read_buf,
+        sock: read,
+        buf,
         codec: wire::authenticated_codec(),
     };
-    Ok((conn, read))
+    (conn, read)
 }
 
 /// The head says where an actor lives.
-pub(super) fn actor_at(st: &mut State, actor: ActorId, addr: String, retries: u32) {
+pub(super) fn actor_at(st: &mut State, actor: ActorId, at: At, retries: u32) {
     let route = st.direct.routes.entry(actor).or_default();
-    route.addr = Some(addr);
+    route.addr = Some(at);
     route.retries = retries;
 }
 
@@ -285,7 +357,7 @@ pub(super) fn reply(shared: &Shared, task: TaskId, data: Bytes) -> bool {
     };
     let body = sunray_proto::encode(&CallerToNode::Reply { task, data });
     let mut w = conn.write.lock().unwrap();
-    let _ = wire::write_frames_blocking(&mut *w, &[&body]);
+    let _ = wire::write_frames_blocking(&mut **w, &[&body]);
     true
 }
 
@@ -355,7 +427,7 @@ fn on_message(shared: &Shared, conn: &Arc<Conn>, m: NodeToCaller) {
             if let Some(answer) = shared.task_handler.get().and_then(|h| h(task, &data)) {
                 let body = sunray_proto::encode(&CallerToNode::Reply { task, data: answer });
                 let mut w = conn.write.lock().unwrap();
-                let _ = wire::write_frames_blocking(&mut *w, &[&body]);
+                let _ = wire::write_frames_blocking(&mut **w, &[&body]);
                 return;
             }
             let st = shared.state.lock().unwrap();
