@@ -1580,6 +1580,224 @@ mod tests {
         assert_eq!(spawned(&out).len(), 1, "a fresh worker runs it");
     }
 
+    /// Direct callers against the core, with the node's answers read late: calls sent,
+    /// the actor finishing them in order, its process dying and the head starting it
+    /// again, callers leaving. Every call of a caller that stays gets one answer (a
+    /// result, or given back); a call given back unrun never reached the worker; a call
+    /// sent before its caller read a `Lost` never runs; each caller's calls run in the
+    /// order it sent them.
+    #[test]
+    fn generated_direct_calls_answer_once_and_keep_their_callers_order() {
+        let (mut ran_total, mut lost_total) = (0, 0);
+        for seed in 0..300u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut c = core(2.0, 0);
+            let mut actor = spec(1, 1.0, 0.0);
+            actor.kind = TaskKind::CreateActor(Box::new(ActorOptions {
+                class: "A".into(),
+                name: None,
+                detached: false,
+                max_restarts: -1,
+                max_task_retries: 0,
+                max_concurrency: 1,
+            }));
+            // The actor's worker: id, and the calls it was sent (run in order).
+            let mut worker: Option<(u64, VecDeque<TaskId>)> = None;
+            let mut constructing: Option<u64> = None;
+            // Per connection: Lost read, answers not read yet, calls sent (id -> epoch).
+            struct Caller {
+                epoch: u32,
+                inbox: VecDeque<NodeToCaller>,
+                sent: HashMap<TaskId, u32>,
+                last_ran: TaskId,
+            }
+            let mut callers: HashMap<u64, Caller> = HashMap::new();
+            let mut answers: HashMap<TaskId, u32> = HashMap::new();
+            let mut ran: std::collections::HashSet<TaskId> = Default::default();
+            let mut owner: HashMap<TaskId, u64> = HashMap::new();
+            // `Lost` the node sent per connection: a call it runs carries that count.
+            let mut lost_sent: HashMap<u64, u32> = HashMap::new();
+            let (mut next_conn, mut next_call) = (1u64, 10u64);
+            run(&mut c, actor.clone(), None);
+            for _ in 0..400 {
+                match rng.random_range(0..12) {
+                    0..=4 if !callers.is_empty() => {
+                        let conn = *callers
+                            .keys()
+                            .nth(rng.random_range(0..callers.len()))
+                            .unwrap();
+                        let caller = callers.get_mut(&conn).unwrap();
+                        let mut call = spec(next_call, 0.0, 0.0);
+                        call.kind = TaskKind::ActorCall { actor: actor.id };
+                        next_call += 1;
+                        caller.sent.insert(call.id, caller.epoch);
+                        owner.insert(call.id, conn);
+                        let epoch = caller.epoch;
+                        c.handle(Input::FromCaller(
+                            conn,
+                            CallerToNode::Call { spec: call, epoch },
+                        ));
+                    }
+                    5 | 6 => {
+                        if let Some((w, q)) = worker.as_mut() {
+                            if let Some(t) = q.pop_front() {
+                                let w = *w;
+                                finish(&mut c, w, t, b"ok");
+                            }
+                        }
+                    }
+                    7 if worker.is_some() && rng.random_bool(0.3) => {
+                        let (w, _) = worker.take().unwrap();
+                        c.handle(Input::WorkerExited(w, "killed by signal 9".into()));
+                        // The head starts it again.
+                        run(&mut c, actor.clone(), None);
+                    }
+                    8 if callers.len() < 3 => {
+                        callers.insert(
+                            next_conn,
+                            Caller {
+                                epoch: 0,
+                                inbox: VecDeque::new(),
+                                sent: HashMap::new(),
+                                last_ran: 0,
+                            },
+                        );
+                        next_conn += 1;
+                    }
+                    9 if !callers.is_empty() && rng.random_bool(0.2) => {
+                        let conn = *callers.keys().next().unwrap();
+                        callers.remove(&conn);
+                        c.handle(Input::CallerLeft(conn));
+                    }
+                    _ => {
+                        // A caller reads what reached it.
+                        for caller in callers.values_mut() {
+                            while let Some(m) = caller.inbox.pop_front() {
+                                match m {
+                                    NodeToCaller::Done(v) => {
+                                        for (t, _) in v {
+                                            *answers.entry(t).or_default() += 1;
+                                        }
+                                    }
+                                    NodeToCaller::Lost { tasks, ran: r, .. } => {
+                                        caller.epoch += 1;
+                                        for t in tasks {
+                                            assert!(
+                                                r || !ran.contains(&t),
+                                                "seed {seed}: {t:#x} ran, given back unrun"
+                                            );
+                                            *answers.entry(t).or_default() += 1;
+                                        }
+                                    }
+                                    NodeToCaller::Message { .. } => {}
+                                }
+                            }
+                        }
+                    }
+                }
+                for e in step(&mut c) {
+                    match e {
+                        Effect::Spawn { worker: w, .. } => {
+                            connect(&mut c, w);
+                            constructing = Some(w);
+                        }
+                        Effect::ToWorker(w, NodeToWorker::Run(t)) => {
+                            if t.spec.id == actor.id {
+                                continue;
+                            }
+                            let conn = owner[&t.spec.id];
+                            if let Some(caller) = callers.get_mut(&conn) {
+                                let epoch = caller.sent[&t.spec.id];
+                                let lost = lost_sent.get(&conn).copied().unwrap_or(0);
+                                assert_eq!(
+                                    epoch, lost,
+                                    "seed {seed}: sent before its caller read a Lost"
+                                );
+                                assert!(
+                                    t.spec.id > caller.last_ran,
+                                    "seed {seed}: out of its caller's order"
+                                );
+                                caller.last_ran = t.spec.id;
+                            }
+                            assert!(ran.insert(t.spec.id), "seed {seed}: sent twice");
+                            worker
+                                .as_mut()
+                                .filter(|(id, _)| *id == w)
+                                .expect("its actor's worker")
+                                .1
+                                .push_back(t.spec.id);
+                        }
+                        Effect::ToCaller(conn, m) => {
+                            match &m {
+                                NodeToCaller::Done(v) => assert!(
+                                    v.iter().all(|(t, _)| owner[t] == conn),
+                                    "seed {seed}: to another caller"
+                                ),
+                                NodeToCaller::Lost { .. } => {
+                                    *lost_sent.entry(conn).or_default() += 1
+                                }
+                                NodeToCaller::Message { .. } => {}
+                            }
+                            if let Some(caller) = callers.get_mut(&conn) {
+                                caller.inbox.push_back(m);
+                            }
+                        }
+                        Effect::Kill(w) => c.handle(Input::WorkerExited(w, "killed".into())),
+                        _ => {}
+                    }
+                }
+                // Its constructor returns a little later.
+                if let Some(w) = constructing.filter(|_| rng.random_bool(0.5)) {
+                    constructing = None;
+                    finish(&mut c, w, actor.id, b"");
+                    worker = Some((w, VecDeque::new()));
+                    step(&mut c);
+                }
+            }
+            // Drain: the actor finishes what it has, callers read everything.
+            if let Some((w, q)) = worker.take() {
+                for t in q {
+                    finish(&mut c, w, t, b"ok");
+                }
+            }
+            for e in step(&mut c) {
+                if let Effect::ToCaller(conn, m) = e {
+                    if let Some(caller) = callers.get_mut(&conn) {
+                        caller.inbox.push_back(m);
+                    }
+                }
+            }
+            for caller in callers.values_mut() {
+                while let Some(m) = caller.inbox.pop_front() {
+                    let ids: Vec<TaskId> = match m {
+                        NodeToCaller::Done(v) => v.into_iter().map(|(t, _)| t).collect(),
+                        NodeToCaller::Lost { tasks, .. } => {
+                            lost_total += tasks.len();
+                            tasks
+                        }
+                        NodeToCaller::Message { .. } => Vec::new(),
+                    };
+                    for t in ids {
+                        *answers.entry(t).or_default() += 1;
+                    }
+                }
+                for t in caller.sent.keys() {
+                    assert_eq!(
+                        answers.get(t),
+                        Some(&1),
+                        "seed {seed}: call {t:#x} answered {:?} times",
+                        answers.get(t)
+                    );
+                }
+            }
+            ran_total += ran.len();
+        }
+        assert!(
+            ran_total > 5_000 && lost_total > 200,
+            "{ran_total} ran, {lost_total} given back"
+        );
+    }
+
     /// Simulated worker processes against the core: tasks of random shapes, workers
     /// that fail to start, crash, or finish, in random order. Every task the head sent
     /// gets exactly one result, and what runs at once never exceeds the node.
