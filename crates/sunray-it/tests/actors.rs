@@ -60,15 +60,6 @@ fn an_actor_holds_its_resources_and_gpus_until_killed() {
     assert!(st.contains("killed by signal 9"), "{st}");
 }
 
-/// Bytes the process read and wrote through system calls (sockets included).
-fn traffic(pid: u32) -> u64 {
-    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
-    io.lines()
-        .filter(|l| l.starts_with("rchar:") || l.starts_with("wchar:"))
-        .map(|l| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap())
-        .sum()
-}
-
 #[test]
 fn actor_calls_go_from_the_caller_to_the_actors_node_without_the_head() {
     // On the node's host over its Unix socket, and over TCP as from another host.

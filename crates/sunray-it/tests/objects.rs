@@ -9,15 +9,6 @@ use std::process::{Child, ChildStdout, Stdio};
 
 const OBJECTS: &str = env!("CARGO_BIN_EXE_it_objects");
 
-/// Bytes the process read and wrote through system calls (sockets included).
-fn traffic(pid: u32) -> u64 {
-    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
-    io.lines()
-        .filter(|l| l.starts_with("rchar:") || l.starts_with("wchar:"))
-        .map(|l| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap())
-        .sum()
-}
-
 /// The process's peak resident memory, in bytes.
 fn peak_rss(pid: u32) -> u64 {
     let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

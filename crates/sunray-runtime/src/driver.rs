@@ -271,6 +271,33 @@ fn poll_readable(fds: &[std::os::fd::RawFd], timeout: Option<Duration>) -> Vec<b
     pfds.iter().map(|p| p.revents != 0).collect()
 }
 
+/// Reads what a non-blocking socket has into `buf`: whether it closed, and how many
+/// bytes came.
+fn read_available(
+    sock: &mut (impl std::io::Read + ?Sized),
+    buf: &mut bytes::BytesMut,
+) -> std::io::Result<(bool, usize)> {
+    let mut got = 0;
+    loop {
+        buf.reserve(64 * 1024);
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: read writes only initialised bytes into the spare capacity and
+        // returns how many; those are then marked as part of the buffer.
+        let spare =
+            unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr() as *mut u8, spare.len()) };
+        match sock.read(spare) {
+            Ok(0) => return Ok((true, got)),
+            Ok(n) => {
+                unsafe { buf.set_len(buf.len() + n) };
+                got += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok((false, got)),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl ReadHalf {
     /// Handles the frames already buffered; else waits up to `timeout` for data (or for
     /// `also` to be readable), reads what is there and handles every complete frame.
@@ -330,29 +357,18 @@ impl ReadHalf {
             }
             return Ok(());
         }
-        loop {
-            self.buf.reserve(64 * 1024);
-            let spare = self.buf.spare_capacity_mut();
-            // SAFETY: read writes only initialised bytes into the spare capacity and
-            // returns how many; those are then marked as part of the buffer.
-            let spare = unsafe {
-                std::slice::from_raw_parts_mut(spare.as_mut_ptr() as *mut u8, spare.len())
-            };
-            match self.sock.read(spare) {
-                Ok(0) => {
-                    self.handle_buffered(shared)?;
-                    return Err(format!("head at {}: connection closed", self.address));
-                }
-                Ok(n) => {
-                    unsafe { self.buf.set_len(self.buf.len() + n) };
-                    self.last_heard = Instant::now();
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("head at {}: read error: {e}", self.address)),
-            }
+        let read = read_available(&mut *self.sock, &mut self.buf);
+        if matches!(read, Ok((_, n)) if n > 0) {
+            self.last_heard = Instant::now();
         }
-        self.handle_buffered(shared).map(|_| ())
+        match read {
+            Ok((false, _)) => self.handle_buffered(shared).map(|_| ()),
+            Ok((true, _)) => {
+                self.handle_buffered(shared)?;
+                Err(format!("head at {}: connection closed", self.address))
+            }
+            Err(e) => Err(format!("head at {}: read error: {e}", self.address)),
+        }
     }
 
     fn handle_buffered(&mut self, shared: &Shared) -> Result<usize, String> {

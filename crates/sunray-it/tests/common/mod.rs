@@ -293,3 +293,12 @@ pub fn processes_of(tmp: &std::path::Path) -> Vec<u32> {
     }
     out
 }
+
+/// Bytes the process read and wrote through system calls (sockets included).
+pub fn traffic(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    io.lines()
+        .filter(|l| l.starts_with("rchar:") || l.starts_with("wchar:"))
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap())
+        .sum()
+}

@@ -96,28 +96,9 @@ impl Read {
     /// Reads what is there (the socket is non-blocking) and handles each message. Err
     /// when the connection is gone.
     pub(super) fn read_available(&mut self, shared: &Shared) -> Result<(), String> {
-        use std::io::Read as _;
         use tokio_util::codec::Decoder;
-        let mut closed = false;
-        loop {
-            self.buf.reserve(64 * 1024);
-            let spare = self.buf.spare_capacity_mut();
-            // SAFETY: read writes only initialised bytes into the spare capacity and
-            // returns how many; those are then marked as part of the buffer.
-            let spare = unsafe {
-                std::slice::from_raw_parts_mut(spare.as_mut_ptr() as *mut u8, spare.len())
-            };
-            match self.sock.read(spare) {
-                Ok(0) => {
-                    closed = true;
-                    break;
-                }
-                Ok(n) => unsafe { self.buf.set_len(self.buf.len() + n) },
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("read error: {e}")),
-            }
-        }
+        let (closed, _) = super::read_available(&mut *self.sock, &mut self.buf)
+            .map_err(|e| format!("read error: {e}"))?;
         loop {
             match self.codec.decode(&mut self.buf) {
                 Ok(Some(frame)) => match sunray_proto::decode::<NodeToCaller>(&frame) {
