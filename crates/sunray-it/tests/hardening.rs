@@ -703,3 +703,59 @@ fn valid_token_peers_sending_generated_messages_never_stop_the_head() {
     });
     serves_a_driver(&mut c);
 }
+
+/// Issue 27 item 3: a task's environment, `/proc/self/environ`, a process it starts and
+/// its output never hold the cluster token; the job credential its worker holds instead
+/// cannot join as a node, connect as a driver or a query, or act for another job.
+#[test]
+fn workers_never_see_the_cluster_token_and_their_credential_only_does_a_workers_work() {
+    let mut c = Cluster::start(1.0, &[]);
+    let token = c.token();
+    let out = c.driver(&["secrets"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("SEEN "))
+        .unwrap_or_else(|| panic!("{text}{}", String::from_utf8_lossy(&out.stderr)));
+    let (env, proc_env, child, credential, job): (String, String, String, String, u32) =
+        serde_json::from_str(line).unwrap();
+    assert!(env.contains("SUNRAY_WORKER_ID="), "{env}");
+    for (what, seen) in [
+        ("the task's environment", &env),
+        ("/proc/self/environ", &proc_env),
+        ("a child process's environment", &child),
+        ("the task's output", &text.replace(line, "")),
+    ] {
+        assert!(!seen.contains(&token), "the token is in {what}");
+        assert!(!seen.contains(&credential), "the credential is in {what}");
+        assert!(!seen.contains("SUNRAY_WORKER_TOKEN"), "{what}: {seen}");
+    }
+    assert_ne!(credential, token);
+    let refused =
+        |role: Role| match rt().block_on(wire::connect(&c.address, None, &credential, role)) {
+            Err(sunray_runtime::Error::Refused { reason, .. }) => reason,
+            other => panic!("accepted: {:?}", other.map(|_| ())),
+        };
+    let driver = |job| Role::Driver {
+        binary: BinaryInfo {
+            path: "/nonexistent/driver".into(),
+            hash: "0".repeat(32),
+            size: 1,
+            registry_hash: "r".into(),
+            kind: sunray_proto::ProgramKind::Native,
+        },
+        hostname: "h".into(),
+        pid: 1,
+        job,
+    };
+    for role in [
+        Role::Node(node_reg(1.0, 0)),
+        driver(None),
+        driver(Some(job + 1)),
+        Role::Query,
+    ] {
+        let reason = refused(role);
+        assert!(reason.contains("worker's credential"), "{reason}");
+    }
+    serves_a_driver(&mut c);
+}

@@ -20,7 +20,7 @@ pub mod limits;
 /// Bumped on every incompatible change of a message below. The first field of
 /// [`Hello`] stays a `u32` version in every protocol, so that a head can refuse an older
 /// or newer peer with a message it understands ([`HelloReply::Refused`] keeps its place).
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// Largest frame a peer may send before it has authenticated: a [`Hello`] with an
 /// executable path of `PATH_MAX` fits with room to spare. Nobody can make the head
@@ -116,6 +116,9 @@ pub struct Hello {
     /// cannot be replayed to this client.
     pub nonce: Nonce,
     pub role: Role,
+    /// None: the proofs are keyed by the cluster token. Some(job): by that job's
+    /// [`auth::job_credential`] (a worker), which only roles a worker needs may use.
+    pub job_key: Option<ClientId>,
 }
 
 /// The client's answer to [`HelloReply::Challenge`]: proof that it knows the token.
@@ -690,18 +693,24 @@ pub enum NodeToWorker {
         tasks: Vec<TaskId>,
     },
     /// A prestarted Python worker now serves a driver: its module path goes first on
-    /// `sys.path`, and it moves to the driver's working directory.
+    /// `sys.path`, and it moves to the driver's working directory. `credential` is the
+    /// job's [`auth::job_credential`] (the node's core leaves it empty; its shell, which
+    /// holds the token, fills it in).
     Adopt {
         sys_path: Vec<String>,
         cwd: String,
+        job: ClientId,
+        credential: String,
     },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum WorkerToNode {
+    /// `secret`: the one-time secret the node handed this worker at its start (over an
+    /// inherited pipe, never in its environment).
     Hello {
         worker_id: u64,
-        token: String,
+        secret: String,
     },
     Done {
         task: TaskId,

@@ -34,7 +34,8 @@ pub mod env {
     /// Set by node agents in the processes they start as workers.
     pub const WORKER_SOCKET: &str = "SUNRAY_WORKER_SOCKET";
     pub const WORKER_ID: &str = "SUNRAY_WORKER_ID";
-    pub const WORKER_TOKEN: &str = "SUNRAY_WORKER_TOKEN";
+    /// The pipe a worker reads its start secrets from (never the secrets themselves).
+    pub const WORKER_SECRET_FD: &str = "SUNRAY_WORKER_SECRET_FD";
     pub const WORKER_REGISTRY: &str = "SUNRAY_WORKER_REGISTRY";
     /// The head's address, for a worker whose task submits tasks.
     pub const WORKER_HEAD: &str = "SUNRAY_WORKER_HEAD";

@@ -2,7 +2,9 @@
 //! driver's own executable in worker mode), with a local resource ledger choosing GPU ids.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use sunray_proto::{
-    BinaryChunk, BinaryInfo, CallerToNode, ClientId, HeadToNode, HelloReply, NodeId,
+    auth, BinaryChunk, BinaryInfo, CallerToNode, ClientId, HeadToNode, HelloReply, NodeId,
     NodeRegistration, NodeToCaller, NodeToHead, NodeToWorker, ProgramKind, Role, WorkerToNode,
 };
 use sunray_sched::ResourceSet;
@@ -21,7 +23,7 @@ use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::node_core::{Effect, Input, NodeCore, Prestart};
+use crate::node_core::{Effect, Input, NodeCore, Prestart, UNADOPTED};
 use crate::session::Session;
 use crate::{detect, env, wire, Error};
 
@@ -129,6 +131,8 @@ struct Shell {
     to_head: mpsc::UnboundedSender<NodeToHead>,
     events: mpsc::UnboundedSender<Ev>,
     procs: HashMap<u64, Proc>,
+    /// Each started worker's one-time secret, until it says hello with it.
+    secrets: WorkerSecrets,
     /// Direct callers' connections.
     callers: HashMap<u64, mpsc::UnboundedSender<NodeToCaller>>,
     /// Large results and task `put`s kept here (see `objects`), and where it serves them.
@@ -136,6 +140,10 @@ struct Shell {
     store_addr: String,
     store_server: tokio::task::JoinHandle<()>,
 }
+
+/// The secret each worker was handed at its start, by worker id: the worker socket
+/// admits a worker that shows its own (the cluster token never reaches workers).
+type WorkerSecrets = Arc<std::sync::Mutex<HashMap<u64, String>>>;
 
 /// A worker process as the shell knows it.
 struct Proc {
@@ -154,13 +162,14 @@ pub async fn run(cfg: NodeConfig, link: NodeLink) -> Result<(), Error> {
     let listener = UnixListener::bind(&sock)
         .map_err(|e| Error::io(format!("cannot listen on {}", sock.display()), e))?;
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-    let token = cfg.token.clone();
+    let secrets = WorkerSecrets::default();
     let accept_tx = ev_tx.clone();
+    let accept_secrets = secrets.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let tx = accept_tx.clone();
-            let token = token.clone();
-            tokio::spawn(async move { serve_worker(stream, token, tx).await });
+            let secrets = accept_secrets.clone();
+            tokio::spawn(async move { serve_worker(stream, secrets, tx).await });
         }
     });
     let objects = tokio::net::TcpListener::bind((cfg.ip.as_str(), 0))
@@ -228,6 +237,7 @@ pub async fn run(cfg: NodeConfig, link: NodeLink) -> Result<(), Error> {
         to_head: link.to_head,
         events: ev_tx,
         procs: HashMap::new(),
+        secrets,
         callers: HashMap::new(),
         store,
         store_addr,
@@ -278,7 +288,7 @@ pub async fn run(cfg: NodeConfig, link: NodeLink) -> Result<(), Error> {
 
 async fn serve_worker(
     stream: tokio::net::UnixStream,
-    token: String,
+    secrets: WorkerSecrets,
     events: mpsc::UnboundedSender<Ev>,
 ) {
     let mut io = wire::framed(stream);
@@ -286,15 +296,21 @@ async fn serve_worker(
         Some(Ok(f)) => f,
         _ => return,
     };
-    let worker_id = match sunray_proto::decode::<WorkerToNode>(&first) {
-        Ok(WorkerToNode::Hello {
-            worker_id,
-            token: t,
-        }) if wire::token_matches(&t, &token) => worker_id,
-        _ => {
-            warn!("refused a worker connection: bad hello or token");
-            return;
-        }
+    let shown = match sunray_proto::decode::<WorkerToNode>(&first) {
+        Ok(WorkerToNode::Hello { worker_id, secret }) => Some((worker_id, secret)),
+        _ => None,
+    };
+    // A secret admits its worker once; a wrong guess does not use it up.
+    let admitted = shown.and_then(|(id, secret)| {
+        let mut secrets = secrets.lock().unwrap();
+        let right = secrets
+            .get(&id)
+            .is_some_and(|s| wire::token_matches(&secret, s));
+        right.then(|| secrets.remove(&id)).flatten().map(|_| id)
+    });
+    let Some(worker_id) = admitted else {
+        warn!("refused a worker connection: bad hello or secret");
+        return;
     };
     wire::authenticated(&mut io);
     let (sink, stream) = io.split();
@@ -392,6 +408,7 @@ impl Shell {
             Ev::FromWorker(id, m) => Input::FromWorker(id, m),
             Ev::WorkerExited(id, status) => {
                 self.procs.remove(&id);
+                self.secrets.lock().unwrap().remove(&id);
                 Input::WorkerExited(id, status)
             }
             Ev::BinaryReady(client, r) => Input::BinaryReady(client, r),
@@ -426,7 +443,13 @@ impl Shell {
                             let _ = tx.send(m);
                         }
                     }
-                    Effect::ToWorker(id, m) => {
+                    Effect::ToWorker(id, mut m) => {
+                        if let NodeToWorker::Adopt {
+                            job, credential, ..
+                        } = &mut m
+                        {
+                            *credential = auth::job_credential(&self.cfg.token, *job);
+                        }
                         if let Some(tx) = self.procs.get(&id).and_then(|p| p.tx.as_ref()) {
                             let _ = tx.send(m);
                         }
@@ -501,9 +524,20 @@ impl Shell {
                 cmd.current_dir(cwd);
             }
         }
+        // The worker's secrets go through a pipe it inherits as fd 3, never through its
+        // environment (which every process a task starts would inherit, and a task may
+        // print): its one-time secret for this node's socket, and its job's credential
+        // (a prestarted worker gets that when adopted).
+        let secret = fresh_secret();
+        let credential = match client {
+            UNADOPTED => String::new(),
+            job => auth::job_credential(&self.cfg.token, job),
+        };
+        let pipe = secret_pipe(&format!("{secret}\n{credential}\n"))?;
+        let pipe_fd = pipe.as_raw_fd();
         cmd.env(env::WORKER_SOCKET, self.cfg.session.worker_socket())
             .env(env::WORKER_ID, id.to_string())
-            .env(env::WORKER_TOKEN, &self.cfg.token)
+            .env(env::WORKER_SECRET_FD, WORKER_SECRET_FD.to_string())
             .env(env::WORKER_REGISTRY, registry)
             .env(env::WORKER_HEAD, &self.cfg.head_address)
             .env(env::WORKER_STORE, &self.store_addr)
@@ -515,12 +549,28 @@ impl Shell {
             .stderr(Stdio::piped());
         // Workers die with their node agent, even when it is killed with SIGKILL.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // Only async-signal-safe calls here: the pipe becomes fd 3, open across
+                // exec (dup2 clears close-on-exec; on the same fd it must be cleared).
+                if pipe_fd == WORKER_SECRET_FD {
+                    libc::fcntl(pipe_fd, libc::F_SETFD, 0);
+                } else if libc::dup2(pipe_fd, WORKER_SECRET_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }
-        let mut child = cmd.spawn()?;
+        self.secrets.lock().unwrap().insert(id, secret);
+        let spawned = cmd.spawn();
+        drop(pipe);
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                self.secrets.lock().unwrap().remove(&id);
+                return Err(e);
+            }
+        };
         let pid = child.id();
         let log_client = Arc::new(AtomicU32::new(client));
         let origin = format!("pid={}, ip={}", pid.unwrap_or(0), self.cfg.ip);
@@ -582,6 +632,29 @@ impl Shell {
         crate::objects::forget_local(&self.store_addr);
         self.cfg.session.remove();
     }
+}
+
+/// The descriptor a worker reads its start secrets from (see `Shell::spawn`).
+const WORKER_SECRET_FD: i32 = 3;
+
+/// 32 random bytes in hex: a worker's one-time secret.
+fn fresh_secret() -> String {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).expect("the OS random source works");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A pipe already holding `text` (far below a pipe's capacity), written and closed:
+/// its read end, close-on-exec until a child's `pre_exec` moves it to fd 3.
+fn secret_pipe(text: &str) -> std::io::Result<OwnedFd> {
+    let mut fds = [0; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 just opened both descriptors for us alone.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    std::fs::File::from(write).write_all(text.as_bytes())?;
+    Ok(read)
 }
 
 fn kill(pid: Option<u32>) {

@@ -1021,7 +1021,12 @@ impl NodeCore {
         else {
             return;
         };
-        let adopt = NodeToWorker::Adopt { sys_path, cwd };
+        let adopt = NodeToWorker::Adopt {
+            sys_path,
+            cwd,
+            job: client,
+            credential: String::new(),
+        };
         let task = running.task;
         let wt = self.worker_task(a.spec.clone(), client, &[]);
         let w = self.workers.get_mut(&id).expect("an adoptable worker");

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use futures_util::{stream::SplitSink, SinkExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
 use sunray_proto::{
-    auth, decode, encode, ClientProof, Hello, HelloReply, Nonce, Role, DEFAULT_MAX_MESSAGE_BYTES,
-    MAX_HELLO_BYTES, PROTOCOL_VERSION,
+    auth, decode, encode, ClientId, ClientProof, Hello, HelloReply, Nonce, Role,
+    DEFAULT_MAX_MESSAGE_BYTES, MAX_HELLO_BYTES, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream, UnixStream};
@@ -191,6 +191,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         version: PROTOCOL_VERSION,
         nonce: nonce(),
         role,
+        job_key: auth::credential_job(token),
     });
     let unreachable = |cause| Error::Unreachable {
         address: address.to_string(),
@@ -303,25 +304,54 @@ async fn accept_hello_inner<S: AsyncRead + AsyncWrite + Unpin>(
         ));
     }
     let hello: Hello = decode(&frame).map_err(|e| format!("malformed hello: {e}"))?;
+    let key = auth::key_for(token, hello.job_key);
     let head_nonce = nonce();
     let transcript = auth::Transcript::new(&frame, &head_nonce);
     let challenge = HelloReply::Challenge {
         nonce: head_nonce,
-        proof: auth::head_proof(token, &transcript),
+        proof: auth::head_proof(&key, &transcript),
     };
     io.send(encode(&challenge))
         .await
         .map_err(|e| format!("write error during the handshake: {e}"))?;
     let answer = next_frame(io, "proof (a client whose token differs stops here)").await?;
     let proof: ClientProof = decode(&answer).map_err(|e| format!("malformed proof: {e}"))?;
-    if !auth::verify_client(token, &transcript, &proof.proof) {
+    if !auth::verify_client(&key, &transcript, &proof.proof) {
         return Err(
             "wrong cluster token: pass the token printed by `sunray start --head` with --token-file, --token or SUNRAY_TOKEN"
                 .into(),
         );
     }
+    if let Some(job) = hello.job_key {
+        worker_may(&hello.role, job)?;
+    }
     authenticated(io);
     Ok(hello)
+}
+
+/// What a job's credential (a worker's: see `sunray_proto::auth`) lets its holder do:
+/// submit tasks for that job, read and store objects, call actors; never join as a node,
+/// query the cluster, fetch executables or act for another job.
+fn worker_may(role: &Role, job: ClientId) -> Result<(), String> {
+    match role {
+        Role::Driver { job: Some(j), .. } if *j == job => Ok(()),
+        Role::Objects | Role::Calls => Ok(()),
+        _ => Err(format!(
+            "a worker's credential (job {job}) only submits tasks for its own job, reads objects and calls actors: it cannot connect as {}",
+            role_name(role)
+        )),
+    }
+}
+
+fn role_name(role: &Role) -> &'static str {
+    match role {
+        Role::Driver { job: None, .. } => "a driver",
+        Role::Driver { job: Some(_), .. } => "a worker of another job",
+        Role::Node(_) => "a node",
+        Role::Query => "a query",
+        Role::FetchBinary { .. } => "a node fetching an executable",
+        Role::Objects | Role::Calls => "a reader",
+    }
 }
 
 async fn next_frame<S: AsyncRead + AsyncWrite + Unpin>(
@@ -474,6 +504,92 @@ mod tests {
             let e = check_address(bad).unwrap_err();
             assert!(e.contains("HOST:PORT"), "{bad}: {e}");
         }
+    }
+
+    /// Runs the handshake between a head holding `token` and a client holding `secret`
+    /// over an in-memory pipe: the head's verdict (the client agrees with it).
+    fn hello(token: &str, secret: &str, role: Role) -> Result<Hello, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (a, b) = tokio::io::duplex(1 << 16);
+            let head = async {
+                let mut io = framed(b);
+                let verdict = accept_hello(&mut io, token).await;
+                let reply = match &verdict {
+                    Ok(_) => HelloReply::Welcome {
+                        client_id: 1,
+                        node_id: None,
+                        upload_binary: false,
+                    },
+                    Err(reason) => HelloReply::Refused {
+                        reason: reason.clone(),
+                    },
+                };
+                let _ = io.send(encode(&reply)).await;
+                verdict
+            };
+            let (verdict, client) = tokio::join!(head, handshake(framed(a), "head", secret, role));
+            assert_eq!(verdict.is_ok(), client.is_ok(), "{verdict:?}");
+            verdict
+        })
+    }
+
+    fn driver(job: Option<ClientId>) -> Role {
+        Role::Driver {
+            binary: sunray_proto::BinaryInfo {
+                path: "/bin/true".into(),
+                hash: "0".repeat(32),
+                size: 1,
+                registry_hash: String::new(),
+                kind: sunray_proto::ProgramKind::Native,
+            },
+            hostname: "h".into(),
+            pid: 1,
+            job,
+        }
+    }
+
+    #[test]
+    fn a_job_credential_does_what_a_worker_does_and_nothing_else() {
+        let token = "the-cluster-token-0123";
+        let cred = auth::job_credential(token, 5);
+        for role in [driver(Some(5)), Role::Objects, Role::Calls] {
+            let h = hello(token, &cred, role).unwrap();
+            assert_eq!(h.job_key, Some(5));
+        }
+        let node = Role::Node(sunray_proto::NodeRegistration {
+            ip: "127.0.0.1".into(),
+            hostname: "h".into(),
+            pid: 1,
+            resources: Default::default(),
+            gpu_ids: vec![],
+        });
+        for (role, what) in [
+            (node, "as a node"),
+            (driver(None), "as a driver"),
+            (driver(Some(6)), "another job"),
+            (Role::Query, "a query"),
+            (
+                Role::FetchBinary {
+                    hash: "0".repeat(32),
+                },
+                "executable",
+            ),
+        ] {
+            let e = hello(token, &cred, role).unwrap_err();
+            assert!(e.contains("worker's credential") && e.contains(what), "{e}");
+        }
+        // Another job's credential, or one made from another token, is no key at all.
+        let other = auth::job_credential("another-cluster-token", 5);
+        assert!(hello(token, &other, driver(Some(5)))
+            .unwrap_err()
+            .contains("token differs"));
+        // The cluster token still does everything.
+        assert_eq!(hello(token, token, driver(None)).unwrap().job_key, None);
+        assert!(hello(token, token, Role::Query).is_ok());
     }
 
     #[test]

@@ -239,13 +239,43 @@ fn block(conn: &mut Conn, task: TaskId) -> Result<(), String> {
     }
 }
 
-/// What a worker needs to submit tasks itself: the head's address, the cluster token,
-/// and the job its tasks belong to. None outside a task.
+/// What a worker needs to submit tasks itself: the head's address, its job's
+/// credential (never the cluster token: see `sunray_proto::auth`), and the job its tasks
+/// belong to. None outside a task.
 pub fn head_of_this_worker() -> Option<(String, String, u32)> {
     let job = current_task()?.job;
     let head = std::env::var(env::WORKER_HEAD).ok()?;
-    let token = std::env::var(env::WORKER_TOKEN).ok()?;
-    Some((head, token, job))
+    Some((head, worker_credential(), job))
+}
+
+/// The credential of the job this worker serves: what it presents to heads and object
+/// servers. Handed over by the node (the start pipe, or `Adopt`), never in the
+/// environment, so that a process a task starts does not inherit it.
+static CREDENTIAL: Mutex<String> = Mutex::new(String::new());
+
+fn worker_credential() -> String {
+    CREDENTIAL.lock().unwrap().clone()
+}
+
+/// Reads what the node handed this worker at its start: the pipe named by
+/// `SUNRAY_WORKER_SECRET_FD` holds its one-time secret (for the node's hello) and, when
+/// it starts for a job, the job's credential, one per line. The pipe is closed after.
+fn read_start_secrets() -> Result<(String, String), String> {
+    use std::os::fd::FromRawFd;
+    let fd: i32 = std::env::var(env::WORKER_SECRET_FD)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|fd| *fd > 2)
+        .ok_or("no secret pipe from the node (SUNRAY_WORKER_SECRET_FD)")?;
+    // SAFETY: the node started this process with `fd` open for it alone; it is read
+    // once, here, and closed when `pipe` drops.
+    let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut text = String::new();
+    pipe.read_to_string(&mut text)
+        .map_err(|e| format!("cannot read the node's secret pipe: {e}"))?;
+    let mut lines = text.lines();
+    let secret = lines.next().unwrap_or_default().to_string();
+    Ok((secret, lines.next().unwrap_or_default().to_string()))
 }
 
 /// Runs tasks until the node agent closes the connection, then exits the process.
@@ -266,11 +296,12 @@ fn serve(invoke: Invoke, registry_hash: &str) -> Result<(), String> {
         .ok()
         .and_then(|s| s.parse().ok())
         .ok_or("no worker id")?;
-    let token = std::env::var(env::WORKER_TOKEN).unwrap_or_default();
+    let (secret, credential) = read_start_secrets()?;
+    *CREDENTIAL.lock().unwrap() = credential;
     let expected_registry = std::env::var(env::WORKER_REGISTRY).unwrap_or_default();
     let s = UnixStream::connect(&path).map_err(|e| format!("cannot connect to {path}: {e}"))?;
     let mut conn = Conn::new(s);
-    conn.write_frame(&encode(&WorkerToNode::Hello { worker_id, token }))
+    conn.write_frame(&encode(&WorkerToNode::Hello { worker_id, secret }))
         .map_err(|e| e.to_string())?;
     let mismatch = (!expected_registry.is_empty() && expected_registry != registry_hash).then(|| {
         format!(
@@ -299,7 +330,13 @@ fn serve(invoke: Invoke, registry_hash: &str) -> Result<(), String> {
             let task = match decode::<NodeToWorker>(&body) {
                 Ok(NodeToWorker::Run(t)) => t,
                 Ok(NodeToWorker::Reply { .. } | NodeToWorker::Revoked { .. }) => continue,
-                Ok(NodeToWorker::Adopt { sys_path, cwd }) => {
+                Ok(NodeToWorker::Adopt {
+                    sys_path,
+                    cwd,
+                    credential,
+                    ..
+                }) => {
+                    *CREDENTIAL.lock().unwrap() = credential;
                     if let Some(hook) = ADOPT.get() {
                         hook(&sys_path, &cwd);
                     }
@@ -358,18 +395,13 @@ fn error(task: &WorkerTask, kind: ErrorKind, message: String) -> TaskError {
     }
 }
 
-/// The cluster token this worker was started with (its node's object servers ask).
-fn worker_token() -> String {
-    std::env::var(env::WORKER_TOKEN).unwrap_or_default()
-}
-
 /// Runs one task; `on_thread`: a threaded actor's call, whose context is its thread's.
 fn run_one(invoke: Invoke, task: WorkerTask, on_thread: bool) -> Result<Bytes, TaskError> {
     let mut args = Vec::with_capacity(task.spec.args.len());
     for a in &task.spec.args {
         match a {
             Arg::Value(b) => args.push(b.clone()),
-            Arg::At(id, at) => match crate::objects::fetch(at, &worker_token(), *id) {
+            Arg::At(id, at) => match crate::objects::fetch(at, &worker_credential(), *id) {
                 Ok(b) => args.push(b),
                 Err(why) => {
                     return Err(error(

@@ -55,6 +55,26 @@ fn long_task(seconds: f64) -> String {
     ip
 }
 
+/// What a task can see of secrets: its environment as the process, `/proc` and a
+/// child process see it, and (playing an attacker who got hold of it) its job's
+/// credential and job.
+#[sunray::remote]
+fn secrets_seen() -> (String, String, String, String, u32) {
+    let env: String = std::env::vars()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect();
+    let proc_env = std::fs::read("/proc/self/environ")
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', "\n"))
+        .unwrap_or_default();
+    let child = std::process::Command::new("env")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_else(|e| format!("env failed: {e}"));
+    print!("{env}");
+    let (_, credential, job) = sunray_runtime::worker::head_of_this_worker().unwrap();
+    (env, proc_env, child, credential, job)
+}
+
 /// A short task (pipelined by the head once it knows they are short).
 #[sunray::remote]
 fn square(i: u64, sleep_us: u64) -> (u64, String) {
@@ -270,6 +290,18 @@ fn main() {
                 other => println!("UNEXPECTED {other:?}"),
             }
         }
+        Some("stranded") => {
+            // Two tasks that need B: one runs (its node has one B), one waits behind it.
+            // The test kills B's only node and reads the warning from stderr.
+            let opts = sunray::TaskOptions::new().resource("B", 1.0).max_retries(2);
+            let refs: Vec<_> = (0..2)
+                .map(|_| long_task.options(opts.clone()).remote(60.0))
+                .collect();
+            match refs[0].get_timeout(Some(Duration::from_secs(30))) {
+                Err(sunray::Error::Timeout) => println!("WAITING"),
+                other => println!("UNEXPECTED {other:?}"),
+            }
+        }
         Some("bigput") => {
             // `bigput MB`: puts MB MiB, then reads it back.
             match sunray::put(&vec![7u8; n << 20]) {
@@ -289,6 +321,10 @@ fn main() {
             println!("ERR {e}");
             // The driver's connection survives a refused task.
             println!("IP {}", where_am_i.remote(0.0).get().unwrap());
+        }
+        Some("secrets") => {
+            let seen = secrets_seen.remote().get().unwrap();
+            println!("SEEN {}", serde_json::to_string(&seen).unwrap());
         }
         Some("resources") => {
             println!("CLUSTER {:?}", sunray::cluster_resources().unwrap());
