@@ -26,7 +26,15 @@ struct Cli {
 enum Cmd {
     /// Start a head (`--head`) or join a node to a head (`--address`) on this host.
     Start(start::StartArgs),
-    /// Stop every sunray head and node that `sunray start` started on this host (this user's).
+    /// Stop sunray heads and node agents that `sunray start` started on this host (this user's).
+    ///
+    /// Which ones: with --address HOST:PORT, that cluster only (its head and the node
+    /// agents here that joined it); without it, the cluster $SUNRAY_ADDRESS names when it
+    /// is set; inside a Slurm job (SLURM_JOB_ID set), that job's cluster; otherwise (or
+    /// with --all) every head and node agent in this user's session folder
+    /// ($SUNRAY_TMPDIR/sunray-<uid>, else /tmp/sunray-<uid>). An address no cluster
+    /// there has stops nothing and lists the clusters it knows. Only processes that are
+    /// provably the sunray process that wrote their session are signalled.
     Stop(stop::StopArgs),
     /// Show the nodes of a cluster and its task counts.
     Status(status::StatusArgs),

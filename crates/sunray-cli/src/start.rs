@@ -237,11 +237,11 @@ pub fn run(mut a: StartArgs) -> anyhow::Result<()> {
             let link = node::join(&address, a.node_ip_address, &token, reg).await?;
             // Only once the head took this node: a failed start leaves nothing behind.
             let session = Session::create("node")?;
-            if let Err(e) = session.write_info(&SessionInfo::of_this_process(
-                "node",
-                None,
-                node_ip.to_string(),
-            )) {
+            let info = SessionInfo {
+                head_address: Some(address.clone()),
+                ..SessionInfo::of_this_process("node", None, node_ip.to_string())
+            };
+            if let Err(e) = session.write_info(&info) {
                 session.remove();
                 return Err(e.into());
             }

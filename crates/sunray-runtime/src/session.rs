@@ -29,6 +29,14 @@ pub struct SessionInfo {
     pub address: Option<String>,
     pub node_ip: String,
     pub started_unix_ms: u64,
+    /// Node agents: the head they joined, as they were given it (`sunray stop
+    /// --address` stops the node agents of one cluster by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_address: Option<String>,
+    /// The Slurm job the process was started in (`$SLURM_JOB_ID`): inside a job,
+    /// `sunray stop` stops only that job's cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_job_id: Option<String>,
 }
 
 impl SessionInfo {
@@ -40,6 +48,10 @@ impl SessionInfo {
             address,
             node_ip,
             started_unix_ms: now_unix_ms(),
+            head_address: None,
+            slurm_job_id: std::env::var("SLURM_JOB_ID")
+                .ok()
+                .filter(|j| !j.is_empty()),
         }
     }
 
