@@ -25,9 +25,15 @@ pub struct DashboardArgs {
     /// finds it).
     #[arg(long, env = "SUNRAY_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Read the token from this file (it wins over --token and SUNRAY_TOKEN).
+    /// Read the token from this file (it wins over --token and SUNRAY_TOKEN); at least
+    /// 16 characters, as `sunray start --token` asks.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Mark the session cookie `Secure`: set it when the page is reached over HTTPS
+    /// (a TLS-terminating reverse proxy in front); browsers then never send the
+    /// cookie over plain HTTP.
+    #[arg(long)]
+    secure_cookie: bool,
 }
 
 pub fn run(a: DashboardArgs) -> anyhow::Result<()> {
@@ -45,6 +51,11 @@ pub fn run(a: DashboardArgs) -> anyhow::Result<()> {
             )
         })?,
     };
+    // The page's one password: guessable if short, whoever chose it.
+    sunray_runtime::local::check_chosen_token(&token).with_context(|| match &a.token_file {
+        Some(f) => format!("the token in {} cannot guard the dashboard", f.display()),
+        None => "this token cannot guard the dashboard".to_string(),
+    })?;
     let results = if a.results.is_empty() {
         default_results()
     } else {
@@ -67,7 +78,8 @@ pub fn run(a: DashboardArgs) -> anyhow::Result<()> {
             println!("cluster: {h}");
         }
         let sessions = Some(sunray_runtime::session::base_dir());
-        sunray_dashboard::serve(listener, sunray_dashboard::Options { token, results, head, sessions })
+        let secure_cookie = a.secure_cookie;
+        sunray_dashboard::serve(listener, sunray_dashboard::Options { token, results, head, sessions, secure_cookie })
             .await
             .context("dashboard server")
     })
@@ -100,6 +112,7 @@ pub(crate) fn serve_beside_head(
         results: default_results(),
         head: Some(head.to_string()),
         sessions: Some(sunray_runtime::session::base_dir()),
+        secure_cookie: false,
     };
     std::thread::Builder::new()
         .name("dashboard".into())

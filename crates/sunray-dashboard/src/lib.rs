@@ -7,5 +7,6 @@
 pub mod experiments;
 pub mod plot;
 mod server;
+pub mod throttle;
 
-pub use server::{serve, Options};
+pub use server::{csp_hash, inline_hashes, serve, Options, CONTENT_SECURITY_POLICY, SESSION_TTL};

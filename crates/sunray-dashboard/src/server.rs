@@ -1,24 +1,38 @@
 //! The dashboard's HTTP side: a login with the cluster token (a cookie from then on; the
 //! token is never in a URL or a log), the page, and the JSON it polls.
+//!
+//! Every answer carries a strict Content-Security-Policy: the only script a browser runs
+//! is the page's own (named by its SHA-256), so text read from results folders or the
+//! cluster can never run as script even if the page mishandled it. Guesses of the token
+//! (the login form, `Authorization: Bearer`) go through a [`Throttle`]; sessions end
+//! after [`SESSION_TTL`].
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
-use axum::extract::{Form, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Form, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::Engine;
 use serde::Deserialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::experiments::Library;
+use crate::throttle::{Limits, Throttle};
 
 const COOKIE: &str = "sunray_dashboard";
 const PAGE: &str = include_str!("page.html");
 const LOGIN: &str = include_str!("login.html");
+
+/// How long a login lasts (the cookie's Max-Age, and checked here).
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
 /// What the dashboard shows and who may see it.
 pub struct Options {
@@ -31,13 +45,47 @@ pub struct Options {
     /// This user's sunray session directory (`/tmp/sunray-<uid>`): the logs it holds
     /// (heads' and nodes' `*.log`, a Slurm job's `head.log` and `nodes.log`) are shown.
     pub sessions: Option<PathBuf>,
+    /// Mark the session cookie `Secure` (browsers then send it over HTTPS only): for a
+    /// dashboard reached through a TLS-terminating proxy.
+    pub secure_cookie: bool,
+}
+
+/// The session ids handed out, each with when it ends.
+#[derive(Default)]
+struct Sessions {
+    until: HashMap<String, Instant>,
+}
+
+impl Sessions {
+    fn open(&mut self, id: String, now: Instant) {
+        self.until.retain(|_, end| *end > now);
+        self.until.insert(id, now + SESSION_TTL);
+    }
+
+    /// Whether `id` is a session that has not ended (an ended one is forgotten).
+    fn valid(&mut self, id: &str, now: Instant) -> bool {
+        match self.until.get(id) {
+            Some(end) if *end > now => true,
+            Some(_) => {
+                self.until.remove(id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn close(&mut self, id: &str) {
+        self.until.remove(id);
+    }
 }
 
 struct App {
     token: String,
     head: Option<String>,
     session_dir: Option<PathBuf>,
-    sessions: Mutex<HashSet<String>>,
+    secure_cookie: bool,
+    sessions: Mutex<Sessions>,
+    throttle: Mutex<Throttle>,
     library: Mutex<Library>,
 }
 
@@ -47,7 +95,9 @@ pub async fn serve(listener: tokio::net::TcpListener, opts: Options) -> std::io:
         token: opts.token,
         head: opts.head,
         session_dir: opts.sessions,
-        sessions: Mutex::new(HashSet::new()),
+        secure_cookie: opts.secure_cookie,
+        sessions: Mutex::new(Sessions::default()),
+        throttle: Mutex::new(Throttle::new(Limits::default())),
         library: Mutex::new(Library::new(opts.results)),
     });
     // Every API route answers token holders only: one check, in front of them all.
@@ -67,24 +117,139 @@ pub async fn serve(listener: tokio::net::TcpListener, opts: Options) -> std::io:
         .route("/login", post(login))
         .route("/logout", post(logout))
         .merge(api)
-        .with_state(app);
-    axum::serve(listener, router).await
+        .with_state(app)
+        .layer(axum::middleware::map_response(security_headers));
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}
+
+/// The `'sha256-…'` source of each inline `<tag>…</tag>` of `html` (what a browser
+/// hashes: the exact text between the tags).
+pub fn inline_hashes(html: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = html;
+    while let Some(start) = rest.find(&open) {
+        let body = &rest[start + open.len()..];
+        let Some(end) = body.find(&close) else { break };
+        out.push(csp_hash(&body[..end]));
+        rest = &body[end + close.len()..];
+    }
+    out
+}
+
+/// `'sha256-<base64 of the SHA-256 of text>'`, as a Content-Security-Policy names an
+/// inline script or style.
+pub fn csp_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+/// The policy of every answer: nothing but the page's and the login form's own inline
+/// script and style, fetches to this server, forms posted to it; no framing, no
+/// `<base>`, no plugins, no images or fonts from anywhere.
+pub static CONTENT_SECURITY_POLICY: LazyLock<String> = LazyLock::new(|| {
+    let scripts = [PAGE, LOGIN].map(|p| inline_hashes(p, "script")).concat();
+    let styles = [PAGE, LOGIN].map(|p| inline_hashes(p, "style")).concat();
+    let script_src = if scripts.is_empty() {
+        "'none'".to_string()
+    } else {
+        scripts.join(" ")
+    };
+    format!(
+        "default-src 'none'; script-src {script_src}; style-src {}; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        styles.join(" ")
+    )
+});
+
+async fn security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    if let Ok(csp) = HeaderValue::from_str(&CONTENT_SECURITY_POLICY) {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // What the API answers is for the logged-in page only: never kept by a cache.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Who a request is.
+enum Caller {
+    /// A session cookie this server handed out, or the token as `Authorization: Bearer`.
+    Allowed,
+    Nobody,
+    /// Too many wrong tokens lately: not checked; try again after this long.
+    Throttled(Duration),
 }
 
 impl App {
     /// A request carries a session cookie this server handed out, or the token itself
-    /// as `Authorization: Bearer` (for scripts).
-    fn allowed(&self, headers: &HeaderMap) -> bool {
+    /// as `Authorization: Bearer` (for scripts; a guess, so throttled as the login is).
+    fn caller(&self, headers: &HeaderMap, from: SocketAddr) -> Caller {
+        let now = Instant::now();
         if let Some(bearer) = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
         {
-            return bool::from(bearer.as_bytes().ct_eq(self.token.as_bytes()));
+            return match self.check_token(bearer, from, now) {
+                Ok(true) => Caller::Allowed,
+                Ok(false) => Caller::Nobody,
+                Err(wait) => Caller::Throttled(wait),
+            };
         }
-        let sessions = self.sessions.lock().expect("not poisoned");
-        cookies(headers).any(|(k, v)| k == COOKIE && sessions.contains(v))
+        let mut sessions = self.sessions.lock().expect("not poisoned");
+        if cookies(headers).any(|(k, v)| k == COOKIE && sessions.valid(v, now)) {
+            Caller::Allowed
+        } else {
+            Caller::Nobody
+        }
     }
+
+    /// Compares a guess with the token, if the throttle lets `from` guess now.
+    fn check_token(&self, guess: &str, from: SocketAddr, now: Instant) -> Result<bool, Duration> {
+        self.throttle
+            .lock()
+            .expect("not poisoned")
+            .attempt(from.ip(), now)?;
+        let right = bool::from(guess.as_bytes().ct_eq(self.token.as_bytes()));
+        if right {
+            self.throttle
+                .lock()
+                .expect("not poisoned")
+                .succeeded(from.ip(), now);
+        }
+        Ok(right)
+    }
+}
+
+/// Whole seconds to wait, at least one (what `Retry-After` says).
+fn retry_secs(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+fn too_many(wait: Duration) -> Response {
+    let secs = retry_secs(wait).max(1);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, secs.to_string())],
+        Json(json!({"error": format!("too many wrong tokens lately: try again in {secs} s")})),
+    )
+        .into_response()
 }
 
 fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
@@ -96,16 +261,17 @@ fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
         .filter_map(|kv| kv.trim().split_once('='))
 }
 
-/// Lets a request through to the API when [`App::allowed`] says so.
+/// Lets a request through to the API when [`App::caller`] says it may.
 async fn only_allowed(
     State(app): State<Arc<App>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if app.allowed(req.headers()) {
-        next.run(req).await
-    } else {
-        refused()
+    match app.caller(req.headers(), from) {
+        Caller::Allowed => next.run(req).await,
+        Caller::Nobody => refused(),
+        Caller::Throttled(wait) => too_many(wait),
     }
 }
 
@@ -118,14 +284,22 @@ fn refused() -> Response {
 }
 
 fn login_page(status: StatusCode, message: &str) -> Response {
-    (status, Html(LOGIN.replace("{{message}}", message))).into_response()
+    let message = message
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    (status, Html(LOGIN.replace("{{message}}", &message))).into_response()
 }
 
-async fn index(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if app.allowed(&headers) {
-        Html(PAGE).into_response()
-    } else {
-        login_page(StatusCode::OK, "")
+async fn index(
+    State(app): State<Arc<App>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    match app.caller(&headers, from) {
+        Caller::Allowed => Html(PAGE).into_response(),
+        Caller::Nobody => login_page(StatusCode::OK, ""),
+        Caller::Throttled(wait) => too_many(wait),
     }
 }
 
@@ -134,12 +308,30 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(app): State<Arc<App>>, Form(f): Form<LoginForm>) -> Response {
-    if !bool::from(f.token.trim().as_bytes().ct_eq(app.token.as_bytes())) {
-        return login_page(
-            StatusCode::UNAUTHORIZED,
-            "That is not this cluster's token (see the head's session directory or `sunray start` output).",
-        );
+async fn login(
+    State(app): State<Arc<App>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let now = Instant::now();
+    match app.check_token(f.token.trim(), from, now) {
+        Err(wait) => {
+            let secs = retry_secs(wait).max(1);
+            let mut r = login_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("Too many wrong tokens lately: try again in {secs} s."),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return r;
+        }
+        Ok(false) => {
+            return login_page(
+                StatusCode::UNAUTHORIZED,
+                "That is not this cluster's token (see the head's session directory or `sunray start` output).",
+            )
+        }
+        Ok(true) => {}
     }
     let mut id = [0u8; 16];
     if getrandom::fill(&mut id).is_err() {
@@ -153,14 +345,18 @@ async fn login(State(app): State<Arc<App>>, Form(f): Form<LoginForm>) -> Respons
     app.sessions
         .lock()
         .expect("not poisoned")
-        .insert(sid.clone());
+        .open(sid.clone(), now);
+    let secure = if app.secure_cookie { "; Secure" } else { "" };
     (
         StatusCode::SEE_OTHER,
         [
             (header::LOCATION, "/".to_string()),
             (
                 header::SET_COOKIE,
-                format!("{COOKIE}={sid}; HttpOnly; SameSite=Strict; Path=/"),
+                format!(
+                    "{COOKIE}={sid}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+                    SESSION_TTL.as_secs()
+                ),
             ),
         ],
     )
@@ -171,10 +367,21 @@ async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let mut sessions = app.sessions.lock().expect("not poisoned");
     for (k, v) in cookies(&headers) {
         if k == COOKIE {
-            sessions.remove(v);
+            sessions.close(v);
         }
     }
-    (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response()
+    let secure = if app.secure_cookie { "; Secure" } else { "" };
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/".to_string()),
+            (
+                header::SET_COOKIE,
+                format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}"),
+            ),
+        ],
+    )
+        .into_response()
 }
 
 async fn experiments(State(app): State<Arc<App>>) -> Response {
@@ -371,5 +578,63 @@ async fn log(State(app): State<Arc<App>>, Query(q): Query<LogName>) -> Response 
             Json(json!({"error": format!("cannot read {}: {e}", q.name)})),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_ends_after_its_time() {
+        let t0 = Instant::now();
+        let mut s = Sessions::default();
+        s.open("a".into(), t0);
+        assert!(s.valid("a", t0 + SESSION_TTL - Duration::from_secs(1)));
+        assert!(!s.valid("b", t0));
+        assert!(!s.valid("a", t0 + SESSION_TTL));
+        // Forgotten once ended, and ended ones are dropped when another opens.
+        assert!(s.until.is_empty());
+        s.open("c".into(), t0);
+        s.open("d".into(), t0 + SESSION_TTL + Duration::from_secs(1));
+        assert_eq!(s.until.len(), 1);
+        s.close("d");
+        assert!(!s.valid("d", t0 + SESSION_TTL + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn the_policy_names_the_pages_own_script_and_styles_by_hash() {
+        // The SHA-256 of nothing, as every CSP implementation writes it.
+        assert_eq!(
+            csp_hash(""),
+            "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"
+        );
+        let scripts = inline_hashes(PAGE, "script");
+        assert_eq!(scripts.len(), 1, "the page has one inline script");
+        assert!(inline_hashes(LOGIN, "script").is_empty());
+        let csp = CONTENT_SECURITY_POLICY.as_str();
+        let directive = |name: &str| {
+            csp.split(';')
+                .map(str::trim)
+                .find_map(|d| d.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {csp}"))
+                .trim()
+                .to_string()
+        };
+        assert_eq!(directive("script-src "), scripts[0]);
+        let styles = directive("style-src ");
+        for h in inline_hashes(PAGE, "style")
+            .into_iter()
+            .chain(inline_hashes(LOGIN, "style"))
+        {
+            assert!(styles.contains(&h), "{h} in {styles}");
+        }
+        assert_eq!(directive("default-src "), "'none'");
+        assert!(!csp.contains("unsafe"), "{csp}");
+        // Neither page has inline event handlers or style attributes a hash cannot
+        // allow.
+        for page in [PAGE, LOGIN] {
+            assert!(!page.contains(" style=") && !page.contains(" onclick="));
+        }
     }
 }

@@ -15,7 +15,10 @@ const TUNE: &str = env!("CARGO_BIN_EXE_it_tune");
 
 struct Reply {
     status: u16,
+    /// The header lines, lowercased.
     headers: String,
+    /// The header lines as sent.
+    raw_headers: String,
     body: String,
 }
 
@@ -27,7 +30,55 @@ impl Reply {
 
 /// One HTTP/1.1 request (the connection closed after it).
 fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    http_from(
+        TcpStream::connect(("127.0.0.1", port)).unwrap(),
+        port,
+        method,
+        path,
+        headers,
+        body,
+    )
+}
+
+/// A connection to the dashboard on 127.0.0.1:`port` from another loopback address
+/// (another client, as the server sees it).
+fn connect_from(source: &str, port: u16) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        let s = s
+            .connect(([127, 0, 0, 1], port).into())
+            .await
+            .unwrap()
+            .into_std()
+            .unwrap();
+        s.set_nonblocking(false).unwrap();
+        s
+    })
+}
+
+impl Reply {
+    /// A header's value as sent (`name` in any case).
+    fn header(&self, name: &str) -> Option<&str> {
+        self.raw_headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+fn http_from(
+    mut s: TcpStream,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -42,16 +93,23 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &st
     Reply {
         status,
         headers: head.to_lowercase(),
+        raw_headers: head.to_string(),
         body: body.to_string(),
     }
 }
 
 /// Starts `sunray dashboard` with `args`; returns it and its port (from its first line).
 fn dashboard(c: &Cluster, args: &[&str]) -> (Child, u16) {
-    let mut d = c
-        .sunray(&[&["dashboard", "--port", "0"], args].concat())
+    dashboard_cmd(
+        c.sunray(&[&["dashboard", "--port", "0"], args].concat()),
+        &c.tmp,
+    )
+}
+
+fn dashboard_cmd(mut cmd: Command, tmp: &std::path::Path) -> (Child, u16) {
+    let mut d = cmd
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(c.tmp.join("dashboard.err")).unwrap())
+        .stderr(std::fs::File::create(tmp.join("dashboard.err")).unwrap())
         .spawn()
         .unwrap();
     let mut out = BufReader::new(d.stdout.take().unwrap());
@@ -144,7 +202,14 @@ fn the_dashboard_shows_an_experiment_and_the_cluster_to_token_holders_only() {
         .unwrap()
         .to_string();
     assert!(cookie.starts_with("sunray_dashboard=") && !cookie.contains(&token.to_lowercase()));
-    assert!(login.headers.contains("httponly"));
+    let set_cookie = login.header("set-cookie").unwrap().to_lowercase();
+    for attr in ["httponly", "samesite=strict", "path=/", "max-age=43200"] {
+        assert!(set_cookie.contains(attr), "{attr} in {set_cookie}");
+    }
+    assert!(
+        !set_cookie.contains("secure"),
+        "plain HTTP: no Secure unless asked"
+    );
     let auth = [("Cookie", cookie.as_str())];
     let page = http(port, "GET", "/", &auth, "");
     // Self-contained: nothing is fetched from elsewhere (clusters are often offline).
@@ -469,4 +534,242 @@ fn the_cluster_view_shows_actors_and_what_tasks_and_nodes_printed() {
     );
     d.kill().ok();
     d.wait().ok();
+}
+
+/// A dashboard without a cluster, guarded by a token of our choosing (in a file).
+fn standalone(tmp: &std::path::Path, token: &str, extra: &[&str]) -> (Child, u16) {
+    let results = tmp.join("results");
+    std::fs::create_dir_all(&results).unwrap();
+    let file = tmp.join("dashboard-token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let args = [
+        &[
+            "dashboard",
+            "--port",
+            "0",
+            "--results",
+            results.to_str().unwrap(),
+            "--token-file",
+            file.to_str().unwrap(),
+        ],
+        extra,
+    ]
+    .concat();
+    dashboard_cmd(sunray_in(tmp, &args), tmp)
+}
+
+const FORM: [(&str, &str); 1] = [("Content-Type", "application/x-www-form-urlencoded")];
+
+#[test]
+fn every_answer_carries_a_strict_content_security_policy_naming_the_pages_own_script() {
+    let tmp = fresh_tmp();
+    let token = "a-chosen-secret-of-32-characters";
+    let (mut d, port) = standalone(&tmp, token, &[]);
+    let login = http(port, "POST", "/login", &FORM, &format!("token={token}"));
+    assert_eq!(login.status, 303);
+    let cookie = login
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let auth = [("Cookie", cookie.as_str())];
+    let page = http(port, "GET", "/", &auth, "");
+    assert!(page.body.contains("id=\"curves\""));
+    let answers = [
+        ("the page", page),
+        ("the login page", http(port, "GET", "/", &[], "")),
+        (
+            "a wrong login",
+            http(port, "POST", "/login", &FORM, "token=wrong"),
+        ),
+        ("the API", http(port, "GET", "/api/experiments", &auth, "")),
+        ("a refusal", http(port, "GET", "/api/experiments", &[], "")),
+        ("an unknown path", http(port, "GET", "/nothing", &auth, "")),
+    ];
+    for (what, r) in &answers {
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{what}"
+        );
+        assert_eq!(r.header("referrer-policy"), Some("no-referrer"), "{what}");
+        assert_eq!(r.header("x-frame-options"), Some("DENY"), "{what}");
+        let csp = r
+            .header("content-security-policy")
+            .unwrap_or_else(|| panic!("{what}: no policy in {}", r.headers));
+        for directive in [
+            "default-src 'none'",
+            "connect-src 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+        ] {
+            assert!(
+                csp.split(';').any(|d| d.trim() == directive),
+                "{what}: {directive} in {csp}"
+            );
+        }
+        assert!(!csp.contains("unsafe"), "{what}: {csp}");
+    }
+    // The policy lets exactly the served page's script run: its hash, nothing else.
+    let page = &answers[0].1;
+    let script = page
+        .body
+        .split_once("<script>")
+        .and_then(|(_, rest)| rest.split_once("</script>"))
+        .expect("the page's inline script")
+        .0;
+    assert_eq!(page.body.matches("<script").count(), 1, "one script");
+    let csp = page.header("content-security-policy").unwrap();
+    let script_src = csp
+        .split(';')
+        .find_map(|d| d.trim().strip_prefix("script-src "))
+        .expect("a script-src");
+    assert_eq!(
+        script_src,
+        sunray_dashboard::csp_hash(script),
+        "script-src names the page's script and nothing else"
+    );
+    let style = page
+        .body
+        .split_once("<style>")
+        .and_then(|(_, rest)| rest.split_once("</style>"))
+        .unwrap()
+        .0;
+    let style_src = csp
+        .split(';')
+        .find_map(|d| d.trim().strip_prefix("style-src "))
+        .expect("a style-src");
+    assert!(
+        style_src.contains(&sunray_dashboard::csp_hash(style)),
+        "{style_src}"
+    );
+    d.kill().ok();
+    d.wait().ok();
+}
+
+#[test]
+fn wrong_tokens_are_throttled_per_address_and_the_right_one_works_after_the_wait() {
+    let tmp = fresh_tmp();
+    let token = "another-chosen-secret-0123456789";
+    let (mut d, port) = standalone(&tmp, token, &["--secure-cookie"]);
+    // A guesser sends a few hundred wrong tokens as fast as it can: the first few are
+    // compared (401), then the rest are refused unread (429) with a Retry-After.
+    let started = std::time::Instant::now();
+    let mut checked = 0;
+    let mut retry_after = None;
+    for i in 0..300 {
+        let r = http(port, "POST", "/login", &FORM, &format!("token=guess{i}"));
+        match r.status {
+            401 => checked += 1,
+            429 => {
+                let secs: u64 = r.header("retry-after").unwrap().parse().unwrap();
+                assert!((1..=6).contains(&secs), "{secs}");
+                assert!(r.body.contains("Too many wrong tokens"), "{}", r.body);
+                retry_after = Some(secs);
+            }
+            s => panic!("{s}: {}", r.body),
+        }
+    }
+    let elapsed = started.elapsed();
+    // 10 at once, then one per 6 s.
+    assert!(
+        (10..=10 + elapsed.as_secs() / 6 + 1).contains(&checked),
+        "{checked} guesses compared in {elapsed:?}"
+    );
+    // Now even the right token is not looked at, from this address, and neither is a
+    // script's `Authorization: Bearer`.
+    let right = http(port, "POST", "/login", &FORM, &format!("token={token}"));
+    assert_eq!(right.status, 429);
+    let bearer = format!("Bearer {token}");
+    let api = http(
+        port,
+        "GET",
+        "/api/experiments",
+        &[("Authorization", &bearer)],
+        "",
+    );
+    assert_eq!(api.status, 429, "{}", api.body);
+    assert!(api.header("retry-after").is_some());
+    // Another address is not locked out by this one's guesses.
+    let other = http_from(
+        connect_from("127.0.0.2", port),
+        port,
+        "POST",
+        "/login",
+        &FORM,
+        &format!("token={token}"),
+    );
+    assert_eq!(other.status, 303, "{}", other.body);
+    // After the wait the server named, the right token gets in (and the cookie lasts
+    // 12 hours, Secure as asked).
+    std::thread::sleep(std::time::Duration::from_secs(retry_after.unwrap()));
+    let login = http(port, "POST", "/login", &FORM, &format!("token={token}"));
+    assert_eq!(login.status, 303, "{}", login.body);
+    let set_cookie = login.header("set-cookie").unwrap().to_lowercase();
+    for attr in ["httponly", "samesite=strict", "max-age=43200", "secure"] {
+        assert!(set_cookie.contains(attr), "{attr} in {set_cookie}");
+    }
+    // Wrong Bearer tokens from a script count as guesses too.
+    let script = |source: &str, bearer: &str| {
+        http_from(
+            connect_from(source, port),
+            port,
+            "GET",
+            "/api/experiments",
+            &[("Authorization", bearer)],
+            "",
+        )
+    };
+    let statuses: Vec<u16> = (0..12)
+        .map(|i| script("127.0.0.3", &format!("Bearer wrong-{i}")).status)
+        .collect();
+    assert_eq!(&statuses[..10], &[401; 10]);
+    assert_eq!(&statuses[10..], &[429; 2]);
+    d.kill().ok();
+    d.wait().ok();
+}
+
+#[test]
+fn a_dashboard_refuses_a_short_token_of_its_own() {
+    let tmp = fresh_tmp();
+    let file = tmp.join("token");
+    std::fs::write(&file, "abc\n").unwrap();
+    let mut d = sunray_in(
+        &tmp,
+        &[
+            "dashboard",
+            "--port",
+            "0",
+            "--results",
+            tmp.to_str().unwrap(),
+            "--token-file",
+            file.to_str().unwrap(),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // It must not serve: its first line would say where (and it would run on).
+    let mut first = String::new();
+    BufReader::new(d.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    if !first.is_empty() {
+        d.kill().ok();
+        d.wait().ok();
+        panic!("it served with a 3-character token: {first}");
+    }
+    let out = d.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The same rule and words as `sunray start --token`, naming the file.
+    assert!(
+        err.contains("a cluster token must be at least 16 characters")
+            && err.contains(file.to_str().unwrap()),
+        "{err}"
+    );
 }

@@ -90,11 +90,20 @@ pub async fn start_head(opts: HeadOptions) -> Result<StartedHead, Error> {
 /// MAC under the token, so a short one could be guessed offline.
 pub const MIN_TOKEN_LEN: usize = 16;
 
-async fn start_in(opts: HeadOptions, session: Session) -> Result<StartedHead, Error> {
-    if opts.token.as_ref().is_some_and(|t| t.len() < MIN_TOKEN_LEN) {
+/// Refuses a token a user chose that is shorter than [`MIN_TOKEN_LEN`] (`sunray start
+/// --token`, `sunray dashboard --token-file`), saying how to make a good one.
+pub fn check_chosen_token(token: &str) -> Result<(), Error> {
+    if token.len() < MIN_TOKEN_LEN {
         return Err(Error::Config(format!(
             "a cluster token must be at least {MIN_TOKEN_LEN} characters (without --token, sunray makes a random 64-character one; `openssl rand -hex 32` makes one too)"
         )));
+    }
+    Ok(())
+}
+
+async fn start_in(opts: HeadOptions, session: Session) -> Result<StartedHead, Error> {
+    if let Some(t) = &opts.token {
+        check_chosen_token(t)?;
     }
     let token = opts.token.clone().unwrap_or_else(session::new_token);
     session.write_token(&token)?;
