@@ -433,3 +433,77 @@ fn bad_setups_fail_with_a_clear_message() {
     );
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+/// Issue 27 item 7: writes that fail as on a full disk (ENOSPC, through `/dev/full`) fail
+/// their trial with one line naming the file and the free space, never with a panic,
+/// and the experiment goes on; a reason error.txt cannot hold reaches the driver's log.
+#[test]
+fn a_full_disk_fails_the_trial_with_one_clean_line_and_the_experiment_goes_on() {
+    let tmp = fresh_tmp();
+    let out = run_embedded("disk_full", &tmp, &[("RUST_BACKTRACE", "1")]);
+    let s = ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let all = format!("{s}\n{stderr}");
+    for panic_text in ["panicked", "stack backtrace", "RUST_BACKTRACE", "trainable.rs"] {
+        assert!(!all.contains(panic_text), "{panic_text:?} in the output:\n{all}");
+    }
+    let exp = experiment(s);
+    let ts = trials(s);
+    let kind_of = |id: &str| {
+        let p: Value = serde_json::from_slice(
+            &std::fs::read(trial_dir(&exp, id).join("params.json")).unwrap(),
+        )
+        .unwrap();
+        p["kind"].as_str().unwrap().to_string()
+    };
+    let mut seen = BTreeSet::new();
+    for (id, status, _, error) in &ts {
+        let kind = kind_of(id);
+        let dir = trial_dir(&exp, id);
+        match kind.as_str() {
+            "ok" => assert_eq!(status, "TERMINATED", "{s}"),
+            "checkpoint" => {
+                assert_eq!(status, "ERROR", "{s}");
+                let meta = dir.join(".pending_checkpoint_000000/.tune_checkpoint.json");
+                assert!(
+                    error.contains(&format!("cannot write {}", meta.display()))
+                        && error.contains("No space left on device")
+                        && error.contains(" free on "),
+                    "{error}"
+                );
+                // error.txt: each failure (the first and its retry's) is one line.
+                let text = std::fs::read_to_string(dir.join("error.txt")).unwrap();
+                let failures: Vec<&str> = text
+                    .split("Failure # ")
+                    .filter(|p| !p.trim().is_empty())
+                    .collect();
+                assert_eq!(failures.len(), 2, "{text}");
+                for f in failures {
+                    let lines: Vec<&str> =
+                        f.lines().skip(1).filter(|l| !l.trim().is_empty()).collect();
+                    assert_eq!(lines.len(), 1, "{text}");
+                    assert!(lines[0].contains("No space left on device"), "{text}");
+                }
+            }
+            "results" => {
+                assert_eq!(status, "ERROR", "{s}");
+                // error.txt could not be written: the driver's log has the reasons.
+                let result = dir.join("result.json");
+                let line = stderr
+                    .lines()
+                    .find(|l| l.contains(&format!("cannot append to {}", result.display())))
+                    .unwrap_or_else(|| panic!("no reason in the driver's log:\n{stderr}"));
+                assert!(
+                    line.contains("No space left on device")
+                        && line.contains(" free on ")
+                        && line.contains(&format!("{}", dir.join("error.txt").display())),
+                    "{line}"
+                );
+            }
+            other => panic!("unexpected kind {other}"),
+        }
+        seen.insert(kind);
+    }
+    assert_eq!(seen.len(), 3, "{s}");
+    std::fs::remove_dir_all(&tmp).ok();
+}

@@ -48,11 +48,14 @@ impl Status {
 }
 
 /// What to do when a trial's task ends without error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum After {
     Finish,
     Pause,
     Restart,
+    /// The tuner could not store what the trial sent (its result or checkpoint, say on a
+    /// full disk) and told it to stop: the trial failed, for this reason.
+    Fail(String),
 }
 
 pub(crate) struct Trial {
@@ -308,7 +311,7 @@ impl Tuner {
         let events = cluster.events()?;
         let mut c = Controller::setup(self, name, cluster)?;
         let outcome = c.run(&events);
-        c.save_state()?;
+        c.save_state_or_warn();
         let mut r = std::mem::replace(
             &mut c.reporter,
             Reporter::new(&RunConfig::default().verbosity(0)),
@@ -347,6 +350,8 @@ pub(crate) struct Controller {
     /// The cluster's nodes, and when they were read.
     pub nodes: (Instant, Vec<sunray::NodeInfo>),
     last_save: Instant,
+    /// The last reason `experiment_state.json` could not be written (said once).
+    state_error: Option<String>,
     reporter: Reporter,
     pub metric: Option<String>,
     pub mode: Option<Mode>,
@@ -559,6 +564,7 @@ impl Controller {
             budget_over: false,
             nodes: (Instant::now() - Duration::from_secs(3600), Vec::new()),
             last_save: Instant::now(),
+            state_error: None,
             reporter: Reporter::new(&rc),
             metric,
             mode,
@@ -684,6 +690,22 @@ impl Controller {
         storage::write_json(&self.exp_dir.join(storage::STATE_FILE), &self.state)
     }
 
+    /// [`save_state`](Self::save_state); a failure (a full disk) is said on stderr, once
+    /// per reason, and the experiment goes on: the trial directories hold the results,
+    /// and the next save (a second later) tries again.
+    fn save_state_or_warn(&mut self) {
+        match self.save_state() {
+            Ok(()) => self.state_error = None,
+            Err(e) => {
+                let e = e.to_string();
+                if self.state_error.as_ref() != Some(&e) {
+                    eprintln!("sunray-tune: {e} (the experiment goes on; its trial directories hold the results)");
+                    self.state_error = Some(e);
+                }
+            }
+        }
+    }
+
     fn run(&mut self, events: &Receiver<TaskEvent>) -> Result<(), TuneError> {
         loop {
             self.fill()?;
@@ -725,7 +747,7 @@ impl Controller {
             }
         }
         if self.last_save.elapsed() >= Duration::from_secs(1) {
-            self.save_state()?;
+            self.save_state_or_warn();
         }
         if self.reporter.due() {
             let mut r = std::mem::replace(
@@ -942,17 +964,25 @@ impl Controller {
         t.node_ip = node_ip;
         t.pid = pid;
         t.shared = shared;
-        t.files = Some(TrialFiles::open(&t.dir)?);
         let restore = match latest {
-            None => None,
-            Some(c) if shared => Some(RestoreFrom::Path(
+            None => Ok(None),
+            Some(c) if shared => Ok(Some(RestoreFrom::Path(
                 t.dir.join(c.name()).to_string_lossy().into_owned(),
-            )),
-            Some(c) => {
-                let p = t.dir.join(c.name());
-                Some(RestoreFrom::Files(
-                    trainable::read_dir_files(&p).map_err(|e| storage::io_err("read", &p, e))?,
-                ))
+            ))),
+            Some(c) => trainable::read_dir_files(&t.dir.join(c.name()))
+                .map(|files| Some(RestoreFrom::Files(files)))
+                .map_err(TuneError::from),
+        };
+        let restore = match (TrialFiles::open(&t.dir), restore) {
+            (Ok(files), Ok(restore)) => {
+                t.files = Some(files);
+                restore
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                // Its files cannot be opened or its checkpoint read here: the trial
+                // fails with the reason (its task, told nothing to run, ends at once).
+                t.after = After::Fail(e.to_string());
+                return Ok(None);
             }
         };
         Ok(Some(StartInfo {
@@ -988,9 +1018,10 @@ impl Controller {
             time_total_s: t.time_total_s,
             metrics: metrics.iter().cloned().collect(),
         };
-        let checkpoint_name = match checkpoint {
-            Some(c) => Some(self.store_checkpoint(i, c)?),
+        let checkpoint_name = match checkpoint.map(|c| self.store_checkpoint(i, c)) {
             None => None,
+            Some(Ok(name)) => Some(name),
+            Some(Err(e)) => return Ok(self.fail_running(i, e)),
         };
         let decision = if self.budget_over || self.rc.stop.should_stop(trial_id, &result) {
             Decision::Stop
@@ -1000,25 +1031,27 @@ impl Controller {
         let row = self.row(i, &metrics, dt, decision == Decision::Stop, checkpoint_name);
         self.tc.search_alg.on_trial_result(trial_id, &row);
         let t = self.trials.get_mut(&i).expect("a live trial");
-        if let Some(f) = &mut t.files {
-            f.append(&t.dir, &row)?;
-        }
+        let written = match &mut t.files {
+            Some(f) => f.append(&t.dir, &row),
+            None => Ok(()),
+        };
         t.last = Some(result);
         self.reporter.result(&self.trials[&i]);
-        let reply = match decision {
-            Decision::Continue => Reply::Continue,
-            Decision::Stop => {
+        let reply = match (written, decision) {
+            (Err(e), _) => self.fail_running(i, e),
+            (Ok(()), Decision::Continue) => Reply::Continue,
+            (Ok(()), Decision::Stop) => {
                 self.trials.get_mut(&i).expect("a live trial").after = After::Finish;
                 Reply::Stop
             }
-            Decision::Pause => {
+            (Ok(()), Decision::Pause) => {
                 self.trials.get_mut(&i).expect("a live trial").after = After::Pause;
                 Reply::Stop
             }
-            Decision::Restart { config, from } => {
-                self.exploit(i, config, &from)?;
-                Reply::Stop
-            }
+            (Ok(()), Decision::Restart { config, from }) => match self.exploit(i, config, &from) {
+                Ok(()) => Reply::Stop,
+                Err(e) => self.fail_running(i, e),
+            },
         };
         for id in self.tc.scheduler.take_stopped() {
             if let Some(&j) = self.by_id.get(&id) {
@@ -1029,6 +1062,13 @@ impl Controller {
             }
         }
         Ok(reply)
+    }
+
+    /// A running trial whose result or checkpoint the tuner could not store: its task is
+    /// told to stop, and the trial fails with the reason when it ends.
+    fn fail_running(&mut self, i: usize, why: TuneError) -> Reply {
+        self.trials.get_mut(&i).expect("a live trial").after = After::Fail(why.to_string());
+        Reply::Stop
     }
 
     /// PBT's exploit: `i` continues with `config` from `from`'s latest checkpoint.
@@ -1044,8 +1084,7 @@ impl Controller {
             info.index = t.next_checkpoint;
             t.next_checkpoint += 1;
             let dst = t.dir.join(info.name());
-            trainable::copy_dir(&src, &dst)
-                .map_err(|e| storage::io_err("copy checkpoint to", &dst, e))?;
+            trainable::copy_dir(&src, &dst)?;
             t.checkpoints.push(info);
         }
         let t = self.trials.get_mut(&i).expect("a live trial");
@@ -1063,11 +1102,8 @@ impl Controller {
             CheckpointMsg::Upload { name, files } => {
                 let tmp = t.dir.join(format!(".{name}.incoming"));
                 let _ = std::fs::remove_dir_all(&tmp);
-                trainable::write_files(&tmp, &files)
-                    .map_err(|e| storage::io_err("write checkpoint", &tmp, e))?;
-                let dst = t.dir.join(&name);
-                trainable::move_into_place(&tmp, &dst)
-                    .map_err(|e| storage::io_err("write checkpoint", &dst, e))?;
+                trainable::write_files(&tmp, &files)?;
+                trainable::move_into_place(&tmp, &t.dir.join(&name))?;
                 name
             }
         };
@@ -1166,10 +1202,23 @@ impl Controller {
         let outcome = t.task.take().map(|task| self.runner.outcome(task));
         t.files = None;
         t.started = false;
-        match outcome {
-            Some(Err(msg)) => {
+        // The tuner's own reason (what it could not store) first: the task then ended
+        // only because it was told to stop.
+        let failure = match (std::mem::replace(&mut t.after, After::Finish), outcome) {
+            (After::Fail(why), _) => Err(why),
+            (_, Some(Err(msg))) => Err(msg),
+            (after, _) => Ok(after),
+        };
+        match failure {
+            Err(msg) => {
                 t.num_failures += 1;
-                storage::append_error(&t.dir, t.num_failures, &msg)?;
+                if let Err(e) = storage::append_error(&t.dir, t.num_failures, &msg) {
+                    // error.txt cannot hold it (a full disk): the driver's log does.
+                    eprintln!(
+                        "sunray-tune: {e}; failure {} of trial {} was: {msg}",
+                        t.num_failures, t.id
+                    );
+                }
                 if t.num_failures <= self.rc.max_failures {
                     self.reporter.note(&format!(
                         "trial {} failed ({} of {} retries used), retrying from its last checkpoint: {msg}",
@@ -1183,8 +1232,8 @@ impl Controller {
                     self.finish(i, Status::Error, Some(msg))?;
                 }
             }
-            _ => match t.after {
-                After::Finish => self.finish(i, Status::Terminated, None)?,
+            Ok(after) => match after {
+                After::Finish | After::Fail(_) => self.finish(i, Status::Terminated, None)?,
                 After::Pause => {
                     t.status = Status::Paused;
                     self.waiting.insert(i);
@@ -1201,13 +1250,14 @@ impl Controller {
     fn finish(&mut self, i: usize, status: Status, error: Option<String>) -> Result<(), TuneError> {
         let t = self.trials.get_mut(&i).expect("a live trial");
         t.status = status;
-        storage::write_json(
-            &t.dir.join(storage::END_FILE),
-            &TrialEnd {
-                status: status.as_str().into(),
-                num_failures: t.num_failures,
-            },
-        )?;
+        let end = TrialEnd {
+            status: status.as_str().into(),
+            num_failures: t.num_failures,
+        };
+        if let Err(e) = storage::write_json(&t.dir.join(storage::END_FILE), &end) {
+            // The experiment goes on; a restore would run this trial again.
+            eprintln!("sunray-tune: {e}; trial {} ended {}", t.id, status.as_str());
+        }
         let metric = self
             .metric
             .as_deref()

@@ -64,7 +64,95 @@ pub(crate) struct TrialEnd {
 }
 
 pub(crate) fn io_err(what: &str, path: &Path, e: std::io::Error) -> TuneError {
-    TuneError::Io(format!("cannot {what} {}: {e}", path.display()))
+    TuneError::Io(io_message(what, path, &e))
+}
+
+/// `cannot <what> <path>: <error>` on one line; for a full disk (or quota), with the
+/// space left on the path's filesystem.
+pub(crate) fn io_message(what: &str, path: &Path, e: &std::io::Error) -> String {
+    let mut m = format!("cannot {what} {}: {e}", path.display());
+    if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+        if let Some((free, dir)) = free_space(path) {
+            m.push_str(&format!(
+                "; {} free on {}",
+                human_bytes(free),
+                dir.display()
+            ));
+        }
+    }
+    m
+}
+
+/// Bytes an unprivileged user may still write on the filesystem holding `path`, and the
+/// directory asked (the nearest existing one above `path`).
+pub(crate) fn free_space(path: &Path) -> Option<(u64, PathBuf)> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut dir = path.parent()?;
+    loop {
+        let asked = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let c = std::ffi::CString::new(asked.as_os_str().as_bytes()).ok()?;
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0 {
+            let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+            return Some((free, asked.to_path_buf()));
+        }
+        dir = dir.parent()?;
+    }
+}
+
+/// 0 B, 512 B, 1.5 KiB, 12.3 GiB.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let (mut v, mut u) = (n as f64, 0);
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// An I/O error with what was being done, and to which path (shown as
+/// [`io_message`] shows it).
+#[derive(Debug)]
+pub(crate) struct PathError {
+    what: &'static str,
+    path: PathBuf,
+    error: std::io::Error,
+}
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&io_message(self.what, &self.path, &self.error))
+    }
+}
+
+impl From<PathError> for TuneError {
+    fn from(e: PathError) -> Self {
+        TuneError::Io(e.to_string())
+    }
+}
+
+/// `.at("write", &path)`: an I/O result's error, with what was done to which path.
+pub(crate) trait AtPath<T> {
+    fn at(self, what: &'static str, path: &Path) -> Result<T, PathError>;
+}
+
+impl<T> AtPath<T> for std::io::Result<T> {
+    fn at(self, what: &'static str, path: &Path) -> Result<T, PathError> {
+        self.map_err(|error| PathError {
+            what,
+            path: path.to_path_buf(),
+            error,
+        })
+    }
 }
 
 /// Writes `data` to `path` atomically (temporary file, then rename).
@@ -161,10 +249,11 @@ impl TrialFiles {
 }
 
 fn csv_err(dir: &Path, e: csv::Error) -> TuneError {
-    TuneError::Io(format!(
-        "cannot write {}: {e}",
-        dir.join("progress.csv").display()
-    ))
+    let path = dir.join("progress.csv");
+    match e.kind() {
+        csv::ErrorKind::Io(io) => TuneError::Io(io_message("write", &path, io)),
+        _ => TuneError::Io(format!("cannot write {}: {e}", path.display())),
+    }
 }
 
 fn cell(v: &Value) -> String {
@@ -278,4 +367,71 @@ pub(crate) fn append_error(dir: &Path, failure: usize, message: &str) -> Result<
     let when = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
     writeln!(f, "Failure # {failure} (occurred at {when})\n{message}\n")
         .map_err(|e| io_err("write", &p, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_one_line_naming_the_path_and_the_space_left() {
+        let dir = tempfile::tempdir().unwrap();
+        // A path whose directory does not exist: the space is asked of the one above.
+        let p = dir.path().join("trial/result.json");
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let m = io_message("append to", &p, &full);
+        let head = format!(
+            "cannot append to {}: No space left on device (os error 28); ",
+            p.display()
+        );
+        assert!(m.starts_with(&head), "{m}");
+        assert!(
+            m.ends_with(&format!(" free on {}", dir.path().display())),
+            "{m}"
+        );
+        assert!(!m.contains('\n'), "{m}");
+        let denied = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert!(!io_message("write", &p, &denied).contains("free on"));
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(13_207_024_435), "12.3 GiB");
+    }
+
+    /// `/dev/full` fails every write with ENOSPC, as a full filesystem does.
+    #[test]
+    fn result_and_error_files_on_a_full_device_fail_with_their_path() {
+        let dir = tempfile::tempdir().unwrap();
+        // (Not progress.csv: opening the files reads its first line, and /dev/full
+        // reads as endless zeros.)
+        for f in ["result.json", "error.txt"] {
+            std::os::unix::fs::symlink("/dev/full", dir.path().join(f)).unwrap();
+        }
+        let mut files = TrialFiles::open(dir.path()).unwrap();
+        let mut row = Map::new();
+        row.insert("score".into(), 1.into());
+        let e = files.append(dir.path(), &row).unwrap_err().to_string();
+        let result = dir.path().join("result.json");
+        assert!(
+            e.starts_with(&format!(
+                "cannot append to {}: No space left",
+                result.display()
+            )),
+            "{e}"
+        );
+        assert!(e.contains(" free on "), "{e}");
+        let e = append_error(dir.path(), 1, "boom").unwrap_err().to_string();
+        let error_txt = dir.path().join("error.txt");
+        assert!(
+            e.starts_with(&format!(
+                "cannot write {}: No space left",
+                error_txt.display()
+            )),
+            "{e}"
+        );
+    }
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sunray::__private::{ErrorKind, InvokeResult};
 
 use crate::space::Config;
+use crate::storage::{io_message, AtPath, PathError};
 
 /// What a trainable returns: `Ok(())`, or any error (a stopped trial's
 /// [`Stopped`] is turned into a normal end).
@@ -53,7 +54,10 @@ fn entry_named(name: &str) -> Option<&'static TrainableEntry> {
 }
 
 /// Returned by [`Session::report`] when the scheduler ended the trial: pass it on with
-/// `?` and the trial ends normally.
+/// `?` and the trial ends normally. Also returned when the trial cannot go on through no
+/// fault of the trainable (its checkpoint could not be saved, say on a full disk): the
+/// trial then fails with that reason ([`Session::failure`]), whatever the trainable
+/// returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the trial was stopped by the tuner")]
 pub struct Stopped;
@@ -150,6 +154,8 @@ pub struct Session {
     gpu_ids: Vec<String>,
     last_report: Instant,
     stopped: bool,
+    /// Why the trial cannot go on (see [`Session::failure`]).
+    failure: Option<String>,
     scratch: PathBuf,
 }
 
@@ -171,23 +177,26 @@ impl Session {
         let metrics: Vec<(String, f64)> = metrics.into_iter().map(|(k, v)| (k.into(), v)).collect();
         // A checkpoint that cannot be saved (full disk, missing directory) fails the
         // trial with the reason; it is retried from its last good checkpoint.
-        let checkpoint = checkpoint.map(|c| {
-            self.place_checkpoint(&c, &metrics).unwrap_or_else(|e| {
-                panic!(
-                    "cannot save the checkpoint of {} from {}: {e}",
-                    self.trial_id,
-                    c.path.display()
-                )
-            })
-        });
+        let checkpoint = match checkpoint {
+            None => None,
+            Some(c) => match self.place_checkpoint(&c, &metrics) {
+                Ok(placed) => Some(placed),
+                Err(e) => {
+                    let why = format!("cannot save the checkpoint of trial {}: {e}", self.trial_id);
+                    return Err(self.fail(why));
+                }
+            },
+        };
         let msg = ToDriver::Report {
             trial_id: self.trial_id.clone(),
             metrics,
             time_this_iter_s: dt,
             checkpoint,
         };
-        let reply: Reply = sunray::ext::ask_owner(&msg)
-            .unwrap_or_else(|e| panic!("the tuner (driver) cannot be reached: {e}"));
+        let reply: Reply = match sunray::ext::ask_owner(&msg) {
+            Ok(r) => r,
+            Err(e) => return Err(self.fail(format!("the tuner (driver) cannot be reached: {e}"))),
+        };
         self.last_report = Instant::now();
         match reply {
             Reply::Continue => Ok(()),
@@ -196,6 +205,21 @@ impl Session {
                 Err(Stopped)
             }
         }
+    }
+
+    /// Ends the trial as failed with `why` (the first reason stays).
+    fn fail(&mut self, why: String) -> Stopped {
+        self.failure.get_or_insert(why);
+        self.stopped = true;
+        Stopped
+    }
+
+    /// Why the trial cannot go on through no fault of the trainable's (its checkpoint
+    /// could not be saved, the tuner cannot be reached), once [`report`](Self::report)
+    /// returned `Err(Stopped)` for that reason: one line naming the file and, on a full
+    /// disk, the space left. The trial fails with it whatever the trainable returns.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
     }
 
     /// The checkpoint to resume from (after a restart, a pause, a failure, a PBT
@@ -232,10 +256,13 @@ impl Session {
             &self.scratch
         };
         let dir = base.join(format!(".pending_checkpoint_{:06}", self.next_checkpoint));
+        // The error names the directory (its kind stays, for callers that match on it).
+        let named =
+            |what, e: std::io::Error| std::io::Error::new(e.kind(), io_message(what, &dir, &e));
         if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
+            std::fs::remove_dir_all(&dir).map_err(|e| named("remove", e))?;
         }
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(&dir).map_err(|e| named("create", e))?;
         Ok(Checkpoint {
             path: dir,
             owned: true,
@@ -246,7 +273,7 @@ impl Session {
         &mut self,
         c: &Checkpoint,
         metrics: &[(String, f64)],
-    ) -> std::io::Result<CheckpointMsg> {
+    ) -> Result<CheckpointMsg, PathError> {
         let name = format!("checkpoint_{:06}", self.next_checkpoint);
         self.next_checkpoint += 1;
         let meta = serde_json::json!({
@@ -264,19 +291,20 @@ impl Session {
             } else {
                 let s = self.trial_dir.join(format!(".incoming_{name}"));
                 if s.exists() {
-                    std::fs::remove_dir_all(&s)?;
+                    std::fs::remove_dir_all(&s).at("remove", &s)?;
                 }
                 copy_dir(&c.path, &s)?;
                 s
             };
-            std::fs::write(staging.join(CHECKPOINT_META), meta)?;
+            let meta_path = staging.join(CHECKPOINT_META);
+            std::fs::write(&meta_path, meta).at("write", &meta_path)?;
             move_into_place(&staging, &self.trial_dir.join(&name))?;
             Ok(CheckpointMsg::InPlace(name))
         } else {
             let mut files = read_dir_files(&c.path)?;
             files.push((CHECKPOINT_META.to_string(), meta));
             if c.owned {
-                std::fs::remove_dir_all(&c.path)?;
+                std::fs::remove_dir_all(&c.path).at("remove", &c.path)?;
             }
             Ok(CheckpointMsg::Upload { name, files })
         }
@@ -285,34 +313,34 @@ impl Session {
 
 /// Renames a complete checkpoint directory to its final name, replacing one a crash left
 /// there before its report reached the tuner.
-pub(crate) fn move_into_place(staging: &Path, target: &Path) -> std::io::Result<()> {
+pub(crate) fn move_into_place(staging: &Path, target: &Path) -> Result<(), PathError> {
     if target.exists() {
-        std::fs::remove_dir_all(target)?;
+        std::fs::remove_dir_all(target).at("remove", target)?;
     }
-    std::fs::rename(staging, target)
+    std::fs::rename(staging, target).at("move a checkpoint to", target)
 }
 
 /// Copies a directory tree.
-pub(crate) fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
+pub(crate) fn copy_dir(from: &Path, to: &Path) -> Result<(), PathError> {
+    std::fs::create_dir_all(to).at("create", to)?;
+    for e in std::fs::read_dir(from).at("read", from)? {
+        let e = e.at("read", from)?;
         let dst = to.join(e.file_name());
-        if e.file_type()?.is_dir() {
+        if e.file_type().at("read", &e.path())?.is_dir() {
             copy_dir(&e.path(), &dst)?;
         } else {
-            std::fs::copy(e.path(), dst)?;
+            std::fs::copy(e.path(), &dst).at("copy into", &dst)?;
         }
     }
     Ok(())
 }
 
 /// Every file under `dir`, with paths relative to it.
-pub(crate) fn read_dir_files(dir: &Path) -> std::io::Result<Files> {
-    fn walk(root: &Path, dir: &Path, out: &mut Files) -> std::io::Result<()> {
-        for e in std::fs::read_dir(dir)? {
-            let e = e?;
-            if e.file_type()?.is_dir() {
+pub(crate) fn read_dir_files(dir: &Path) -> Result<Files, PathError> {
+    fn walk(root: &Path, dir: &Path, out: &mut Files) -> Result<(), PathError> {
+        for e in std::fs::read_dir(dir).at("read", dir)? {
+            let e = e.at("read", dir)?;
+            if e.file_type().at("read", &e.path())?.is_dir() {
                 walk(root, &e.path(), out)?;
             } else {
                 let rel = e
@@ -321,7 +349,7 @@ pub(crate) fn read_dir_files(dir: &Path) -> std::io::Result<Files> {
                     .expect("under root")
                     .to_string_lossy()
                     .into_owned();
-                out.push((rel, std::fs::read(e.path())?));
+                out.push((rel, std::fs::read(e.path()).at("read", &e.path())?));
             }
         }
         Ok(())
@@ -332,19 +360,20 @@ pub(crate) fn read_dir_files(dir: &Path) -> std::io::Result<Files> {
 }
 
 /// Writes files into `dir` (made fresh).
-pub(crate) fn write_files(dir: &Path, files: &Files) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+pub(crate) fn write_files(dir: &Path, files: &Files) -> Result<(), PathError> {
+    std::fs::create_dir_all(dir).at("create", dir)?;
     for (rel, data) in files {
         if rel.split('/').any(|p| p == ".." || p.is_empty()) {
             return Err(std::io::Error::other(format!(
                 "refusing checkpoint file path {rel:?}"
-            )));
+            )))
+            .at("write into", dir);
         }
         let p = dir.join(rel);
         if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)?;
+            std::fs::create_dir_all(parent).at("create", parent)?;
         }
-        std::fs::write(p, data)?;
+        std::fs::write(&p, data).at("write", &p)?;
     }
     Ok(())
 }
@@ -384,7 +413,13 @@ fn run_trial(args: &[Bytes]) -> InvokeResult {
         return sunray::__private::encode_output(&());
     };
     let outcome = (entry.run)(&config, &mut session);
+    let failure = session.failure.take();
     drop(session);
+    if let Some(why) = failure {
+        // The tuner's own reason (a checkpoint that could not be saved) comes first,
+        // whatever the trainable made of the `Stopped` it got.
+        return Err((ErrorKind::Application, why));
+    }
     match outcome {
         Ok(()) => sunray::__private::encode_output(&()),
         Err(e) if e.downcast_ref::<Stopped>().is_some() => sunray::__private::encode_output(&()),
@@ -450,6 +485,7 @@ impl Session {
             gpu_ids: ctx.gpu_ids,
             last_report: Instant::now(),
             stopped: false,
+            failure: None,
             scratch,
         };
         Ok(Some((config, session)))

@@ -84,6 +84,50 @@ fn forever(_: &Config, session: &mut Session) -> TrainResult {
 }
 sunray_tune::register_trainable!(forever);
 
+/// A full disk, simulated with `/dev/full` (every write to it fails with ENOSPC, as on a
+/// full filesystem; nothing else reads the links it leaves). "checkpoint": the
+/// metadata file of its checkpoint (which the worker writes) cannot be written.
+/// "results": from its second attempt, its result.json (which the driver appends to)
+/// cannot be written, and neither can its error.txt (a directory in its place), so the
+/// reasons must reach the driver's log. "ok": runs to its end.
+fn disk_full(config: &Config, session: &mut Session) -> TrainResult {
+    use std::os::unix::fs::symlink;
+    let dir = session.trial_dir().to_path_buf();
+    match config.str("kind") {
+        "checkpoint" => {
+            let c = session.new_checkpoint_dir()?;
+            std::fs::write(c.path().join("state"), "1 0")?;
+            symlink("/dev/full", c.path().join(".tune_checkpoint.json"))?;
+            session.report([("score", 1.0)], Some(c))?;
+            Err("the report of a checkpoint that could not be saved went on".into())
+        }
+        "results" => {
+            let result = dir.join("result.json");
+            if !dir.join("first_attempt").exists() {
+                // The driver has result.json open already: it opens the link when the
+                // trial starts again.
+                std::fs::write(dir.join("first_attempt"), "")?;
+                std::fs::remove_file(&result)?;
+                symlink("/dev/full", &result)?;
+                std::fs::create_dir(dir.join("error.txt"))?;
+                return Err("failing once, so that the retry opens result.json again".into());
+            }
+            let r = session.report([("score", 1.0)], None);
+            // Nothing may read /dev/full once the trial ended (it never ends).
+            std::fs::remove_file(&result)?;
+            r?;
+            Err("the report whose result could not be written went on".into())
+        }
+        _ => {
+            for it in 1..=3 {
+                session.report([("score", it as f64)], Some(save(session, it, 0.0)?))?;
+            }
+            Ok(())
+        }
+    }
+}
+sunray_tune::register_trainable!(disk_full);
+
 fn not_registered(_: &Config, _: &mut Session) -> TrainResult {
     Ok(())
 }
@@ -175,6 +219,10 @@ fn main() {
                 .restart_errored(mode == "restart_errored")
                 .fit()
         }
+        Some("disk_full") => Tuner::new(disk_full)
+            .param_space(Space::new().with("kind", grid_search(["checkpoint", "results", "ok"])))
+            .run_config(rc.name("disk_full").max_failures(1))
+            .fit(),
         Some("unregistered") => Tuner::new(not_registered)
             .run_config(rc.name("unregistered"))
             .fit(),
