@@ -4,7 +4,7 @@
 //! the GIL and, when it waits for the cluster, wakes every [`SIGNAL_CHECK`] to let
 //! Ctrl-C through.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -73,13 +73,19 @@ fn task_error(py: Python<'_>, e: &TaskError) -> PyErr {
         ErrorKind::ActorDied => "ActorDiedError",
         _ => "TaskError",
     };
+    // A task's error names the task; an object's (no function: a lost put, an object
+    // that does not exist or cannot be read) is its message, which names the object.
+    let message = match e.function.is_empty() {
+        true => e.message.clone(),
+        false => e.to_string(),
+    };
     let made = py
         .import("sunray.exceptions")
         .and_then(|m| m.getattr("_from_runtime"))
         .and_then(|f| {
             f.call1((
                 class,
-                e.to_string(),
+                message,
                 e.function.clone(),
                 e.location.clone(),
                 format!("{:?}", e.kind),
@@ -542,17 +548,35 @@ fn get<'py>(
 }
 
 /// Readiness of each of `ids` once `num_returns` of them are ready or `timeout` passed.
+/// Ray's rules: no ids, nothing to wait for (not an error); each id once; `num_returns`
+/// from 0 to their number.
 #[pyfunction]
 #[pyo3(signature = (ids, num_returns, timeout=None))]
 fn wait(
     py: Python<'_>,
     ids: Vec<u64>,
-    num_returns: usize,
+    num_returns: i64,
     timeout: Option<f64>,
 ) -> PyResult<Vec<bool>> {
-    let c = client()?;
-    let want = num_returns.min(ids.len());
     let deadline = deadline(timeout)?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    if ids.iter().collect::<HashSet<_>>().len() != ids.len() {
+        return Err(PyValueError::new_err(
+            "wait() requires a list of unique ObjectRefs",
+        ));
+    }
+    let want = match usize::try_from(num_returns) {
+        Ok(n) if n <= ids.len() => n,
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "num_returns must be between 0 and the number of refs ({}), got {num_returns}",
+                ids.len()
+            )))
+        }
+    };
+    let c = client()?;
     let blocked = match ids.iter().filter(|i| c.is_ready(**i)).count() >= want {
         true => None,
         false => py.detach(sunray_runtime::worker::block_begin),

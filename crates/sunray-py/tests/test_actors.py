@@ -245,6 +245,61 @@ def test_bad_actor_options_are_refused():
         Counter.options(colour="red")
 
 
+@ray.remote
+class Strict:
+    def __init__(self, start, *, step=1):
+        self.total = start
+        self.step = step
+
+    def add(self, x, y=0):
+        self.total += (x + y) * self.step
+        return self.total
+
+    @staticmethod
+    def twice(x):
+        return 2 * x
+
+    @classmethod
+    def kind(cls, suffix):
+        return cls.__name__ + suffix
+
+
+@ray.remote
+def call_badly(handle):
+    """A method call with an argument missing, from a task holding a passed handle."""
+    try:
+        handle.add.remote()
+    except TypeError as e:
+        return str(e)
+    return "no TypeError"
+
+
+def test_constructor_and_method_arguments_are_checked_at_remote(local):
+    """As Ray: a call that does not fit raises TypeError at .remote(), not in the actor."""
+    with pytest.raises(
+        TypeError, match=r"Strict\.remote\(\): missing a required argument: 'start'"
+    ):
+        Strict.remote()
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        Strict.options(num_cpus=0).remote(1, 2)
+    a = Strict.remote(1, step=2)
+    with pytest.raises(
+        TypeError, match=r"Strict\.add\.remote\(\): missing a required argument: 'x'"
+    ):
+        a.add.remote()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'z'"):
+        a.add.remote(1, z=2)
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        a.twice.remote(1, 2)
+    with pytest.raises(TypeError, match="missing a required argument: 'suffix'"):
+        a.kind.options(num_returns=1).remote()
+    # self (and cls) are not the caller's to give; static methods have none.
+    assert ray.get(a.add.remote(1, y=2)) == 7
+    assert ray.get([a.twice.remote(3), a.kind.remote("!")]) == [6, "Strict!"]
+    # A handle passed to a task checks there too.
+    assert "missing a required argument: 'x'" in ray.get(call_badly.remote(a))
+
+
 def test_handles_pass_to_tasks_and_actors_call_tasks(local):
     c = Counter.remote()
 

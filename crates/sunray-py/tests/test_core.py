@@ -87,6 +87,50 @@ def test_wait_with_num_returns_and_timeout(local):
         ray.wait([slow, slow])
 
 
+def test_wait_of_no_refs_returns_two_empty_lists(local):
+    """As Ray: nothing to wait for is not an error, whatever num_returns says."""
+    assert ray.wait([]) == ([], [])
+    assert ray.wait([], num_returns=1, timeout=0) == ([], [])
+
+
+def test_get_and_wait_of_something_else_than_refs_name_its_type_and_value(local):
+    """A string is one wrong argument, not a list of one-letter ones (Ray's classes:
+    ValueError for get's argument, TypeError for wait's and for what a list holds)."""
+    with pytest.raises(
+        ValueError, match=r"ObjectRef or a list of ObjectRefs, got str: 'not a ref'"
+    ):
+        ray.get("not a ref")
+    with pytest.raises(ValueError, match="got int: 42"):
+        ray.get(42)
+    with pytest.raises(TypeError, match="got int: 1$"):
+        ray.get([ray.put(0), 1])
+    with pytest.raises(TypeError, match="list of ObjectRefs, got str: 'abc'"):
+        ray.wait("abc")
+    with pytest.raises(TypeError, match="got a single ObjectRef"):
+        ray.wait(ray.put(0))
+    r = ray.put(7)
+    assert ray.get((r, r)) == [7, 7]
+
+
+def test_arguments_that_do_not_fit_the_signature_raise_type_error_at_remote(local):
+    """As Ray: checked when the call is made, not later in a worker."""
+    with pytest.raises(TypeError, match=r"add\.remote\(\): missing a required argument: 'a'"):
+        add.remote()
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        add.remote(1, 2, 3)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'd'"):
+        add.remote(1, d=4)
+    with pytest.raises(TypeError, match="multiple values for argument 'a'"):
+        add.remote(1, a=2)
+    with pytest.raises(TypeError, match="missing a required argument"):
+        add.options(num_cpus=0.5).remote()
+    with pytest.raises(TypeError, match="takes no arguments|too many positional"):
+        ray.remote(lambda: 1).remote(1)
+    # What fits still runs; a ref counts as the argument it names.
+    assert ray.get(add.remote(ray.put(1), c=0)) == 11
+    assert ray.get(ray.remote(lambda *a, **k: (a, k)).remote(1, x=2)) == ((1,), {"x": 2})
+
+
 def test_put_and_get_of_a_large_numpy_array(local):
     a = np.random.default_rng(1).random((2000, 2500))  # 40 MB
     r = ray.put(a)

@@ -82,8 +82,23 @@ def test_a_result_whose_node_died_is_made_again_and_a_lost_put_says_so(stores):
     assert data == bytes([3]) * (2 * MB) and made == "127.0.0.4"
     del data
     # The put died with its worker (and node): only task results are made again.
-    with pytest.raises(ObjectLostError, match="gone with its owner"):
+    with pytest.raises(ObjectLostError, match="gone with its owner") as lost:
         ray.get(put, timeout=60)
+    # One sentence naming the object and what went: not a tuple, no empty task name.
+    assert str(lost.value).startswith(f"object {put.id:#x} is gone with its owner"), lost.value
+    assert "cannot run" not in str(lost.value) and str(lost.value) == lost.value.args[0]
+
+
+def test_runtime_errors_print_their_message_alone_and_keep_it_when_pickled():
+    import pickle
+
+    from sunray import exceptions
+
+    for cls in ("ObjectLostError", "NodeDiedError", "WorkerCrashedError", "ActorDiedError"):
+        e = exceptions._from_runtime(cls, "object 0x1 is gone", "", "node 3", "K")
+        assert str(e) == "object 0x1 is gone", (cls, str(e))
+        back = pickle.loads(pickle.dumps(e))
+        assert type(back) is type(e) and str(back) == str(e) and back.location == "node 3"
 
 
 @pytest.mark.parametrize("size", [1000, 2 * MB])

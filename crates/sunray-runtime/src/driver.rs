@@ -1256,7 +1256,10 @@ impl Client {
                             kind: ErrorKind::ObjectLost,
                             function: String::new(),
                             location: Some(format!("node {} ({})", at.node, at.addr)),
-                            message: format!("object {id:#x}: {why}"),
+                            message: format!(
+                                "object {id:#x} could not be read from node {} ({}), where it was kept: {why}",
+                                at.node, at.addr
+                            ),
                         }));
                     }
                     std::thread::sleep(Duration::from_millis(50 << asked_again));

@@ -26,6 +26,7 @@ import cloudpickle
 
 from . import _serialization as ser
 from . import _sunray, exceptions
+from ._signature import Signature
 from ._sunray import ObjectRef
 from .exceptions import GetTimeoutError, TaskError
 
@@ -183,6 +184,12 @@ def _check_refs(refs, what: str) -> None:
             raise TypeError(f"{what} takes ObjectRefs, got {type(r).__name__}: {r!r}")
 
 
+def _shown(v) -> str:
+    """A wrong argument in an error: its type and (a bounded part of) its value."""
+    r = repr(v)
+    return f"{type(v).__name__}: {r if len(r) <= 200 else r[:200] + '…'}"
+
+
 def _value(ref: ObjectRef, data: bytes):
     v = ser.loads(data)
     return v if ref.index is None else v[ref.index]
@@ -198,6 +205,11 @@ def get(object_refs, *, timeout: float | None = None):
     if isinstance(object_refs, ObjectRef):
         (data,) = _sunray.get([object_refs.id], timeout)
         return _value(object_refs, data)
+    if not isinstance(object_refs, (list, tuple)):
+        # A string is one wrong argument, not a list of letters. ValueError: Ray's class.
+        raise ValueError(  # noqa: TRY004
+            f"get() takes an ObjectRef or a list of ObjectRefs, got {_shown(object_refs)}"
+        )
     refs = list(object_refs)
     _check_refs(refs, "get()")
     datas = _sunray.get([r.id for r in refs], timeout)
@@ -219,16 +231,15 @@ def wait(
     fetch_local: bool = True,
 ):
     """``(ready, not_ready)``: once ``num_returns`` refs are ready or ``timeout`` passed;
-    ``ready`` holds at most ``num_returns`` refs, both keep the order given."""
+    ``ready`` holds at most ``num_returns`` refs, both keep the order given; no refs at
+    all give ``([], [])``. The extension checks ``num_returns`` and that refs are unique."""
     _connect_in_task()
+    if isinstance(object_refs, ObjectRef):
+        raise TypeError("wait() takes a list of ObjectRefs, got a single ObjectRef")
+    if not isinstance(object_refs, (list, tuple)):
+        raise TypeError(f"wait() takes a list of ObjectRefs, got {_shown(object_refs)}")
     refs = list(object_refs)
     _check_refs(refs, "wait()")
-    if len(set(refs)) != len(refs):
-        raise ValueError("wait() requires a list of unique ObjectRefs")
-    if not 0 <= num_returns <= len(refs):
-        raise ValueError(
-            f"num_returns must be between 0 and the number of refs ({len(refs)}), got {num_returns}"
-        )
     flags = _sunray.wait([r.id for r in refs], num_returns, timeout)
     ready, not_ready = [], []
     for r, f in zip(refs, flags):
@@ -425,6 +436,9 @@ class RemoteFunction:
         self._options = _check_options(options)
         self._name = f"{fn.__module__}.{fn.__qualname__}"
         self._code: tuple[int, bytes] | None = None
+        # What .remote() accepts, checked there as Ray does (made once, shared by copies).
+        self._signature = Signature.of(fn)
+        self._call = f"{getattr(fn, '__qualname__', self._name)}.remote()"
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args, **kwargs):
@@ -448,6 +462,9 @@ class RemoteFunction:
         return code[1]
 
     def remote(self, *args, **kwargs):
+        sig = self._signature
+        if sig is not None and (why := sig.mismatch(args, kwargs)) is not None:
+            raise TypeError(f"{self._call}: {why}")
         _connect_in_task()
         if not _sunray.is_initialized():
             init()

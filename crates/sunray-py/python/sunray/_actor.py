@@ -11,6 +11,7 @@ import inspect
 import pickle
 
 from . import _sunray, exceptions
+from ._signature import Signature
 
 _ACTOR_OPTIONS = {
     "num_cpus",
@@ -56,13 +57,13 @@ def _check_actor_options(opts: dict) -> dict:
     return opts
 
 
-def _methods_of(cls) -> dict[str, int]:
-    """Method names and their ``num_returns`` (``@sunray.method``)."""
+def _methods_of(cls) -> dict[str, tuple[int, Signature | None]]:
+    """Method names, their ``num_returns`` (``@sunray.method``) and what they accept."""
     out = {}
     for n in dir(cls):
         f = getattr(cls, n, None)
         if callable(f) and (not n.startswith("__") or n == "__call__"):
-            out[n] = getattr(f, "__sunray_num_returns__", 1)
+            out[n] = (getattr(f, "__sunray_num_returns__", 1), Signature.of_method(cls, n))
     return out
 
 
@@ -97,6 +98,8 @@ class ActorClass:
         self._options = _check_actor_options(dict(options))
         self._name = f"{cls.__module__}.{cls.__qualname__}"
         self._methods = _methods_of(cls)
+        # What the constructor accepts, checked at .remote() as Ray does.
+        self._signature = Signature.of(cls)
         self._code: tuple[int, bytes] | None = None
 
     def __call__(self, *args, **kwargs):
@@ -122,6 +125,9 @@ class ActorClass:
     def remote(self, *args, **kwargs) -> ActorHandle:
         from . import _bundle_of, _connect_in_task, _pack_args, init
 
+        sig = self._signature
+        if sig is not None and (why := sig.mismatch(args, kwargs)) is not None:
+            raise TypeError(f"{self._cls.__qualname__}.remote(): {why}")
         _connect_in_task()
         if not _sunray.is_initialized():
             init()
@@ -179,7 +185,8 @@ class ActorHandle:
             return ActorMethod(self, name)
         if name not in self._method_names:
             raise AttributeError(f"actor {self._class_name} has no method {name!r}")
-        return ActorMethod(self, name, self._method_names[name])
+        num_returns, signature = self._method_names[name]
+        return ActorMethod(self, name, num_returns, signature)
 
     def __reduce__(self):
         return (ActorHandle, (self._actor_id, self._class_name, self._method_names))
@@ -198,10 +205,17 @@ class ActorMethod:
     """One method of an actor: ``.remote(*args, **kwargs)`` submits a call;
     ``.options(num_returns=…)`` gives a copy returning that many refs."""
 
-    def __init__(self, handle: ActorHandle, name: str, num_returns: int = 1):
+    def __init__(
+        self,
+        handle: ActorHandle,
+        name: str,
+        num_returns: int = 1,
+        signature: Signature | None = None,
+    ):
         self._handle = handle
         self._name = name
         self._num_returns = num_returns
+        self._signature = signature
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"actor methods cannot be called directly: use .{self._name}.remote(...)")
@@ -211,11 +225,15 @@ class ActorMethod:
             raise TypeError(f"unsupported actor method options: {', '.join(sorted(others))}")
         if not (isinstance(num_returns, int) and num_returns >= 1):
             raise ValueError(f"num_returns must be an int >= 1, got {num_returns!r}")
-        return ActorMethod(self._handle, self._name, num_returns)
+        return ActorMethod(self._handle, self._name, num_returns, self._signature)
 
     def remote(self, *args, **kwargs):
         from . import _connect_in_task, _pack_args
 
+        sig = self._signature
+        if sig is not None and (why := sig.mismatch(args, kwargs)) is not None:
+            short = self._handle._class_name.rpartition(".")[2]
+            raise TypeError(f"{short}.{self._name}.remote(): {why}")
         _connect_in_task()
         wire, picks = _pack_args(args, kwargs)
         n = self._num_returns

@@ -32,10 +32,6 @@ class ObjectTooLargeError(SunrayError, ValueError):
     """A value larger than the largest message sunray sends (``SUNRAY_MAX_MESSAGE_MB``)."""
 
 
-class ObjectLostError(SunrayError):
-    """An object was released or never created."""
-
-
 class TuneError(SunrayError):
     """A tuning run could not go on: a wrong setting, an unreadable experiment, a failed
     search-space or stop function (Ray's ``TuneError``)."""
@@ -43,13 +39,21 @@ class TuneError(SunrayError):
 
 class _RuntimeTaskError(SunrayError):
     """A task that failed outside its own code: its worker or node died, its worker did
-    not start. ``function_name`` and ``location`` ("node N (ip), pid P") say which."""
+    not start, an object it needs is lost. ``function_name`` and ``location`` ("node N
+    (ip), pid P") say which. ``str()`` is the message alone (one sentence, whatever
+    else the error carries)."""
 
     def __init__(self, message: str, function_name: str | None = None, location=None, kind=None):
         super().__init__(message)
         self.function_name = function_name
         self.location = location
         self.kind = kind
+
+
+class ObjectLostError(_RuntimeTaskError):
+    """An object is gone: released, never created, or kept only by a worker or node
+    that died (a put's value cannot be made again; a task's result is, by running the
+    task again). The message names the object and what was lost."""
 
 
 class WorkerCrashedError(_RuntimeTaskError):
