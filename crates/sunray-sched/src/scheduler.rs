@@ -627,6 +627,30 @@ impl Scheduler {
         self.nodes.values().any(|n| n.ledger.feasible(request))
     }
 
+    /// Did losing a node with `lost_total` make `request` infeasible: that node could
+    /// run it and no current node can?
+    pub fn stranded_by(&self, lost_total: &ResourceSet, request: &ResourceSet) -> bool {
+        NodeLedger::new(lost_total.clone()).feasible(request) && !self.feasible(request)
+    }
+
+    /// Waiting tasks (outside placement groups) that a node with `lost_total` could run
+    /// and no current node can: what the loss of such a node left with nowhere to go,
+    /// by request, in queue order. Call it once the lost node's tasks are queued again.
+    pub fn stranded(&self, lost_total: &ResourceSet) -> Vec<(ResourceSet, Vec<TaskId>)> {
+        let mut out: Vec<(ResourceSet, Vec<TaskId>)> = Vec::new();
+        for c in &self.classes {
+            if c.group.is_some() || c.queue.is_empty() || !self.stranded_by(lost_total, &c.request)
+            {
+                continue;
+            }
+            match out.iter_mut().find(|(r, _)| *r == c.request) {
+                Some((_, tasks)) => tasks.extend(c.queue.iter().copied()),
+                None => out.push((c.request.clone(), c.queue.iter().copied().collect())),
+            }
+        }
+        out
+    }
+
     /// Queued tasks that no current node could ever run.
     pub fn infeasible_len(&self) -> usize {
         self.classes
@@ -812,6 +836,31 @@ mod tests {
         s.add_node(2, ResourceSet::new(2.0, 1.0, 0.0));
         assert_eq!(s.infeasible_len(), 0);
         assert_eq!(s.schedule()[0].node, 2);
+    }
+
+    #[test]
+    fn tasks_only_a_lost_node_could_run_are_stranded_by_its_loss() {
+        let b = |n: f64| cpu(1.0).with_custom("B", n);
+        let mut s = Scheduler::new();
+        s.add_node(1, cpu(2.0));
+        s.add_node(2, b(1.0));
+        s.submit(10, b(1.0)); // runs on node 2
+        s.submit(11, b(1.0)); // waits behind it
+        s.submit(12, cpu(1.0)); // any node runs it
+        s.submit(13, cpu(1.0).with_custom("tpu", 1.0)); // no node ever could
+        assert_eq!(s.schedule().len(), 2);
+        let node2 = s.node_total(2).unwrap().clone();
+        assert!(s.stranded(&node2).is_empty(), "node 2 is still there");
+        let lost = s.remove_node(2);
+        assert_eq!(lost, vec![10]);
+        s.submit_front(10, b(1.0));
+        assert_eq!(s.stranded(&node2), vec![(b(1.0), vec![10, 11])]);
+        assert!(s.stranded_by(&node2, &b(1.0)) && !s.stranded_by(&node2, &cpu(1.0)));
+        // Infeasible before the loss already: not the loss's doing.
+        assert!(!s.stranded_by(&node2, &cpu(1.0).with_custom("tpu", 1.0)));
+        // Once a node with B joins, nothing is stranded.
+        s.add_node(3, b(2.0));
+        assert!(s.stranded(&node2).is_empty());
     }
 
     #[test]
