@@ -876,9 +876,20 @@ impl TrialSession {
         });
         match r {
             Ok(Ok(())) => Ok(true),
-            Ok(Err(st::Stopped)) => Ok(false),
+            // The trial cannot go on (its checkpoint could not be saved): raised, and
+            // the trial fails with it (`_trial.run_trial` sees to that).
+            Ok(Err(st::Stopped)) => match s.failure() {
+                Some(why) => Err(raise("TuneError", why.to_string())),
+                None => Ok(false),
+            },
             Err(p) => Err(raise("TuneError", panic_message(p))),
         }
+    }
+    /// Why the trial cannot go on through no fault of the trainable's (a checkpoint that
+    /// could not be saved), once `report` raised it; None otherwise.
+    #[getter]
+    fn failure(&self) -> PyResult<Option<String>> {
+        Ok(self.get()?.failure().map(str::to_string))
     }
     #[getter]
     fn trial_id(&self) -> PyResult<String> {

@@ -725,3 +725,43 @@ def test_a_driver_crash_after_fit_leaves_the_results_complete_and_restorable(tmp
     assert sorted(r.metrics["training_iteration"] for r in again) == [3, 3]
     for r in again:
         assert Path(r.path, "starts.log").read_text().split() == ["0"]
+
+
+def _checkpoint_gone(config):
+    """Reports a checkpoint whose directory went before the report, so the session cannot
+    save it; "swallows" catches the error ``report`` raises and carries on."""
+    import tempfile
+
+    if config["kind"] == "ok":
+        for i in range(3):
+            tune.report({"it": i + 1})
+        return
+    d = tempfile.mkdtemp(prefix="sunray-gone-")
+    ckpt = tune.Checkpoint.from_directory(d)
+    os.rmdir(d)
+    if config["kind"] == "raises":
+        tune.report({"it": 1}, checkpoint=ckpt)
+    else:
+        import contextlib
+
+        with contextlib.suppress(Exception):  # what a careless trainable does
+            tune.report({"it": 1}, checkpoint=ckpt)
+        tune.report({"it": 2})
+
+
+def test_a_checkpoint_the_session_cannot_save_fails_its_trial_with_one_line(local, tmp, capfd):
+    grid = tune.Tuner(
+        _checkpoint_gone,
+        param_space={"kind": tune.grid_search(["raises", "swallows", "ok"])},
+        run_config=tune.RunConfig(storage_path=str(tmp / "r"), verbose=0),
+    ).fit()
+    by_kind = {r.config["kind"]: r for r in grid}
+    assert by_kind["ok"].status == "TERMINATED"
+    for kind in ("raises", "swallows"):
+        r = by_kind[kind]
+        err = str(r.error)
+        assert r.status == "ERROR", (kind, r.status)
+        assert "cannot save the checkpoint of trial" in err and "No such file" in err, err
+        assert "\n" not in err.strip() and "Traceback" not in err, err
+    out = capfd.readouterr()
+    assert "panicked" not in out.out + out.err, out

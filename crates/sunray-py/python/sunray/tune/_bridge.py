@@ -96,4 +96,9 @@ def trial_error(data: bytes) -> str:
         return dumps("")
     info = pickle.loads(memoryview(data)[1:])
     where = f"{info['hostname']} ({info['node_ip']}, pid {info['pid']})"
+    if info["cause_class"] == "sunray.tune._trial.TrialFailed":
+        # The session's own one-line reason (a checkpoint it could not save): no
+        # traceback, which would only show sunray's frames.
+        reason = info["message"].removeprefix("TrialFailed: ")
+        return dumps(f"{reason} (on {where})")
     return dumps(f"{info['traceback'].rstrip()}\n(on {where})")

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 
 from .. import _sunray
+from ..exceptions import TuneError
 from ._checkpoint import Checkpoint
 
 
@@ -18,6 +19,13 @@ class TrialStopped(BaseException):
     """Raised by ``report`` once the tuner has ended the trial (a scheduler's early
     stop, a stop criterion, a pause); it ends the trainable like a normal return.
     A BaseException, so that a trainable's ``except Exception`` does not catch it."""
+
+
+class TrialFailed(TuneError):
+    """The trial cannot go on through no fault of its trainable's: the tuner's session
+    could not save its checkpoint (a full disk, say) or reach the tuner. The trial fails
+    with this one-line reason, whatever the trainable made of the error ``report``
+    raised."""
 
 
 class _Trial:
@@ -54,6 +62,7 @@ def run_trial(program: TrialProgram, trial_id: str, experiment_dir: str, marker:
     # land there); a node that does not see the experiment gets a scratch directory.
     os.chdir(session.local_dir)
     _current = trial
+    failure = None
     try:
         from . import Trainable
 
@@ -66,10 +75,18 @@ def run_trial(program: TrialProgram, trial_id: str, experiment_dir: str, marker:
                 report(out)
     except TrialStopped:
         pass
+    except Exception:
+        # The session's own reason (the error `report` raised, or what the trainable
+        # raised after it) is the trial's: raised below, without a traceback.
+        if session.failure is None:
+            raise
     finally:
+        failure = session.failure
         _current = None
         os.chdir(cwd)
         session.close()
+    if failure is not None:
+        raise TrialFailed(failure)
     return
 
 
