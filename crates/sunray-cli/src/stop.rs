@@ -106,7 +106,10 @@ pub fn run(a: StopArgs) -> anyhow::Result<()> {
                         plural(live.len(), "sunray process", "es")
                     )
                 };
-                println!("no sunray processes of Slurm job {job} to stop on this host{others}");
+                println!(
+                    "no sunray processes of Slurm job {job} to stop on this host{others}{}",
+                    supervised_hint()
+                );
                 return Ok(());
             }
             (chosen, format!(" of Slurm job {job}"))
@@ -307,12 +310,31 @@ fn cluster_at<'a>(live: &'a [Live], address: &str, from: &str) -> anyhow::Result
             ""
         };
         anyhow::bail!(
-            "no cluster at {address} ({from}) in {}: {}; nothing was stopped{hint}",
+            "no cluster at {address} ({from}) in {}: {}; nothing was stopped{hint}{}",
             session::base_dir().display(),
-            known_clusters(live)
+            known_clusters(live),
+            supervised_hint()
         );
     }
     Ok(chosen)
+}
+
+/// Inside a Slurm job whose cluster `sunray slurm up` (or `slurm run`) supervises: how
+/// to stop that one (its processes keep their sessions in the job's own directory, and
+/// the supervisor, not `stop`, ends them).
+fn supervised_hint() -> String {
+    let Ok(job) = std::env::var("SLURM_JOB_ID") else {
+        return String::new();
+    };
+    let dir = session::base_dir().join(format!("j{job}"));
+    if dir.join("supervisor.pid").is_file() {
+        format!(
+            "; the cluster `sunray slurm up` or `slurm run` started in job {job} ({}) is stopped by `sunray slurm down` or ends with its driver",
+            dir.display()
+        )
+    } else {
+        String::new()
+    }
 }
 
 /// The clusters the session folder knows, for an error message.

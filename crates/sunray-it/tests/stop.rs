@@ -198,10 +198,16 @@ fn stop_inside_a_slurm_job_stops_only_that_jobs_cluster() {
     let mut a = start(&tmp, "127.0.0.2", "127.0.0.4", Some("4101"));
     let mut b = start(&tmp, "127.0.0.3", "127.0.0.5", Some("4102"));
 
+    // Job 4999's cluster is one `sunray slurm up` supervises (in the job's directory):
+    // `stop` names the command that stops it, and signals nothing.
+    let job_dir = session_base(&tmp).join("j4999");
+    std::fs::create_dir(&job_dir).unwrap();
+    std::fs::write(job_dir.join("supervisor.pid"), "1").unwrap();
     let o = stop(&tmp, &[], &[("SLURM_JOB_ID", "4999")]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
-        text(&o).contains("no sunray processes of Slurm job 4999"),
+        text(&o).contains("no sunray processes of Slurm job 4999")
+            && text(&o).contains("`sunray slurm down`"),
         "{}",
         text(&o)
     );
