@@ -124,6 +124,56 @@ fn a_task_no_node_can_run_waits_and_its_driver_is_warned() {
 }
 
 #[test]
+fn a_driver_is_warned_when_its_waiting_tasks_lose_the_only_node_that_could_run_them() {
+    let mut c = Cluster::start(1.0, &[]);
+    c.add_node_with_resources("127.0.0.2", 1.0, r#"{"B": 1}"#);
+    let mut d = c
+        .driver_cmd(&["stranded"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // One task needing B runs on the node, the other waits behind it. (Stdout is read
+    // to its end, so that the driver never writes into a closed pipe.)
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = BufReader::new(d.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    while !rx
+        .recv()
+        .expect("driver ended early")
+        .contains("STARTED 127.0.0.2")
+    {}
+    c.nodes[0].1.kill().unwrap();
+    c.nodes[0].1.wait().unwrap();
+    // The driver is told at once (it would wait 30 s for the result otherwise).
+    let mut err = BufReader::new(d.stderr.take().unwrap());
+    let mut seen = String::new();
+    let warning = loop {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "the driver ended without the warning: {seen}"
+        );
+        if line.contains("left the cluster") {
+            break line;
+        }
+        seen.push_str(&line);
+    };
+    d.kill().ok();
+    d.wait().unwrap();
+    assert!(
+        warning.contains("sunray: warning: node ")
+            && warning.contains("(127.0.0.2) left the cluster: 2 waiting tasks")
+            && warning.contains("ask for {1 CPU, 1 B}, which no node of the cluster has now"),
+        "{warning}"
+    );
+}
+
+#[test]
 fn errors_and_panics_come_back_from_get() {
     let c = Cluster::start(1.0, &[("127.0.0.2", 1.0, 0)]);
     let out = c.driver(&["errors"]);

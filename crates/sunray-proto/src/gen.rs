@@ -157,7 +157,13 @@ pub fn location(rng: &mut impl Rng) -> Location {
 /// Any message a node may send.
 pub fn node_message(rng: &mut impl Rng) -> NodeToHead {
     let id = rng.random_range(0..1u64 << 44);
-    match rng.random_range(0..8) {
+    match rng.random_range(0..9) {
+        8 => NodeToHead::Stuck {
+            clients: (0..rng.random_range(0..4)).map(|_| rng.random()).collect(),
+            blocked: rng.random(),
+            waiting: rng.random(),
+            cap: rng.random(),
+        },
         7 => NodeToHead::ObjectServer {
             addr: match rng.random() {
                 true => format!("127.0.0.{}:{}", rng.random_range(0..9), rng.random::<u16>()),

@@ -335,6 +335,11 @@ impl std::fmt::Display for TaskError {
             ErrorKind::ObjectLost => "cannot run: object lost",
             ErrorKind::WorkerStartFailed => "cannot run: worker did not start",
         };
+        if self.function.is_empty() {
+            // Not a task's failure (an object lost with its owner or node): the message
+            // names the object and what was lost.
+            return f.write_str(&self.message);
+        }
         write!(f, "task {} {}", self.function, what)?;
         if let Some(loc) = &self.location {
             write!(f, " on {loc}")?;
@@ -666,6 +671,15 @@ pub enum NodeToHead {
     ObjectServer {
         addr: String,
         calls_socket: String,
+    },
+    /// `blocked` tasks of these drivers wait in `get`/`wait` here and `waiting` more
+    /// wait for a worker, which the cap of `cap` workers for blocked tasks keeps from
+    /// starting: nested tasks that cannot progress (the head warns the drivers).
+    Stuck {
+        clients: Vec<ClientId>,
+        blocked: u32,
+        waiting: u32,
+        cap: u32,
     },
 }
 

@@ -1540,6 +1540,22 @@ impl HeadState {
                 self.logs.record(node, &origin, task, &lines);
                 self.tell_driver(client, HeadToDriver::Log { origin, lines });
             }
+            NodeToHead::Stuck {
+                clients,
+                blocked,
+                waiting,
+                cap,
+            } => {
+                let ip = self.nodes.get(&node).map(|n| n.reg.ip.clone());
+                let warning = format!(
+                    "{blocked} tasks are blocked in get() or wait() on node {node} ({}) and {waiting} more wait for a worker there: with {cap} workers blocked the node starts no more (the cap SUNRAY_MAX_BLOCKED_WORKERS keeps a deep recursion from exhausting the host), so these nested tasks cannot progress. Make the recursion shallower (a task may return refs instead of waiting for them), or raise the cap",
+                    ip.unwrap_or_default()
+                );
+                warn!("{warning}");
+                for client in clients {
+                    self.tell_driver(client, HeadToDriver::Warning(warning.clone()));
+                }
+            }
         }
     }
 
@@ -1632,6 +1648,60 @@ impl HeadState {
             self.retry_or_fail(task, err);
         }
         self.objects_lost(node, &conn.reg.ip);
+        self.warn_stranded(node, &conn.reg);
+    }
+
+    /// After node `node` left, with its tasks queued again: each driver with waiting
+    /// tasks that only that node could run is told, once per resource shape, as
+    /// [`enqueue`](Self::enqueue) tells a driver of a shape no node has. Shapes only that
+    /// node could run are forgotten as checked, so a driver's next such task is told too.
+    fn warn_stranded(&mut self, node: NodeId, reg: &NodeRegistration) {
+        let total = to_request(&reg.resources);
+        let sched = &self.sched;
+        for d in self.drivers.values_mut() {
+            d.checked_requests.retain(|r| !sched.stranded_by(&total, r));
+        }
+        for (request, waiting) in self.sched.stranded(&total) {
+            // Per owner, in the order they wait: how many, and which functions.
+            let mut owners: Vec<(ClientId, usize, Vec<&str>)> = Vec::new();
+            for t in waiting.iter().filter_map(|id| self.tasks.get(id)) {
+                let i = match owners.iter().position(|(o, _, _)| *o == t.owner) {
+                    Some(i) => i,
+                    None => {
+                        owners.push((t.owner, 0, Vec::new()));
+                        owners.len() - 1
+                    }
+                };
+                let (_, n, functions) = &mut owners[i];
+                *n += 1;
+                if !functions.contains(&t.spec.function.as_str()) {
+                    functions.push(&t.spec.function);
+                }
+            }
+            for (owner, n, functions) in owners {
+                let Some(d) = self.drivers.get_mut(&owner) else {
+                    continue;
+                };
+                d.checked_requests.insert(request.clone());
+                let tasks = match n {
+                    1 => "a waiting task".to_string(),
+                    n => format!("{n} waiting tasks"),
+                };
+                let mut names = functions[..functions.len().min(3)].join(", ");
+                if functions.len() > 3 {
+                    names.push_str(", …");
+                }
+                let (ask, wait) = if n == 1 {
+                    ("asks", "it waits")
+                } else {
+                    ("ask", "they wait")
+                };
+                self.out.push(Effect::ToDriver(owner, HeadToDriver::Warning(format!(
+                    "node {node} ({}) left the cluster: {tasks} ({names}) {ask} for {{{request}}}, which no node of the cluster has now; {wait} until such a node joins",
+                    reg.ip
+                ))));
+            }
+        }
     }
 
     /// A task lost its worker or its node: it runs again (first in its queue) while it has
@@ -2228,8 +2298,8 @@ impl HeadState {
     }
 
     /// Queues a task whose arguments are all resolved. The first time a driver asks for
-    /// a resource shape no node has, it is told (once: later node failures that make a
-    /// shape infeasible are not re-announced).
+    /// a resource shape no node has, it is told (once; a node whose loss leaves a
+    /// shape with no node tells again, see [`warn_stranded`](Self::warn_stranded)).
     fn enqueue(&mut self, id: TaskId) {
         let Some(t) = self.tasks.get(&id) else { return };
         if let TaskKind::ActorCall { actor } = t.spec.kind {
@@ -3194,6 +3264,106 @@ mod tests {
                 && e.message.contains("cannot be rebuilt")),
             "{out:?}"
         );
+    }
+
+    /// The warnings among `out`, by driver.
+    fn warnings(out: &[Effect]) -> Vec<(ClientId, &str)> {
+        out.iter()
+            .filter_map(|e| match e {
+                Effect::ToDriver(c, HeadToDriver::Warning(w)) => Some((*c, w.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_driver_whose_waiting_tasks_only_a_lost_node_could_run_is_warned() {
+        let mut core = two_node_core();
+        // Node 5 is the only one with B; driver 4 ran a B task once, driver 2 has two
+        // waiting for B (one running, one behind it) and one that needs a CPU only.
+        let mut reg = registration("127.0.0.5", 1.0);
+        reg.resources.custom = vec![("B".into(), 1.0)];
+        core.handle(Input::NodeJoined {
+            node: 5,
+            reg,
+            is_head: false,
+        });
+        core.handle(Input::DriverJoined {
+            client: 4,
+            binary: binary(),
+            ip: None,
+            job: None,
+        });
+        let needs_b = |client, seq| {
+            let mut t = task(client, seq);
+            t.resources.custom = vec![("B".into(), 1.0)];
+            t.max_retries = 1;
+            t
+        };
+        let once = needs_b(4, 1);
+        core.handle(Input::FromDriver(
+            4,
+            DriverToHead::Submit(vec![once.clone()]),
+        ));
+        assert!(matches!(runs(&step(&mut core))[..], [(5, _)]));
+        core.handle(Input::FromNode(
+            5,
+            NodeToHead::Done(vec![(once.id, Ok(Value::Inline(Bytes::new())))]),
+        ));
+        let (b1, b2, plain) = (needs_b(2, 1), needs_b(2, 2), task(2, 3));
+        core.handle(Input::FromDriver(
+            2,
+            DriverToHead::Submit(vec![b1.clone(), b2.clone(), plain]),
+        ));
+        let out = step(&mut core);
+        assert!(
+            runs(&out)
+                .iter()
+                .any(|(n, a)| *n == 5 && a.spec.id == b1.id),
+            "{out:?}"
+        );
+        assert!(warnings(&out).is_empty(), "B was feasible: {out:?}");
+        // Node 5 dies: b1 is queued again (a retry left), b2 still waits; neither can run.
+        core.handle(Input::NodeLeft(5, "killed".into()));
+        let out = step(&mut core);
+        let w = warnings(&out);
+        assert!(
+            matches!(w[..], [(2, w)] if w.contains("node 5 (127.0.0.5) left the cluster: 2 waiting tasks (m::f) ask for {1 CPU, 1 B}, which no node of the cluster has now")),
+            "{out:?}"
+        );
+        // Told once: another B task of driver 2 is not announced again, while driver 4's
+        // next one is (it was told B was fine, before).
+        core.handle(Input::FromDriver(
+            2,
+            DriverToHead::Submit(vec![needs_b(2, 4)]),
+        ));
+        core.handle(Input::FromDriver(
+            4,
+            DriverToHead::Submit(vec![needs_b(4, 2)]),
+        ));
+        let out = step(&mut core);
+        assert!(
+            matches!(warnings(&out)[..], [(4, w)] if w.contains("asks for {1 CPU, 1 B}, which no node of the cluster has")),
+            "{out:?}"
+        );
+        // A node with B joins: the tasks run, and nothing more is said.
+        let mut reg = registration("127.0.0.6", 4.0);
+        reg.resources.custom = vec![("B".into(), 4.0)];
+        core.handle(Input::NodeJoined {
+            node: 6,
+            reg,
+            is_head: false,
+        });
+        let out = step(&mut core);
+        assert_eq!(
+            runs(&out).iter().filter(|(n, _)| *n == 6).count(),
+            4,
+            "{out:?}"
+        );
+        assert!(warnings(&out).is_empty(), "{out:?}");
+        // Losing a node no waiting task needs says nothing.
+        core.handle(Input::NodeLeft(3, "killed".into()));
+        assert!(warnings(&step(&mut core)).is_empty());
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub mod env {
     /// Set by node agents in the processes they start as workers.
     pub const WORKER_SOCKET: &str = "SUNRAY_WORKER_SOCKET";
     pub const WORKER_ID: &str = "SUNRAY_WORKER_ID";
+    /// Most workers a node keeps for tasks blocked in `get`/`wait` (default: 16 per
+    /// CPU, at least 256, at most 4096); past it tasks wait for a worker to come free.
+    pub const MAX_BLOCKED_WORKERS: &str = "SUNRAY_MAX_BLOCKED_WORKERS";
     /// The pipe a worker reads its start secrets from (never the secrets themselves).
     pub const WORKER_SECRET_FD: &str = "SUNRAY_WORKER_SECRET_FD";
     pub const WORKER_REGISTRY: &str = "SUNRAY_WORKER_REGISTRY";

@@ -223,7 +223,7 @@ pub async fn run(cfg: NodeConfig, link: NodeLink) -> Result<(), Error> {
                 count: cpus,
             })
         });
-    let core = NodeCore::new(
+    let mut core = NodeCore::new(
         link.node_id,
         cfg.ip.clone(),
         cfg.gpu_ids.clone(),
@@ -231,6 +231,12 @@ pub async fn run(cfg: NodeConfig, link: NodeLink) -> Result<(), Error> {
         store_addr.clone(),
         prestart,
     );
+    if let Some(n) = std::env::var(env::MAX_BLOCKED_WORKERS)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+    {
+        core.set_max_blocked(n);
+    }
     let mut agent = Shell {
         core,
         cfg,

@@ -117,6 +117,12 @@ pub struct NodeCore {
     done: Vec<(TaskId, Reply)>,
     clock: u64,
     max_workers: usize,
+    /// Most workers kept for tasks blocked in `get`/`wait` (their CPU lent): beyond it a
+    /// task waits here for a worker to come free instead of a new process starting.
+    max_blocked: usize,
+    /// The head was told that this node's nested tasks cannot progress (cleared once
+    /// they do).
+    stuck_told: bool,
     prestart: Option<Prestart>,
     /// Effects of the inputs handled since the shell last took them.
     pub out: Vec<Effect>,
@@ -180,6 +186,16 @@ impl Worker {
 }
 
 /// A task waiting to start here; a pipelined one may hold its predecessor's allocation.
+/// Workers kept for blocked tasks by default. A recursion of tasks that wait for their
+/// children holds one process per task waiting (a few to tens of MB each for Python):
+/// deep chains must stop somewhere short of exhausting the host, while wide trees
+/// (`fib(18)` on 2 CPUs holds about 70 at its peak; the frontier grows with the CPUs
+/// running it) must not meet the cap. Past it a task waits for a worker to come free,
+/// which a tree wider than the cap may never see.
+pub fn default_max_blocked(cpus: usize) -> usize {
+    (16 * cpus).clamp(256, 4096)
+}
+
 struct Queued {
     a: Assignment,
     alloc: Option<Allocation>,
@@ -206,6 +222,8 @@ impl NodeCore {
             id,
             ip,
             max_workers: (2 * cpus + gpu_ids.len()).max(4),
+            max_blocked: default_max_blocked(cpus),
+            stuck_told: false,
             gpu_ids,
             store_addr,
             ledger: NodeLedger::new(total),
@@ -228,6 +246,11 @@ impl NodeCore {
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// Sets the most workers kept for blocked tasks (`SUNRAY_MAX_BLOCKED_WORKERS`).
+    pub fn set_max_blocked(&mut self, n: usize) {
+        self.max_blocked = n.max(1);
     }
 
     fn location(&self) -> String {
@@ -596,6 +619,7 @@ impl NodeCore {
     /// Starts queued tasks that fit, on idle workers or new ones.
     pub fn try_start(&mut self) {
         let mut i = 0;
+        let mut held = 0;
         while i < self.queue.len() {
             let client = self.queue[i].a.client;
             let path = match self.jobs.get(&client).map(|j| j.path.clone()) {
@@ -686,12 +710,56 @@ impl NodeCore {
                 self.prefetch_after(task);
             } else if let Some(id) = self.adoptable(client, &gpus) {
                 self.adopt(id, client, a, running);
+            } else if self.blocked_workers() >= self.max_blocked {
+                // Each level of a deep recursion holds a blocked worker: past the cap
+                // the task waits (with its allocation) for a worker to come free.
+                let alloc = Some(running.alloc);
+                self.queue.insert(i, Queued { a, alloc });
+                held += 1;
+                i += 1;
             } else {
                 self.make_room();
                 let program = self.program_of(client);
                 self.spawn_worker(client, &path, &program, gpus, Some((a, running)));
             }
         }
+        self.check_stuck(held);
+    }
+
+    /// Workers whose task is blocked in `get`/`wait` (its CPU lent to others).
+    fn blocked_workers(&self) -> usize {
+        self.workers
+            .values()
+            .filter(|w| w.running.as_ref().is_some_and(|r| r.lent))
+            .count()
+    }
+
+    /// `held` tasks wait for a worker because of the cap: when every busy worker here
+    /// is blocked, nothing here can end, so the tasks they wait for never start: the
+    /// head is told once (it warns their drivers) instead of the host being exhausted.
+    fn check_stuck(&mut self, held: usize) {
+        let busy_unblocked = self
+            .workers
+            .values()
+            .any(|w| w.running.as_ref().is_some_and(|r| !r.lent));
+        let stuck = held > 0 && !busy_unblocked;
+        if stuck && !self.stuck_told {
+            let mut clients: Vec<ClientId> = self
+                .workers
+                .values()
+                .filter(|w| w.running.as_ref().is_some_and(|r| r.lent))
+                .map(|w| w.client)
+                .collect();
+            clients.sort_unstable();
+            clients.dedup();
+            self.tell_head(NodeToHead::Stuck {
+                clients,
+                blocked: self.blocked_workers() as u32,
+                waiting: held as u32,
+                cap: self.max_blocked as u32,
+            });
+        }
+        self.stuck_told = stuck;
     }
 
     /// What a worker of `client` runs: its registry hash and program kind.
@@ -1317,6 +1385,71 @@ mod tests {
         // The head places another task on the lent CPU: a second worker runs it.
         run(&mut c, x.clone(), None);
         assert_eq!(spawned(&step(&mut c)).len(), 1);
+    }
+
+    fn stuck(out: &[Effect]) -> Vec<(Vec<ClientId>, u32, u32, u32)> {
+        out.iter()
+            .filter_map(|e| match e {
+                Effect::ToHead(NodeToHead::Stuck {
+                    clients,
+                    blocked,
+                    waiting,
+                    cap,
+                }) => Some((clients.clone(), *blocked, *waiting, *cap)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A recursion deeper than the cap: each level blocks a worker; past the cap the
+    /// next level waits for a worker instead of a process starting, the head is told
+    /// once that nothing here can progress, and a worker coming free runs it.
+    #[test]
+    fn past_the_cap_of_blocked_workers_tasks_wait_for_a_worker_and_the_head_hears_once() {
+        let mut c = core(1.0, 0);
+        c.set_max_blocked(2);
+        let t: Vec<TaskSpec> = (1..=4).map(|i| spec(i, 1.0, 0.0)).collect();
+        let mut workers = Vec::new();
+        for level in &t[..2] {
+            run(&mut c, level.clone(), None);
+            let w = spawned(&step(&mut c))[0].0;
+            connect(&mut c, w);
+            assert_eq!(sent(&step(&mut c)), vec![(w, level.id)]);
+            c.handle(Input::FromWorker(
+                w,
+                WorkerToNode::Blocked { task: level.id },
+            ));
+            assert!(stuck(&step(&mut c)).is_empty());
+            workers.push(w);
+        }
+        // Level 3 gets the CPU level 2 lent, but no process: both workers are blocked.
+        run(&mut c, t[2].clone(), None);
+        let out = step(&mut c);
+        assert!(spawned(&out).is_empty() && sent(&out).is_empty(), "{out:?}");
+        assert_eq!(stuck(&out), vec![(vec![JOB], 2, 1, 2)]);
+        // Said once, however often the node looks again.
+        c.handle(Input::FromWorker(
+            workers[0],
+            WorkerToNode::Unblocked { task: 999 },
+        ));
+        assert!(stuck(&step(&mut c)).is_empty());
+        // Level 2 ends after all (say it had a timeout): its worker runs level 3.
+        c.handle(Input::FromWorker(
+            workers[1],
+            WorkerToNode::Unblocked { task: t[1].id },
+        ));
+        finish(&mut c, workers[1], t[1].id, b"2");
+        let out = step(&mut c);
+        assert_eq!(sent(&out), vec![(workers[1], t[2].id)]);
+        assert!(spawned(&out).is_empty());
+        // Stuck again later: told again.
+        c.handle(Input::FromWorker(
+            workers[1],
+            WorkerToNode::Blocked { task: t[2].id },
+        ));
+        step(&mut c);
+        run(&mut c, t[3].clone(), None);
+        assert_eq!(stuck(&step(&mut c)), vec![(vec![JOB], 2, 1, 2)]);
     }
 
     /// The head pipelined c behind b before it read that a blocked: c is on its way
