@@ -444,8 +444,16 @@ fn a_full_disk_fails_the_trial_with_one_clean_line_and_the_experiment_goes_on() 
     let s = ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let all = format!("{s}\n{stderr}");
-    for panic_text in ["panicked", "stack backtrace", "RUST_BACKTRACE", "trainable.rs"] {
-        assert!(!all.contains(panic_text), "{panic_text:?} in the output:\n{all}");
+    for panic_text in [
+        "panicked",
+        "stack backtrace",
+        "RUST_BACKTRACE",
+        "trainable.rs",
+    ] {
+        assert!(
+            !all.contains(panic_text),
+            "{panic_text:?} in the output:\n{all}"
+        );
     }
     let exp = experiment(s);
     let ts = trials(s);

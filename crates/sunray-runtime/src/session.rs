@@ -49,9 +49,7 @@ impl SessionInfo {
             node_ip,
             started_unix_ms: now_unix_ms(),
             head_address: None,
-            slurm_job_id: std::env::var("SLURM_JOB_ID")
-                .ok()
-                .filter(|j| !j.is_empty()),
+            slurm_job_id: std::env::var("SLURM_JOB_ID").ok().filter(|j| !j.is_empty()),
         }
     }
 
