@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 
 use common::*;
 
@@ -18,41 +18,42 @@ struct Two {
 }
 
 fn start(tmp: &Path, head_ip: &str, node_ip: &str, job: Option<&str>) -> Two {
-    let with_job = |c: &mut Command| {
-        c.env_remove("SLURM_JOB_ID");
+    // One process of the cluster, once it printed `ready`: the process and that line.
+    let spawn = |args: &[&str], ip: &str, log: String, ready: &str| {
+        let mut cmd = sunray_in(tmp, args);
+        cmd.args([
+            "--node-ip-address",
+            ip,
+            "--num-cpus",
+            "1",
+            "--num-gpus",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(tmp.join(log)).unwrap())
+        .env_remove("SLURM_JOB_ID");
         if let Some(j) = job {
-            c.env("SLURM_JOB_ID", j);
+            cmd.env("SLURM_JOB_ID", j);
         }
+        let mut child = cmd.spawn().unwrap();
+        let line = wait_line(&mut child, ready);
+        (child, line)
     };
-    let mut cmd = sunray_in(tmp, &["start", "--head", "--block", "--port", "0"]);
-    cmd.args([
-        "--node-ip-address",
+    let head_args = ["start", "--head", "--block", "--port", "0"];
+    let (head, line) = spawn(
+        &head_args,
         head_ip,
-        "--num-cpus",
-        "1",
-        "--num-gpus",
-        "0",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(std::fs::File::create(tmp.join(format!("head-{head_ip}.err"))).unwrap());
-    with_job(&mut cmd);
-    let mut head = cmd.spawn().unwrap();
-    let line = wait_line(&mut head, "sunray head started:");
+        format!("head-{head_ip}.err"),
+        "sunray head started:",
+    );
     let address = line.split_whitespace().nth(3).unwrap().to_string();
-    let mut cmd = sunray_in(tmp, &["start", "--address", &address, "--block"]);
-    cmd.args([
-        "--node-ip-address",
+    let node_args = ["start", "--address", &address, "--block"];
+    let (node, _) = spawn(
+        &node_args,
         node_ip,
-        "--num-cpus",
-        "1",
-        "--num-gpus",
-        "0",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(std::fs::File::create(tmp.join(format!("node-{node_ip}.err"))).unwrap());
-    with_job(&mut cmd);
-    let mut node = cmd.spawn().unwrap();
-    wait_line(&mut node, "sunray node joined");
+        format!("node-{node_ip}.err"),
+        "sunray node joined",
+    );
     Two {
         address,
         head,

@@ -112,13 +112,3 @@ def test_a_recursion_deeper_than_the_cap_is_reported_and_does_not_exhaust_the_ho
     # The cap, and at most the node's ordinary pool (4 workers for 2 CPUs) besides,
     # which idle workers may fill.
     assert 12 <= int(blocked[1]) <= len(children) <= 12 + 4, (warning, children)
-
-
-def test_fib_18_runs_its_8361_tasks_under_the_default_cap(local):
-    @ray.remote
-    def fib(n):
-        if n < 2:
-            return n
-        return sum(ray.get([fib.remote(n - 1), fib.remote(n - 2)]))
-
-    assert ray.get(fib.remote(18), timeout=600) == 2584
