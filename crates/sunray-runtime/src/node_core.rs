@@ -738,11 +738,12 @@ impl NodeCore {
     /// is blocked, nothing here can end, so the tasks they wait for never start: the
     /// head is told once (it warns their drivers) instead of the host being exhausted.
     fn check_stuck(&mut self, held: usize) {
-        let busy_unblocked = self
-            .workers
-            .values()
-            .any(|w| w.running.as_ref().is_some_and(|r| !r.lent));
-        let stuck = held > 0 && !busy_unblocked;
+        // Only looked at while tasks are held: no cost on the ordinary path.
+        let stuck = held > 0
+            && !self
+                .workers
+                .values()
+                .any(|w| w.running.as_ref().is_some_and(|r| !r.lent));
         if stuck && !self.stuck_told {
             let mut clients: Vec<ClientId> = self
                 .workers
