@@ -757,5 +757,32 @@ fn workers_never_see_the_cluster_token_and_their_credential_only_does_a_workers_
         let reason = refused(role);
         assert!(reason.contains("worker's credential"), "{reason}");
     }
+    // The job ended with its driver: a connection for it does not become a driver of
+    // its own (which could name any executable for the nodes); the head says why and
+    // forgets it.
+    let said = rt().block_on(async {
+        use futures_util::StreamExt;
+        let (mut io, reply) = wire::connect(&c.address, None, &credential, driver(Some(job)))
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                reply,
+                HelloReply::Welcome {
+                    upload_binary: false,
+                    ..
+                }
+            ),
+            "{reply:?}"
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, io.next()).await {
+            if let Ok(HeadToDriver::Warning(w)) = decode::<HeadToDriver>(&frame) {
+                return w;
+            }
+        }
+        String::new()
+    });
+    assert!(said.contains(&format!("job {job} has ended")), "{said:?}");
     serves_a_driver(&mut c);
 }

@@ -4,7 +4,7 @@
 //! the GIL and, when it waits for the cluster, wakes every [`SIGNAL_CHECK`] to let
 //! Ctrl-C through.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -548,8 +548,9 @@ fn get<'py>(
 }
 
 /// Readiness of each of `ids` once `num_returns` of them are ready or `timeout` passed.
-/// Ray's rules: no ids, nothing to wait for (not an error); each id once; `num_returns`
-/// from 0 to their number.
+/// Ray's rules: no ids, nothing to wait for (not an error); `num_returns` from 0 to their
+/// number. An id may come twice: the refs of one task's returns share it (the front end
+/// checks that the refs themselves are unique).
 #[pyfunction]
 #[pyo3(signature = (ids, num_returns, timeout=None))]
 fn wait(
@@ -561,11 +562,6 @@ fn wait(
     let deadline = deadline(timeout)?;
     if ids.is_empty() {
         return Ok(Vec::new());
-    }
-    if ids.iter().collect::<HashSet<_>>().len() != ids.len() {
-        return Err(PyValueError::new_err(
-            "wait() requires a list of unique ObjectRefs",
-        ));
     }
     let want = match usize::try_from(num_returns) {
         Ok(n) if n <= ids.len() => n,

@@ -158,6 +158,10 @@ def test_num_returns_gives_one_ref_per_value(local):
     assert ray.get(add.remote(a, b, c=0)) == 9
     c, d = pair.options(num_returns=2).remote(1)
     assert ray.get([c, d]) == [1, 2]
+    # The refs of one task's returns are distinct refs to wait() (ready together).
+    assert ray.wait([c, d], num_returns=2, timeout=30) == ([c, d], [])
+    with pytest.raises(ValueError, match="unique"):
+        ray.wait([c, c])
 
     @ray.remote(num_returns=3)
     def wrong():

@@ -107,7 +107,7 @@ def test_a_recursion_deeper_than_the_cap_is_reported_and_does_not_exhaust_the_ho
         p.wait()
     blocked = re.search(r"(\d+) tasks are blocked in get\(\) or wait\(\) on node", warning)
     assert blocked, warning
-    assert "with 12 workers blocked the node starts no more" in warning
+    assert "with 12 of this job's workers blocked the node starts no more" in warning
     assert "SUNRAY_MAX_BLOCKED_WORKERS" in warning
     # The cap, and at most the node's ordinary pool (4 workers for 2 CPUs) besides,
     # which idle workers may fill.

@@ -469,7 +469,9 @@ async fn handle_conn<S>(
         } => {
             let client = shared.next_id();
             // Interpreters are never uploaded: nodes need the driver's whole environment.
+            // Nor is a worker's executable: its tasks run its job's.
             let upload = binary.kind == sunray_proto::ProgramKind::Native
+                && job.is_none()
                 && !head_has_binary(&shared, &binary).await;
             match job {
                 None => info!("driver {client} joined from {peer} ({hostname} pid {pid})"),
@@ -875,9 +877,19 @@ impl HeadState {
                 let home = self.home_node(ip.as_deref());
                 // A worker's connection works for its job's driver (whose workers run
                 // what it submits), while that driver is connected.
-                let (job, binary) = match job.and_then(|j| Some((j, self.drivers.get(&j)?))) {
-                    Some((_, root)) => (root.job, root.binary.clone()),
-                    None => (client, binary),
+                let (job, binary) = match (job, job.and_then(|j| self.drivers.get(&j))) {
+                    (Some(_), Some(root)) => (root.job, root.binary.clone()),
+                    (None, _) => (client, binary),
+                    (Some(j), None) => {
+                        // The job ended: its workers are gone, and a connection for it
+                        // (its credential) must not become a driver of its own, which
+                        // could run an executable of its choosing on every node.
+                        let why = format!("job {j} has ended: a connection for it is refused");
+                        self.out
+                            .push(Effect::ToDriver(client, HeadToDriver::Warning(why)));
+                        self.out.push(Effect::ForgetDriver(client));
+                        return;
+                    }
                 };
                 self.drivers.insert(
                     client,
@@ -1548,7 +1560,7 @@ impl HeadState {
             } => {
                 let ip = self.nodes.get(&node).map(|n| n.reg.ip.clone());
                 let warning = format!(
-                    "{blocked} tasks are blocked in get() or wait() on node {node} ({}) and {waiting} more wait for a worker there: with {cap} workers blocked the node starts no more (the cap SUNRAY_MAX_BLOCKED_WORKERS keeps a deep recursion from exhausting the host), so these nested tasks cannot progress. Make the recursion shallower (a task may return refs instead of waiting for them), or raise the cap",
+                    "{blocked} tasks are blocked in get() or wait() on node {node} ({}) and {waiting} more wait for a worker there: with {cap} of this job's workers blocked the node starts no more (the cap SUNRAY_MAX_BLOCKED_WORKERS keeps a deep recursion from exhausting the host), so unless what they wait for ends elsewhere, these nested tasks cannot progress. Make the recursion shallower (a task may return refs instead of waiting for them), or raise the cap",
                     ip.unwrap_or_default()
                 );
                 warn!("{warning}");

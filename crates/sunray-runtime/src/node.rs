@@ -231,11 +231,15 @@ pub async fn run(cfg: NodeConfig, link: NodeLink) -> Result<(), Error> {
         store_addr.clone(),
         prestart,
     );
-    if let Some(n) = std::env::var(env::MAX_BLOCKED_WORKERS)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-    {
-        core.set_max_blocked(n);
+    if let Ok(v) = std::env::var(env::MAX_BLOCKED_WORKERS) {
+        match v.trim().parse() {
+            Ok(n) => core.set_max_blocked(n),
+            Err(_) => warn!(
+                "{}={v:?} is not a number of workers: the default ({}) applies",
+                env::MAX_BLOCKED_WORKERS,
+                crate::node_core::default_max_blocked(cfg.total.cpu_f64().ceil() as usize)
+            ),
+        }
     }
     let mut agent = Shell {
         core,
@@ -660,7 +664,17 @@ fn secret_pipe(text: &str) -> std::io::Result<OwnedFd> {
     // SAFETY: pipe2 just opened both descriptors for us alone.
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     std::fs::File::from(write).write_all(text.as_bytes())?;
-    Ok(read)
+    if read.as_raw_fd() > 2 {
+        return Ok(read);
+    }
+    // A process started with a closed stdin/out/err got the pipe there: the child's
+    // stdio set-up would overwrite it before `pre_exec` moves it, so move it up first.
+    let moved = unsafe { libc::fcntl(read.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    if moved < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fcntl just made `moved`, ours alone; `read` closes as it drops.
+    Ok(unsafe { OwnedFd::from_raw_fd(moved) })
 }
 
 fn kill(pid: Option<u32>) {

@@ -120,9 +120,9 @@ pub struct NodeCore {
     /// Most workers kept for tasks blocked in `get`/`wait` (their CPU lent): beyond it a
     /// task waits here for a worker to come free instead of a new process starting.
     max_blocked: usize,
-    /// The head was told that this node's nested tasks cannot progress (cleared once
-    /// they do).
-    stuck_told: bool,
+    /// Jobs whose nested tasks the head was told cannot progress here (a job leaves
+    /// once they do).
+    stuck_told: Vec<ClientId>,
     prestart: Option<Prestart>,
     /// Effects of the inputs handled since the shell last took them.
     pub out: Vec<Effect>,
@@ -223,7 +223,7 @@ impl NodeCore {
             ip,
             max_workers: (2 * cpus + gpu_ids.len()).max(4),
             max_blocked: default_max_blocked(cpus),
-            stuck_told: false,
+            stuck_told: Vec::new(),
             gpu_ids,
             store_addr,
             ledger: NodeLedger::new(total),
@@ -619,7 +619,7 @@ impl NodeCore {
     /// Starts queued tasks that fit, on idle workers or new ones.
     pub fn try_start(&mut self) {
         let mut i = 0;
-        let mut held = 0;
+        let mut held = Vec::new();
         while i < self.queue.len() {
             let client = self.queue[i].a.client;
             let path = match self.jobs.get(&client).map(|j| j.path.clone()) {
@@ -710,12 +710,13 @@ impl NodeCore {
                 self.prefetch_after(task);
             } else if let Some(id) = self.adoptable(client, &gpus) {
                 self.adopt(id, client, a, running);
-            } else if self.blocked_workers() >= self.max_blocked {
+            } else if self.blocked_workers(client) >= self.max_blocked {
                 // Each level of a deep recursion holds a blocked worker: past the cap
-                // the task waits (with its allocation) for a worker to come free.
+                // (per job, so that one job's recursion never starves another's tasks)
+                // the task waits, with its allocation, for a worker to come free.
                 let alloc = Some(running.alloc);
                 self.queue.insert(i, Queued { a, alloc });
-                held += 1;
+                held.push(client);
                 i += 1;
             } else {
                 self.make_room();
@@ -726,39 +727,49 @@ impl NodeCore {
         self.check_stuck(held);
     }
 
-    /// Workers whose task is blocked in `get`/`wait` (its CPU lent to others).
-    fn blocked_workers(&self) -> usize {
+    /// Workers of `client` whose task is blocked in `get`/`wait` (its CPU lent).
+    fn blocked_workers(&self, client: ClientId) -> usize {
         self.workers
             .values()
-            .filter(|w| w.running.as_ref().is_some_and(|r| r.lent))
+            .filter(|w| w.client == client && w.running.as_ref().is_some_and(|r| r.lent))
             .count()
     }
 
-    /// `held` tasks wait for a worker because of the cap: when every busy worker here
-    /// is blocked, nothing here can end, so the tasks they wait for never start: the
-    /// head is told once (it warns their drivers) instead of the host being exhausted.
-    fn check_stuck(&mut self, held: usize) {
+    /// `held` (one entry per task) wait for a worker because of their job's cap: when
+    /// every busy worker of that job here is blocked and no actor call is under way,
+    /// nothing here can end, so unless what they wait for ends elsewhere they never
+    /// start. The head is told once per episode (it warns the job's driver) instead of
+    /// the host filling with processes.
+    fn check_stuck(&mut self, mut held: Vec<ClientId>) {
         // Only looked at while tasks are held: no cost on the ordinary path.
-        let stuck = held > 0
-            && !self
-                .workers
-                .values()
-                .any(|w| w.running.as_ref().is_some_and(|r| !r.lent));
-        if stuck && !self.stuck_told {
-            let mut clients: Vec<ClientId> = self
-                .workers
-                .values()
-                .filter(|w| w.running.as_ref().is_some_and(|r| r.lent))
-                .map(|w| w.client)
-                .collect();
-            clients.sort_unstable();
-            clients.dedup();
-            self.tell_head(NodeToHead::Stuck {
-                clients,
-                blocked: self.blocked_workers() as u32,
-                waiting: held as u32,
-                cap: self.max_blocked as u32,
-            });
+        if held.is_empty() && self.stuck_told.is_empty() {
+            return;
+        }
+        let calls_under_way = self
+            .workers
+            .values()
+            .any(|w| w.actor.as_ref().is_some_and(|a| !a.calls.is_empty()));
+        held.sort_unstable();
+        let mut stuck = Vec::new();
+        for job in held.chunk_by(|a, b| a == b) {
+            let client = job[0];
+            let progressing = calls_under_way
+                || self
+                    .workers
+                    .values()
+                    .any(|w| w.client == client && w.running.as_ref().is_some_and(|r| !r.lent));
+            if progressing {
+                continue;
+            }
+            stuck.push(client);
+            if !self.stuck_told.contains(&client) {
+                self.tell_head(NodeToHead::Stuck {
+                    clients: vec![client],
+                    blocked: self.blocked_workers(client) as u32,
+                    waiting: job.len() as u32,
+                    cap: self.max_blocked as u32,
+                });
+            }
         }
         self.stuck_told = stuck;
     }
@@ -1451,6 +1462,20 @@ mod tests {
         step(&mut c);
         run(&mut c, t[3].clone(), None);
         assert_eq!(stuck(&step(&mut c)), vec![(vec![JOB], 2, 1, 2)]);
+        // The cap is the job's: another job's task still gets a worker of its own.
+        c.on_head_message(HeadToNode::Job {
+            client: JOB + 1,
+            binary: c.jobs[&JOB].binary.clone(),
+        });
+        c.handle(Input::BinaryReady(JOB + 1, Ok("/bin/driver".into())));
+        c.on_head_message(HeadToNode::Run(vec![Assignment {
+            client: JOB + 1,
+            spec: spec(5, 0.0, 0.0),
+            after: None,
+        }]));
+        let out = step(&mut c);
+        assert_eq!(spawned(&out).len(), 1, "{out:?}");
+        assert!(stuck(&out).is_empty());
     }
 
     /// The head pipelined c behind b before it read that a blocked: c is on its way

@@ -267,6 +267,16 @@ fn read_start_secrets() -> Result<(String, String), String> {
         .and_then(|s| s.parse().ok())
         .filter(|fd| *fd > 2)
         .ok_or("no secret pipe from the node (SUNRAY_WORKER_SECRET_FD)")?;
+    // A process a task started inherits the variable but not the pipe: whatever its fd
+    // 3 is, it is not ours to read or close.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let is_pipe =
+        unsafe { libc::fstat(fd, &mut st) } == 0 && st.st_mode & libc::S_IFMT == libc::S_IFIFO;
+    if !is_pipe {
+        return Err(format!(
+            "fd {fd} (SUNRAY_WORKER_SECRET_FD) is not the node's secret pipe: this process was not started by a node agent as a worker"
+        ));
+    }
     // SAFETY: the node started this process with `fd` open for it alone; it is read
     // once, here, and closed when `pipe` drops.
     let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };

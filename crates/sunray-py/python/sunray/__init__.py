@@ -232,7 +232,7 @@ def wait(
 ):
     """``(ready, not_ready)``: once ``num_returns`` refs are ready or ``timeout`` passed;
     ``ready`` holds at most ``num_returns`` refs, both keep the order given; no refs at
-    all give ``([], [])``. The extension checks ``num_returns`` and that refs are unique."""
+    all give ``([], [])``. The extension checks ``num_returns``."""
     _connect_in_task()
     if isinstance(object_refs, ObjectRef):
         raise TypeError("wait() takes a list of ObjectRefs, got a single ObjectRef")
@@ -240,6 +240,10 @@ def wait(
         raise TypeError(f"wait() takes a list of ObjectRefs, got {_shown(object_refs)}")
     refs = list(object_refs)
     _check_refs(refs, "wait()")
+    # The refs of one task's returns share its id (their index tells them apart): they
+    # are distinct refs, ready together.
+    if len({(r.id, r.index) for r in refs}) != len(refs):
+        raise ValueError("wait() requires a list of unique ObjectRefs")
     flags = _sunray.wait([r.id for r in refs], num_returns, timeout)
     ready, not_ready = [], []
     for r, f in zip(refs, flags):
