@@ -245,11 +245,22 @@ def test_names_that_are_html_show_as_text_and_never_run(cluster, tmp, browser):
         browser.find_element(By.CSS_SELECTOR, "form button").click()
         wait = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,))
 
+        # Read in one script each: the page redraws every 2 s, so elements found in one
+        # call may be gone by the next (a stale reference).
         def texts(css):
-            return [e.text for e in browser.find_elements(By.CSS_SELECTOR, css)]
+            return browser.execute_script(
+                "return Array.from(document.querySelectorAll(arguments[0]),"
+                " e => e instanceof HTMLElement ? e.innerText : e.textContent)",
+                css,
+            )
 
         def attrs(css, name):
-            return [e.get_attribute(name) for e in browser.find_elements(By.CSS_SELECTOR, css)]
+            return browser.execute_script(
+                "return Array.from(document.querySelectorAll(arguments[0]),"
+                " e => e.getAttribute(arguments[1]))",
+                css,
+                name,
+            )
 
         def shown(css, text):
             """Some element matching ``css`` shows ``text`` literally (waits for it)."""
@@ -266,10 +277,9 @@ def test_names_that_are_html_show_as_text_and_never_run(cluster, tmp, browser):
             shown("#trials thead th", text)
         for text in (TRIAL_A, TRIAL_B, STATUS_A, STATUS_B, VALUE_A, VALUE_B, NODE_IP):
             shown("#trials tbody td", text)
-        status_cells = browser.find_elements(By.CSS_SELECTOR, "#trials tbody td:nth-child(2)")
-        assert {c.get_attribute("class") for c in status_cells} == {"status-other"}
-        assert METRIC in [o.text for o in Select(browser.find_element(By.ID, "metric")).options]
-        assert KEY in [o.text for o in Select(browser.find_element(By.ID, "param")).options]
+        assert set(attrs("#trials tbody td:nth-child(2)", "class")) == {"status-other"}
+        assert METRIC in texts("#metric option")
+        assert KEY in texts("#param option")
         # The curves and the scatter: their labels and the trials they name.
         wait.until(lambda _: len(attrs("svg#curves path.curve", "data-trial")) == 2)
         assert sorted(attrs("svg#curves path.curve", "data-trial")) == sorted([TRIAL_A, TRIAL_B])
