@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -102,7 +103,8 @@ impl Library {
             return Some(v.clone());
         }
         let v: Value =
-            serde_json::from_slice(&std::fs::read(dir.join("params.json")).ok()?).ok()?;
+            serde_json::from_slice(&read_regular(&dir.join("params.json"), MAX_SMALL_FILE)?)
+                .ok()?;
         self.params.insert(dir.to_path_buf(), v.clone());
         Some(v)
     }
@@ -282,10 +284,15 @@ impl Library {
             *entry = ResultFile::default();
         }
         if len > entry.offset {
-            if let Ok(mut f) = std::fs::File::open(file) {
+            if let Some(mut f) = open_regular(file) {
                 let mut buf = Vec::new();
-                if f.seek(SeekFrom::Start(entry.offset)).is_ok() && f.read_to_end(&mut buf).is_ok()
-                {
+                // A poll reads a bounded piece; the rest comes with the next ones.
+                let piece = f.seek(SeekFrom::Start(entry.offset)).is_ok()
+                    && (&mut f)
+                        .take(MAX_RESULT_PIECE)
+                        .read_to_end(&mut buf)
+                        .is_ok();
+                if piece {
                     entry.offset += buf.len() as u64;
                     let mut data = std::mem::take(&mut entry.partial);
                     data.extend_from_slice(&buf);
@@ -360,7 +367,7 @@ fn ray_statuses(exp: &Path) -> HashMap<String, String> {
         })
         .collect();
     files.sort();
-    let Some(state) = files.last().and_then(|f| std::fs::read(f).ok()) else {
+    let Some(state) = files.last().and_then(|f| read_regular(f, MAX_STATE_FILE)) else {
         return out;
     };
     let Ok(v) = serde_json::from_slice::<Value>(&state) else {
@@ -393,8 +400,7 @@ fn ray_statuses(exp: &Path) -> HashMap<String, String> {
 /// `done` that it finished, and anything else that it is still running (or was
 /// stopped without a word).
 fn trial_status(dir: &Path, last: Option<&Row>, ray: &HashMap<String, String>) -> String {
-    if let Some(s) = std::fs::read(dir.join(".trial_end.json"))
-        .ok()
+    if let Some(s) = read_regular(&dir.join(".trial_end.json"), MAX_SMALL_FILE)
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .and_then(|v| v.get("status").and_then(Value::as_str).map(String::from))
     {
@@ -412,9 +418,39 @@ fn trial_status(dir: &Path, last: Option<&Row>, ray: &HashMap<String, String>) -
     "RUNNING".into()
 }
 
+/// Largest `params.json` or `.trial_end.json` read; larger ones count as absent.
+const MAX_SMALL_FILE: u64 = 1 << 20;
+/// Largest experiment state read (Ray's holds every trial's JSON).
+const MAX_STATE_FILE: u64 = 256 << 20;
+/// Most of a `result.json` read in one poll.
+const MAX_RESULT_PIECE: u64 = 64 << 20;
+
+/// `path` opened only if it is a regular file. Anyone who can write into a results
+/// folder could name `/dev/zero`, a FIFO or a huge file there and exhaust or block the
+/// dashboard (or the head it runs in): the open never waits (`O_NONBLOCK`, which
+/// regular files ignore) and anything else is refused.
+fn open_regular(path: &Path) -> Option<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    f.metadata().ok()?.is_file().then_some(f)
+}
+
+/// A regular file's bytes, if it has at most `max`.
+fn read_regular(path: &Path, max: u64) -> Option<Vec<u8>> {
+    let f = open_regular(path)?;
+    if f.metadata().ok()?.len() > max {
+        return None;
+    }
+    let mut buf = Vec::new();
+    f.take(max).read_to_end(&mut buf).ok()?;
+    Some(buf)
+}
+
 fn read_state(exp: &Path) -> Value {
-    std::fs::read(exp.join("experiment_state.json"))
-        .ok()
+    read_regular(&exp.join("experiment_state.json"), MAX_STATE_FILE)
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null)
 }
@@ -602,6 +638,37 @@ mod tests {
         assert_eq!(v.trials[0].trial_id, "802dc_00000");
         assert_eq!(v.metric, None);
         assert_eq!(v.trials[1].status, "ERROR");
+    }
+
+    /// Item 1 of issue 27's attacker can write into a results folder: names pointing
+    /// at /dev/zero or a FIFO are skipped, never read forever or waited on.
+    #[test]
+    fn devices_and_fifos_in_a_results_folder_are_not_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let exp = tmp.path().join("exp");
+        let t = trial(
+            &exp,
+            "t_aaaaa_00000_0",
+            &[r#"{"loss": 1, "trial_id": "a"}"#],
+        );
+        std::fs::remove_file(t.join("params.json")).ok();
+        std::os::unix::fs::symlink("/dev/zero", t.join("params.json")).unwrap();
+        let fifo = std::ffi::CString::new(t.join(".trial_end.json").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink("/dev/zero", exp.join("experiment_state.json")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", exp.join("experiment_state-2026.json")).unwrap();
+        let root = tmp.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lib = Library::new(vec![root]);
+            let id = lib.list()[0].id.clone();
+            let view = lib.experiment(&id).map(|v| v.trials.len());
+            let _ = tx.send(view);
+        });
+        let view = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the dashboard read a device or waited on a FIFO");
+        assert_eq!(view, Some(1));
     }
 
     #[test]
