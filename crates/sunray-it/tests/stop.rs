@@ -102,6 +102,16 @@ fn answers(tmp: &Path, c: &Two) {
     );
 }
 
+/// `sunray stop` succeeded and stopped one cluster's head and node agent.
+fn stopped_one_cluster(o: &Output) {
+    assert!(o.status.success(), "{}", text(o));
+    assert!(
+        text(o).contains("stopped 2 sunray processes"),
+        "{}",
+        text(o)
+    );
+}
+
 fn stop(tmp: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = sunray_in(tmp, &["stop"]);
     cmd.args(args).env_remove("SLURM_JOB_ID");
@@ -132,12 +142,7 @@ fn stop_with_an_address_stops_only_that_cluster() {
     answers(&tmp, &a);
 
     let o = stop(&tmp, &["--address", &a.address], &[]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("stopped 2 sunray processes"),
-        "{}",
-        text(&o)
-    );
+    stopped_one_cluster(&o);
     assert!(a.stopped());
     assert!(
         b.running(),
@@ -218,12 +223,7 @@ fn stop_inside_a_slurm_job_stops_only_that_jobs_cluster() {
     );
 
     let o = stop(&tmp, &[], &[("SLURM_JOB_ID", "4101")]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("stopped 2 sunray processes"),
-        "{}",
-        text(&o)
-    );
+    stopped_one_cluster(&o);
     assert!(a.stopped());
     assert!(b.running(), "job 4101's stop stopped job 4102's cluster");
     answers(&tmp, &b);

@@ -53,6 +53,19 @@ def _head_token(tmp: Path) -> str:
     return heads[0].read_text().strip()
 
 
+def _dashboard(cluster, results: Path) -> subprocess.Popen:
+    """``sunray dashboard`` of ``cluster`` and ``results`` on a free port: its first line
+    says where."""
+    return subprocess.Popen(
+        [SUNRAY, "dashboard", "--address", cluster.address, "--results", str(results)]
+        + ["--port", "0"],
+        env=cluster.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
 def test_the_page_shows_every_trial_and_a_line_per_trial(cluster, tmp, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -80,14 +93,7 @@ def test_the_page_shows_every_trial_and_a_line_per_trial(cluster, tmp, browser):
 
     keeper = Keeper.options(name="keeper").remote()
     assert sunray.get(keeper.ping.remote()) == "pong"
-    dash = subprocess.Popen(
-        [SUNRAY, "dashboard", "--address", cluster.address, "--results", str(results)]
-        + ["--port", "0"],
-        env=cluster.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    dash = _dashboard(cluster, results)
     try:
         url = dash.stdout.readline().split()[3]
         assert url.startswith("http://127.0.0.1:"), url
@@ -230,14 +236,7 @@ def test_names_that_are_html_show_as_text_and_never_run(cluster, tmp, browser):
     actor = hostile_class.options(name=ACTOR).remote()
     assert sunray.get(actor.ping.remote()) == "pong"
 
-    dash = subprocess.Popen(
-        [SUNRAY, "dashboard", "--address", cluster.address, "--results", str(results)]
-        + ["--port", "0"],
-        env=cluster.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    dash = _dashboard(cluster, results)
     try:
         url = dash.stdout.readline().split()[3]
         browser.get(url)
