@@ -538,7 +538,7 @@ impl Shell {
         // environment (which every process a task starts would inherit, and a task may
         // print): its one-time secret for this node's socket, and its job's credential
         // (a prestarted worker gets that when adopted).
-        let secret = fresh_secret();
+        let secret = crate::session::new_token();
         let credential = match client {
             UNADOPTED => String::new(),
             job => auth::job_credential(&self.cfg.token, job),
@@ -646,13 +646,6 @@ impl Shell {
 
 /// The descriptor a worker reads its start secrets from (see `Shell::spawn`).
 const WORKER_SECRET_FD: i32 = 3;
-
-/// 32 random bytes in hex: a worker's one-time secret.
-fn fresh_secret() -> String {
-    let mut b = [0u8; 32];
-    getrandom::fill(&mut b).expect("the OS random source works");
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 /// A pipe already holding `text` (far below a pipe's capacity), written and closed:
 /// its read end, close-on-exec until a child's `pre_exec` moves it to fd 3.
